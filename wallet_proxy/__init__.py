@@ -1,0 +1,23 @@
+"""wallet-proxy: Braze Connected Content facade over SessionM's offer wallet, tags and triggered sends."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def create_app(settings=None, **services_kwargs) -> Flask:
+    """Build the WSGI app for `settings` (default: read from the environment)."""
+    from . import http, services
+    from .routes import ops, wallets
+    from .settings import Settings
+
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.json.sort_keys = False
+    app.json.compact = True
+    app.url_map.strict_slashes = False  # Braze must never get a redirect
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["wallet_proxy"] = services.build(settings, **services_kwargs)
+    http.init_app(app)
+    for blueprint in (ops.bp, wallets.bp):
+        app.register_blueprint(blueprint)
+    return app

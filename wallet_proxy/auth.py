@@ -1,0 +1,70 @@
+"""Inbound credentials (WALLET_PROXY_CLIENTS) and wallet signatures; constant-time throughout."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+
+from .errors import BadSignature, Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+
+def sign(key: str, user_id: str) -> str:
+    """SPEC: sig = hex HMAC-SHA256(key, user_id), as Braze's `hmac_sha256_hex` filter makes it."""
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def check_signature(key: str | None, user_id: str, sig: str | None) -> None:
+    """Raise BadSignature unless signing is off or `sig` matches (case-insensitive hex)."""
+    if not key:
+        return
+    if not sig or not hmac.compare_digest(sign(key, user_id), sig.strip().lower()):
+        raise BadSignature()
+
+
+def _credentials(header: str | None) -> tuple[str | None, str | None]:
+    """Return (name or None, secret) from a Basic or Bearer Authorization header."""
+    if not header:
+        return None, None
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return None, value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None, None
+        name, sep, secret = decoded.partition(":")
+        return (name, secret) if sep else (None, None)
+    return None, None
+
+
+class Authenticator:
+    """Matches a request's credentials against every configured client (for rotation, several)."""
+
+    def __init__(self, clients):
+        self.clients = tuple(clients)
+
+    def authenticate(self, header: str | None, scope: str):
+        """Return the matching Client for `scope`, or raise Unauthorized / Forbidden."""
+        if not self.clients:
+            raise Unauthorized("no clients are configured (set WALLET_PROXY_CLIENTS)")
+        name, secret = _credentials(header)
+        if secret is None:
+            raise Unauthorized()
+        matched = None
+        for client in self.clients:  # compare against all, so timing says nothing about which
+            ok = hmac.compare_digest(client.secret.encode(), secret.encode())
+            if name is not None:
+                ok = hmac.compare_digest(client.name.encode(), name.encode()) & ok
+            if ok and matched is None:
+                matched = client
+        if matched is None:
+            raise Unauthorized()
+        if scope not in matched.scopes:
+            raise Forbidden(f"client {matched.name!r} lacks the {scope!r} scope")
+        return matched

@@ -1,0 +1,65 @@
+"""SessionM Core client: external-id lookup and user tags. No Flask here: the CLI reuses it."""
+from __future__ import annotations
+
+import base64
+import logging
+from urllib.parse import quote
+
+import requests
+
+from . import upstream
+from .errors import UpstreamError, UpstreamUnavailable, UserNotFound
+
+log = logging.getLogger(__name__)
+
+
+def basic(key: str, secret: str) -> str:
+    """Core's Authorization header: Basic base64(api_key:api_secret)."""
+    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+
+
+class CoreClient:
+    """Calls SessionM Core's private API for one app."""
+
+    def __init__(self, base_url: str, api_key: str, api_secret: str, session: requests.Session):
+        self.base = f"{base_url.rstrip('/')}/priv/v1/apps/{quote(api_key, safe='')}"
+        self.session = session
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "Authorization": basic(api_key, api_secret)}
+
+    def _call(self, method: str, path: str, timeout: float, **kwargs) -> upstream.Reply:
+        return upstream.call(self.session, method, self.base + path, headers=self._headers,
+                             timeout=timeout, name="SessionM Core", **kwargs)
+
+    def resolve_external_id(self, external_id: str, timeout: float) -> str:
+        """Return the SessionM user id of a customer's external id, or raise UserNotFound."""
+        reply = self._call("GET", f"/external/users/{quote(external_id, safe='')}", timeout)
+        data = check(reply)
+        user = data.get("user") if isinstance(data, dict) else None
+        user_id = user.get("id") if isinstance(user, dict) else None
+        if not isinstance(user_id, (str, int)) or isinstance(user_id, bool) or str(user_id) == "":
+            raise UpstreamError("SessionM Core's external-user answer has no user id")
+        return str(user_id)
+
+
+def check(reply: upstream.Reply) -> dict:
+    """Map a Core reply to its JSON object, or raise the matching ApiError."""
+    status = reply.status
+    if status == 429 or status >= 500:
+        raise UpstreamUnavailable(f"SessionM Core answered HTTP {status}",
+                                  retry_after=upstream.retry_after_seconds(reply.headers, 2.0),
+                                  status=429 if status == 429 else None)
+    if status in (401, 403):
+        log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
+                  status)
+        raise UpstreamError("SessionM Core refused this service's credentials")
+    data = reply.data
+    if not isinstance(data, dict):
+        raise UpstreamError(f"SessionM Core answered HTTP {status} with a body that is not a JSON object")
+    errors = data.get("errors")
+    code = errors.get("code") if isinstance(errors, dict) else None
+    if status == 404 or code in ("user_not_found", "not_found"):
+        raise UserNotFound()
+    if status >= 400 or data.get("status") == "error":
+        raise UpstreamError(f"SessionM Core answered an error ({str(code)[:64] if code else status})")
+    return data

@@ -1,0 +1,100 @@
+"""One error hierarchy; `wallet_proxy.http` maps it to the SPEC's JSON errors in one handler."""
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a stable code; `message` is safe to show a caller."""
+
+    status = 500
+    code = "internal"
+    message = "internal error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
+                 details: dict | None = None, status: int | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.retry_after = retry_after
+        self.details = details
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict:
+        """The JSON error object of the SPEC."""
+        error = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"ok": False, "error": error}
+
+
+class InvalidRequest(ApiError):
+    status, code, message = 400, "invalid_request", "invalid request"
+
+
+class Unauthorized(ApiError):
+    status, code, message = 401, "unauthorized", "missing or wrong credentials"
+
+
+class BadSignature(ApiError):
+    status, code, message = 403, "bad_signature", "missing or wrong sig for this user id"
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "this client may not use this route"
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "not_found", "no such route"
+
+
+class UserNotFound(ApiError):
+    status, code, message = 404, "user_not_found", "SessionM does not know this user"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "method_not_allowed", "method not allowed on this route"
+
+
+class Conflict(ApiError):
+    status, code, message = 409, "conflict", "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "payload_too_large", "request body too large"
+
+
+class RateLimited(ApiError):
+    status, code, message = 429, "rate_limited", "too many requests"
+
+
+class Internal(ApiError):
+    status, code, message = 500, "internal", "internal error"
+
+
+class UpstreamError(ApiError):
+    """The upstream answered something we cannot use (garbage, schema mismatch, refused our key)."""
+
+    status, code, message = 502, "upstream_error", "upstream answered something unusable"
+
+
+class UpstreamUnavailable(ApiError):
+    """The upstream is down, throttling, or we chose not to call it (breaker, no slot)."""
+
+    status, code, message = 503, "upstream_unavailable", "upstream unavailable"
+
+
+class NotConfigured(ApiError):
+    status, code, message = 503, "not_configured", "this route's upstream is not configured"
+
+
+class UpstreamTimeout(ApiError):
+    status, code, message = 504, "upstream_timeout", "upstream did not answer in time"
+
+
+class OutcomeUnknown(ApiError):
+    """The upstream may have acted: a timeout after the request was sent. Never retried blindly."""
+
+    status, code, message = 504, "outcome_unknown", "upstream timed out after the request was sent"
+
+
+# Errors that count against the SessionM circuit breaker (SPEC: timeouts, 5xx, refused, garbage).
+BREAKER_FAILURES = (UpstreamError, UpstreamUnavailable, UpstreamTimeout)

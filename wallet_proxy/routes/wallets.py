@@ -1,0 +1,107 @@
+"""GET/DELETE /v1/wallets/<user_id>: the Connected Content call and its purge."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from datetime import datetime, timezone
+
+from flask import Blueprint, Response, g, request
+from marshmallow import ValidationError
+
+from ..auth import check_signature
+from ..errors import ApiError, InvalidRequest, NotConfigured
+from ..http import deadline, require, state
+from ..view import WalletQuery, empty_wallet, flatten, valid_user_id
+from ..wallets import HIT, MISS
+
+bp = Blueprint("wallets", __name__)
+
+_query = WalletQuery()
+# Errors that `on_error=empty` turns into a 200 the template can test (`wallet.ok`).
+_SOFT = ("user_not_found", "upstream_error", "upstream_unavailable", "upstream_timeout")
+
+
+def check_user_id(user_id: str) -> None:
+    """Raise InvalidRequest unless `user_id` is in the SPEC's alphabet (never sent upstream then)."""
+    if not valid_user_id(user_id):
+        raise InvalidRequest("user_id must be 1-128 ASCII letters, digits or -_.@:+ (not only dots)",
+                             details={"user_id": ["invalid characters or length"]})
+
+
+def parse_query() -> dict:
+    """Validate the query string; a 400 names each bad field and why."""
+    try:
+        return _query.load(request.args.to_dict())
+    except ValidationError as exc:
+        raise InvalidRequest("invalid query: " + "; ".join(
+            f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()), details=exc.messages)
+
+
+def cache_status(served) -> str:
+    """RFC 9211 Cache-Status for how this wallet was obtained."""
+    if served.status == HIT:
+        return f"wallet-proxy; hit; ttl={int(served.ttl_left)}"
+    if served.status == MISS:
+        return "wallet-proxy; fwd=uri-miss; stored"
+    return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"
+
+
+def _json(body: dict, status: int = 200) -> Response:
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(data, status=status, mimetype="application/json")
+
+
+def resolve_user(user_id: str, query: dict) -> str:
+    """Return the SessionM user id: the URL's, or Core's answer for an external id."""
+    if query["id_type"] != "external":
+        return user_id
+    services = state()
+    if services.external_ids is None:
+        raise NotConfigured("id_type=external needs the SessionM Core settings")
+    return services.external_ids.resolve(user_id, max(0.05, deadline() - time.monotonic()))
+
+
+@bp.get("/v1/wallets/<path:user_id>")
+@require("wallet", "connect")
+def get_wallet(user_id: str):
+    """Serve a user's flattened wallet for Connected Content."""
+    check_user_id(user_id)
+    query = parse_query()
+    services = state()
+    check_signature(services.settings.signing_key, user_id, query["sig"])
+    try:
+        seed_id = resolve_user(user_id, query)
+        served = services.wallets.get(seed_id, query["culture"], deadline())
+    except ApiError as exc:
+        if query["on_error"] != "empty" or exc.code not in _SOFT:
+            raise
+        g.cache_status = "wallet-proxy; fwd=uri-miss; detail=error"
+        response = _json(empty_wallet(user_id=user_id, culture=query["culture"],
+                                      error={"code": exc.code, "message": exc.message}))
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    now = datetime.fromtimestamp(services.clock(), tz=timezone.utc)
+    body = flatten(served.entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
+                   fetched_at=served.entry.fetched_at, stale=served.stale, query=query)
+    response = _json(body)
+    g.cache_status = cache_status(served)
+    response.headers["Cache-Status"] = g.cache_status
+    response.headers["Cache-Control"] = f"private, max-age={max(0, int(served.ttl_left))}"
+    response.set_etag(hashlib.blake2b(response.get_data(), digest_size=12).hexdigest())
+    if request.if_none_match and request.if_none_match.contains(response.get_etag()[0]):
+        response.status_code = 304
+        response.set_data(b"")
+    return response
+
+
+@bp.delete("/v1/wallets/<path:user_id>")
+@require("admin", "connect")
+def forget_wallet(user_id: str):
+    """Forget every cached culture of a user, so the next read goes to SessionM."""
+    check_user_id(user_id)
+    query = parse_query()
+    state().wallets.forget(resolve_user(user_id, query))
+    return Response(status=204)

@@ -1,0 +1,261 @@
+"""marshmallow schemas: SessionM's get_user_offers answer in, normalised plain dicts out.
+
+Tolerant by design: unknown fields are dropped, missing ones become None. What cannot be trusted is
+refused: the caller maps a ValidationError on the envelope to 502, and drops a single bad offer.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load
+
+
+def parse_time(value) -> datetime | None:
+    """Parse SessionM's date forms (ISO 8601 with Z/offset/none, or epoch seconds) into aware UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValidationError("not a date")
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value / 1000 if value > 10**11 else value, tz=timezone.utc)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValidationError("date out of range") from exc
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValidationError("not a date")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text.replace(" ", "T", 1) if "T" not in text else text)
+    except ValueError as exc:
+        raise ValidationError(f"not an ISO 8601 date: {value[:40]!r}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)  # SessionM documents its dates as UTC
+    return parsed.astimezone(timezone.utc)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """Format a UTC datetime as ISO 8601 with `Z`, to the second."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Text(fields.Field):
+    """A string; numbers are accepted as their text (ids are sometimes numeric)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValidationError("must be a string")
+        return str(value)
+
+
+class Number(fields.Field):
+    """An int or float (or numeric string); integral values come out as int."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("must be a number")
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as exc:
+                raise ValidationError("must be a number") from exc
+        if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            raise ValidationError("must be a finite number")
+        return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
+
+
+class Flag(fields.Field):
+    """A boolean; SessionM sometimes sends "true"/"false" or 0/1."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ValidationError("must be a boolean")
+
+
+class Timestamp(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return parse_time(value)
+
+
+def _opt(field_cls, **kw):
+    return field_cls(load_default=None, allow_none=True, **kw)
+
+
+class MediaSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    uri = _opt(Text)
+    category_name = _opt(Text)
+
+
+class OfferSchema(Schema):
+    """One entry of `user_offers`, normalised to the fields the view needs."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    user_offer_id = _opt(Text)
+    offer_id = _opt(Text)
+    root_offer_id = _opt(Text)
+    offer_group_id = _opt(Text)
+    offer_type = _opt(Text)
+    name = _opt(Text)
+    description = _opt(Text)
+    terms = _opt(Text)
+    logo_uri = _opt(Text)
+    media = fields.List(fields.Raw(), load_default=list, allow_none=True)
+    pos_discount_id = _opt(Text)
+    start_date = _opt(Timestamp)
+    expiration_date = _opt(Timestamp)
+    acquire_date = _opt(Timestamp)
+    redeem_date = fields.Raw(load_default=None, allow_none=True)
+    is_redeemable = _opt(Flag)
+    categories = fields.List(fields.Raw(), load_default=None, allow_none=True)
+    category_ids = fields.List(fields.Raw(), load_default=None, allow_none=True)
+
+    @pre_load
+    def _soft_dates(self, data, **kwargs):
+        # A garbled start/acquire date only loses that date; a garbled expiration drops the offer
+        # (an offer we cannot prove unexpired is never shown), so it is left to fail validation.
+        if isinstance(data, dict):
+            data = dict(data)
+            for name in ("start_date", "acquire_date"):
+                try:
+                    parse_time(data.get(name))
+                except ValidationError:
+                    data[name] = None
+        return data
+
+    @post_load
+    def _normalise(self, data, **kwargs):
+        logo = data["logo_uri"]
+        if not logo:
+            for item in data["media"] or []:
+                if isinstance(item, dict) and isinstance(item.get("uri"), str) and item["uri"]:
+                    logo = item["uri"]
+                    break
+        raw_cats = data["categories"] if data["categories"] is not None else data["category_ids"]
+        category_ids = []
+        for item in raw_cats or []:
+            if isinstance(item, dict):  # some clients send [{id, name}]
+                item = item.get("id")
+            if isinstance(item, (str, int)) and not isinstance(item, bool):
+                category_ids.append(str(item))
+        expires = data["expiration_date"]
+        issued = data["acquire_date"] or data["start_date"]
+        redeemed = data["redeem_date"] not in (None, "", False)
+        return {
+            "user_offer_id": data["user_offer_id"],
+            "offer_id": data["offer_id"],
+            "offer_type": data["offer_type"],
+            "title": data["name"],
+            "description": data["description"],
+            "terms": data["terms"],
+            "logo_url": logo or None,
+            "pos_discount_id": data["pos_discount_id"],
+            "group_id": data["offer_group_id"],
+            "category_ids": category_ids,
+            "issued_at": iso(issued),
+            "expires_at": iso(expires),
+            "expires_ts": expires.timestamp() if expires else None,
+            "redeemed": redeemed,
+            "redeemable": True if data["is_redeemable"] is None else data["is_redeemable"],
+        }
+
+
+class NamedSchema(Schema):
+    """An entry of `offer_groups` or `offer_categories`."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    id = Text(required=True)
+    name = _opt(Text)
+    sort_order = _opt(Number)
+
+
+class UserSchema(Schema):
+    """Only what a template may see: no personal data."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    opted_in = _opt(Flag)
+    activated = _opt(Flag)
+
+
+class PayloadSchema(Schema):
+    """The `payload` object of an ok answer."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    user = fields.Raw(load_default=None, allow_none=True)
+    user_id = _opt(Text)
+    user_offers = fields.List(fields.Raw(), load_default=list, allow_none=False)
+    offer_groups = fields.List(fields.Raw(), load_default=list, allow_none=True)
+    offer_categories = fields.List(fields.Raw(), load_default=list, allow_none=True)
+    total_points = _opt(Number)
+    available_points = _opt(Number)
+
+
+_payload = PayloadSchema()
+_offer = OfferSchema()
+_named = NamedSchema()
+_user = UserSchema()
+
+
+def _load_many(schema: Schema, items, dropped: list) -> list:
+    out = []
+    for index, item in enumerate(items or []):
+        try:
+            if not isinstance(item, dict):
+                raise ValidationError("not an object")
+            out.append(schema.load(item))
+        except ValidationError as exc:
+            dropped.append((index, exc.messages))
+    return out
+
+
+def normalise_payload(payload) -> tuple[dict, list]:
+    """Validate a get_user_offers `payload`; return (normalised wallet, dropped items).
+
+    Raises ValidationError when the envelope itself is unusable (not an object, offers not a list).
+    """
+    if not isinstance(payload, dict):
+        raise ValidationError({"payload": ["must be an object"]})
+    data = _payload.load(payload)
+    dropped: list = []
+    offers = _load_many(_offer, data["user_offers"], dropped)
+    groups = sorted(_load_many(_named, data["offer_groups"], []), key=_order)
+    categories = sorted(_load_many(_named, data["offer_categories"], []), key=_order)
+    user = {"opted_in": None, "activated": None}
+    if isinstance(data["user"], dict):
+        try:
+            user.update(_user.load(data["user"]))
+        except ValidationError:
+            pass
+    wallet = {
+        "user_id": data["user_id"],
+        "total_points": data["total_points"],
+        "available_points": data["available_points"],
+        "user": user,
+        "offers": offers,
+        "groups": [{"id": g["id"], "name": g["name"]} for g in groups],
+        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
+    }
+    return wallet, dropped
+
+
+def _order(item):
+    order = item.get("sort_order")
+    return (0, order) if isinstance(order, (int, float)) else (1, 0)

@@ -1,0 +1,85 @@
+"""Builds the collaborators of one app (clients, caches, auth) from Settings; no globals."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+from cachetools import TTLCache
+
+from . import upstream
+from .auth import Authenticator
+from .cache import MemoryStore
+from .core import CoreClient
+from .sessionm import ConnectClient
+from .settings import SANDBOX_BRAZE_URL, SANDBOX_CONNECT_URL, SANDBOX_CORE_URL, Settings
+from .wallets import WalletService
+
+log = logging.getLogger(__name__)
+
+EXTERNAL_ID_TTL = 86400  # SPEC: the external id -> user id mapping is cached for a day
+
+
+class ExternalIds:
+    """Resolves customer external ids to SessionM user ids through Core, cached for a day."""
+
+    def __init__(self, core: CoreClient | None, maxsize: int, clock=time.time):
+        self.core = core
+        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=EXTERNAL_ID_TTL, timer=clock)
+        self._lock = threading.Lock()
+
+    def resolve(self, external_id: str, timeout: float) -> str:
+        """Return the SessionM user id of `external_id` (ApiError when Core cannot say)."""
+        with self._lock:
+            known = self._cache.get(external_id)
+        if known is not None:
+            return known
+        user_id = self.core.resolve_external_id(external_id, timeout)
+        with self._lock:
+            self._cache[external_id] = user_id
+        return user_id
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs, hung on `app.extensions["wallet_proxy"]`."""
+
+    settings: Settings
+    clock: object
+    session: requests.Session
+    auth: Authenticator
+    store: object
+    wallets: WalletService
+    connect: ConnectClient | None = None
+    core: CoreClient | None = None
+    external_ids: ExternalIds | None = None
+    sandbox: object | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,
+          store=None, spawn=None) -> Services:
+    """Build the services for `settings`; tests inject clock, session, store and spawn."""
+    session = session or upstream.make_session(settings.upstream_concurrency)
+    sandbox_state = None
+    if settings.sandbox:
+        from .sandbox import SandboxAdapter, SimState, make_sandbox_app
+
+        sandbox_state = SimState(settings.sandbox_latency, settings.sandbox_fault, clock=clock)
+        adapter = SandboxAdapter(make_sandbox_app(sandbox_state))
+        for url in (SANDBOX_CONNECT_URL, SANDBOX_CORE_URL, SANDBOX_BRAZE_URL):
+            session.mount(url, adapter)
+    connect = core = None
+    if settings.connect_configured:
+        connect = ConnectClient(settings.connect_url, settings.connect_authorization, settings.retailer_id,
+                                session)
+    if settings.core_configured:
+        core = CoreClient(settings.core_url, settings.core_api_key, settings.core_api_secret, session)
+    store = store or MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
+    wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn)
+    return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
+                    store=store, wallets=wallets, connect=connect, core=core,
+                    external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
+                    sandbox=sandbox_state)

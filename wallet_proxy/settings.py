@@ -1,0 +1,200 @@
+"""Settings: read once from the environment (and `.env`) into one typed, immutable object."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Mapping
+
+from dotenv import dotenv_values
+
+SCOPES = frozenset({"wallet", "tags", "trigger", "admin"})
+
+# Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
+# (RFC 2606), so a sandbox URL can never leak a request onto the network.
+SANDBOX_CONNECT_URL = "http://sessionm-connect.sandbox.invalid"
+SANDBOX_CORE_URL = "http://sessionm-core.sandbox.invalid"
+SANDBOX_BRAZE_URL = "http://braze.sandbox.invalid"
+
+GROUPS = {
+    "connect": ("SESSIONM_CONNECT_URL", "SESSIONM_CONNECT_AUTH", "SESSIONM_RETAILER_ID"),
+    "core": ("SESSIONM_CORE_URL", "SESSIONM_CORE_API_KEY", "SESSIONM_CORE_API_SECRET"),
+    "braze": ("BRAZE_REST_URL", "BRAZE_API_KEY"),
+}
+
+
+class ConfigError(Exception):
+    """The settings cannot run a service; the message names every problem."""
+
+
+@dataclass(frozen=True)
+class Client:
+    """One inbound credential: a name, a secret, and the scopes it may use."""
+
+    name: str
+    secret: str = field(repr=False)
+    scopes: frozenset = SCOPES
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, typed and validated."""
+
+    connect_url: str | None = None
+    connect_auth: str | None = field(default=None, repr=False)
+    retailer_id: str | None = None
+    core_url: str | None = None
+    core_api_key: str | None = field(default=None, repr=False)
+    core_api_secret: str | None = field(default=None, repr=False)
+    braze_url: str | None = None
+    braze_api_key: str | None = field(default=None, repr=False)
+    clients: tuple = ()
+    signing_key: str | None = field(default=None, repr=False)
+    cache_ttl: float = 60.0
+    stale_ttl: float = 300.0
+    swr_window: float = 10.0
+    cache_size: int = 100_000
+    redis_url: str | None = field(default=None, repr=False)
+    deadline: float = 1.8
+    upstream_timeout: float = 1.5
+    breaker_failures: int = 5
+    breaker_cooldown: float = 10.0
+    upstream_concurrency: int = 64
+    client_rate: float | None = None
+    public_metrics: bool = False
+    sandbox: bool = False
+    sandbox_latency: float = 0.0
+    sandbox_fault: str | None = None
+    max_body_bytes: int = 1_048_576
+
+    @property
+    def connect_configured(self) -> bool:
+        """True when the wallet routes have a SessionM Connect to call."""
+        return bool(self.connect_url)
+
+    @property
+    def core_configured(self) -> bool:
+        """True when the tag routes have a SessionM Core to call."""
+        return bool(self.core_url)
+
+    @property
+    def braze_configured(self) -> bool:
+        """True when the trigger routes have a Braze to call."""
+        return bool(self.braze_url)
+
+    @property
+    def connect_authorization(self) -> str:
+        """The Authorization header for Connect: SessionM's Basic string, with or without `Basic`."""
+        auth = (self.connect_auth or "").strip()
+        return auth if auth.lower().startswith("basic ") else f"Basic {auth}"
+
+    def with_overrides(self, **changes) -> "Settings":
+        """Return a copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> "Settings":
+        """Read settings from `environ` (default: os.environ) over the `.env` file; raise ConfigError."""
+        env: dict[str, str] = {}
+        if dotenv_path and os.path.isfile(dotenv_path):
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        return parse(env)
+
+
+def parse(env: Mapping[str, str]) -> Settings:
+    """Build Settings from a plain mapping; collect every problem before raising ConfigError."""
+    problems: list[str] = []
+    get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
+
+    present = {g: [n for n in names if get(n)] for g, names in GROUPS.items()}
+    for group, names in GROUPS.items():
+        have = present[group]
+        if have and len(have) != len(names):
+            missing = [n for n in names if n not in have]
+            problems.append(f"{group} settings are all or nothing: {', '.join(missing)} missing "
+                            f"(set: {', '.join(have)})")
+    sandbox = not any(present.values())
+
+    def number(name, default, kind=float, low=None, high=None):
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            problems.append(f"{name} must be a{'n integer' if kind is int else ' number'}, got {raw!r}")
+            return default
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            problems.append(f"{name} must be {bounds}, got {raw!r}")
+            return default
+        return value
+
+    for name in ("SESSIONM_CONNECT_URL", "SESSIONM_CORE_URL", "BRAZE_REST_URL"):
+        url = get(name)
+        if url and not url.startswith(("http://", "https://")):
+            problems.append(f"{name} must start with http:// or https://")
+
+    clients = _parse_clients(get("WALLET_PROXY_CLIENTS"), problems)
+    if sandbox and not clients:
+        clients = (Client("demo", "demo"),)
+
+    client_rate = number("WALLET_PROXY_CLIENT_RATE", None, float, 0.001)
+    deadline = number("WALLET_PROXY_DEADLINE", 1.8, float, 0.05, 30)
+    settings = Settings(
+        connect_url=(get("SESSIONM_CONNECT_URL") or (SANDBOX_CONNECT_URL if sandbox else None)),
+        connect_auth=get("SESSIONM_CONNECT_AUTH") or ("c2FuZGJveDpzYW5kYm94" if sandbox else None),
+        retailer_id=get("SESSIONM_RETAILER_ID") or ("sandbox-retailer" if sandbox else None),
+        core_url=(get("SESSIONM_CORE_URL") or (SANDBOX_CORE_URL if sandbox else None)),
+        core_api_key=get("SESSIONM_CORE_API_KEY") or ("sandbox-key" if sandbox else None),
+        core_api_secret=get("SESSIONM_CORE_API_SECRET") or ("sandbox-secret" if sandbox else None),
+        braze_url=(get("BRAZE_REST_URL") or (SANDBOX_BRAZE_URL if sandbox else None)),
+        braze_api_key=get("BRAZE_API_KEY") or ("sandbox-braze-key" if sandbox else None),
+        clients=clients,
+        signing_key=get("WALLET_PROXY_SIGNING_KEY"),
+        cache_ttl=number("WALLET_PROXY_CACHE_TTL", 60.0, float, 0),
+        stale_ttl=number("WALLET_PROXY_STALE_TTL", 300.0, float, 0),
+        swr_window=number("WALLET_PROXY_SWR_WINDOW", 10.0, float, 0),
+        cache_size=number("WALLET_PROXY_CACHE_SIZE", 100_000, int, 1),
+        redis_url=get("WALLET_PROXY_REDIS_URL"),
+        deadline=deadline,
+        upstream_timeout=number("WALLET_PROXY_UPSTREAM_TIMEOUT", 1.5, float, 0.01, 30),
+        breaker_failures=number("WALLET_PROXY_BREAKER_FAILURES", 5, int, 1),
+        breaker_cooldown=number("WALLET_PROXY_BREAKER_COOLDOWN", 10.0, float, 0),
+        upstream_concurrency=number("WALLET_PROXY_UPSTREAM_CONCURRENCY", 64, int, 1, 10_000),
+        client_rate=client_rate,
+        public_metrics=get("WALLET_PROXY_PUBLIC_METRICS") in ("1", "true", "yes", "on"),
+        sandbox=sandbox,
+        sandbox_latency=number("WALLET_PROXY_SANDBOX_LATENCY", 0.0, float, 0, 60),
+        sandbox_fault=get("WALLET_PROXY_SANDBOX_FAULT"),
+    )
+    redis_url = settings.redis_url
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        problems.append("WALLET_PROXY_REDIS_URL must start with redis://, rediss:// or unix://")
+    if problems:
+        raise ConfigError("invalid settings: " + "; ".join(problems))
+    return settings
+
+
+def _parse_clients(raw: str | None, problems: list[str]) -> tuple:
+    """Parse `name:secret[:scope+scope]` entries, comma-separated; never echo a secret."""
+    if not raw:
+        return ()
+    clients = []
+    for index, entry in enumerate(e.strip() for e in raw.split(",")):
+        if not entry:
+            continue
+        parts = entry.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+            problems.append(f"WALLET_PROXY_CLIENTS entry {index + 1} must be name:secret[:scope+scope]")
+            continue
+        scopes = SCOPES
+        if len(parts) == 3 and parts[2]:
+            scopes = frozenset(s.strip() for s in parts[2].split("+") if s.strip())
+            unknown = scopes - SCOPES
+            if unknown:
+                problems.append(f"WALLET_PROXY_CLIENTS entry {parts[0]!r} has unknown scope(s) "
+                                f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(SCOPES))})")
+                continue
+        clients.append(Client(parts[0], parts[1], scopes))
+    return tuple(clients)

@@ -1,0 +1,89 @@
+"""HTTP plumbing shared by the SessionM and Braze clients: pooled sessions, timeouts, error mapping."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_CAP = 0.5  # a healthy loopback/LAN/TLS connect is far below this; fail fast otherwise
+
+
+def make_session(pool_size: int) -> requests.Session:
+    """Return a Session whose connection pool holds `pool_size` connections per host.
+
+    requests' default pool keeps 10 connections; with 64 calls in flight the other 54 would open
+    and throw away a connection (and a TLS handshake) each time.
+    """
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=max(pool_size, 10), max_retries=0,
+                          pool_block=False)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = "wallet-proxy/0.1"
+    return session
+
+
+@dataclass
+class Reply:
+    """An upstream answer: status, headers, decoded JSON (or None) and the elapsed seconds."""
+
+    status: int
+    headers: dict
+    data: object
+    elapsed: float
+    text: str = ""
+
+
+def retry_after_seconds(headers, default: float = 1.0) -> float:
+    """Read `Retry-After` (seconds or HTTP date) or Braze's `X-RateLimit-Reset` (epoch seconds)."""
+    raw = headers.get("Retry-After") if headers else None
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            try:
+                return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
+            except (TypeError, ValueError):
+                pass
+    reset = headers.get("X-RateLimit-Reset") if headers else None
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            pass
+    return default
+
+
+def call(session: requests.Session, method: str, url: str, *, timeout: float, name: str,
+         **kwargs) -> Reply:
+    """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets."""
+    started = time.monotonic()
+    connect_timeout = min(CONNECT_TIMEOUT_CAP, timeout)
+    try:
+        response = session.request(method, url, timeout=(connect_timeout, timeout), allow_redirects=False,
+                                   **kwargs)
+    except requests.exceptions.ConnectTimeout as exc:
+        raise UpstreamUnavailable(f"{name} did not accept a connection in time",
+                                  retry_after=1) from exc
+    except requests.exceptions.Timeout as exc:
+        raise UpstreamTimeout(f"{name} did not answer within {timeout:.2f}s") from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise UpstreamUnavailable(f"{name} refused or dropped the connection", retry_after=1) from exc
+    except requests.exceptions.RequestException as exc:
+        raise UpstreamError(f"{name} call failed: {type(exc).__name__}") from exc
+    elapsed = time.monotonic() - started
+    text = response.text
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        data = None
+    return Reply(response.status_code, response.headers, data, elapsed, text[:200])

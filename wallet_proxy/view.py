@@ -1,0 +1,179 @@
+"""The flattened wallet view: pure functions from a normalised SessionM wallet to what Liquid reads."""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from .schemas import iso
+
+SORT_KEYS = ("expires_at", "title", "issued_at")
+DEFAULT_CULTURE = "en-US"
+_CULTURE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{4})?(?:-(?:[A-Za-z]{2}|[0-9]{3}))?$")
+_USER_ID = re.compile(r"^[A-Za-z0-9\-_.@:+]{1,128}$")
+
+
+def valid_user_id(user_id: str) -> bool:
+    """SPEC: 1-128 ASCII letters, digits and `-_.@:+`, not made of dots alone."""
+    return bool(_USER_ID.match(user_id)) and user_id.strip(".") != ""
+
+
+def normalise_culture(value: str | None) -> str:
+    """Return a canonical BCP 47 tag (`fr-fr` -> `fr-FR`); empty means en-US; raise ValueError."""
+    if value is None or value.strip() == "":
+        return DEFAULT_CULTURE
+    value = value.strip().replace("_", "-")
+    if not _CULTURE.match(value):
+        raise ValueError("must be a BCP 47 language tag such as fr or fr-FR")
+    parts = value.split("-")
+    out = [parts[0].lower()]
+    for part in parts[1:]:
+        out.append(part.title() if len(part) == 4 else part.upper())
+    return "-".join(out)
+
+
+class CultureField(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        try:
+            return normalise_culture(super()._deserialize(value, attr, data, **kwargs))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class WalletQuery(Schema):
+    """Query string of GET /v1/wallets/<user_id>; unknown keys (cache busters) are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    culture = CultureField(load_default=DEFAULT_CULTURE)
+    sig = fields.String(load_default=None, validate=validate.Length(max=128))
+    group = fields.String(load_default=None, validate=validate.Length(min=1, max=256))
+    category = fields.String(load_default=None, validate=validate.Length(min=1, max=256))
+    type = fields.String(load_default=None, validate=validate.Length(min=1, max=128))
+    expiring_within_days = fields.Integer(load_default=None, strict=False,
+                                          validate=validate.Range(min=0, max=36500))
+    limit = fields.Integer(load_default=None, validate=validate.Range(min=1, max=1000))
+    sort = fields.String(load_default=None, validate=validate.OneOf(
+        SORT_KEYS + tuple("-" + k for k in SORT_KEYS)))
+    on_error = fields.String(load_default="status", validate=validate.OneOf(("status", "empty")))
+    id_type = fields.String(load_default="seed", validate=validate.OneOf(("seed", "external")))
+
+    @validates("expiring_within_days")
+    def _int_only(self, value, **kwargs):
+        if isinstance(value, bool):
+            raise ValidationError("must be an integer")
+
+
+def is_servable(offer: dict, now_ts: float) -> bool:
+    """An offer is shown only when not redeemed and not yet expired (checked at serve time)."""
+    if offer["redeemed"]:
+        return False
+    expires = offer["expires_ts"]
+    return expires is None or expires > now_ts
+
+
+def _matches(value: str | None, wanted: str, names: dict) -> bool:
+    if value is None:
+        return False
+    return value == wanted or (names.get(value) or "").casefold() == wanted.casefold()
+
+
+def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_at: float,
+            stale: bool, query: dict | None = None) -> dict:
+    """Build the SPEC's 200 body: drop expired/redeemed offers, resolve names, filter, sort, limit."""
+    query = query or {}
+    now_ts = now.timestamp()
+    group_names = {g["id"]: g["name"] for g in wallet["groups"]}
+    category_names = {c["id"]: c["name"] for c in wallet["categories"]}
+
+    offers = []
+    for offer in wallet["offers"]:
+        if not is_servable(offer, now_ts):
+            continue
+        if query.get("type") and offer["offer_type"] != query["type"]:
+            continue
+        if query.get("group") and not _matches(offer["group_id"], query["group"], group_names):
+            continue
+        if query.get("category") and not any(
+                _matches(c, query["category"], category_names) for c in offer["category_ids"]):
+            continue
+        days = None if offer["expires_ts"] is None else math.floor((offer["expires_ts"] - now_ts) / 86400)
+        within = query.get("expiring_within_days")
+        if within is not None and (days is None or days > within):
+            continue
+        offers.append(({
+            "user_offer_id": offer["user_offer_id"],
+            "offer_id": offer["offer_id"],
+            "offer_type": offer["offer_type"],
+            "title": offer["title"],
+            "description": offer["description"],
+            "terms": offer["terms"],
+            "logo_url": offer["logo_url"],
+            "pos_discount_id": offer["pos_discount_id"],
+            "group_id": offer["group_id"],
+            "group_name": group_names.get(offer["group_id"]),
+            "category_names": [category_names[c] for c in offer["category_ids"]
+                               if category_names.get(c) is not None],
+            "issued_at": offer["issued_at"],
+            "expires_at": offer["expires_at"],
+            "expires_in_days": days,
+            "redeemable": offer["redeemable"],
+        }, offer["category_ids"]))
+
+    sort = query.get("sort")
+    if sort:
+        key = sort.lstrip("-")
+        present = [p for p in offers if p[0][key] is not None]
+        absent = [p for p in offers if p[0][key] is None]  # offers without the key always go last
+        present.sort(key=lambda p: p[0][key].casefold() if key == "title" else p[0][key],
+                     reverse=sort.startswith("-"))
+        offers = present + absent
+    if query.get("limit"):
+        offers = offers[: query["limit"]]
+
+    group_counts: dict = {}
+    category_counts: dict = {}
+    for offer, category_ids in offers:
+        group_counts[offer["group_id"]] = group_counts.get(offer["group_id"], 0) + 1
+        for cid in category_ids:
+            category_counts[cid] = category_counts.get(cid, 0) + 1
+    offers = [offer for offer, _ in offers]
+
+    return {
+        "ok": True,
+        "stale": stale,
+        "user_id": user_id,
+        "culture": culture,
+        "available_points": wallet["available_points"],
+        "total_points": wallet["total_points"],
+        "offer_count": len(offers),
+        "offers": offers,
+        "groups": [{"id": g["id"], "name": g["name"], "offer_count": group_counts.get(g["id"], 0)}
+                   for g in wallet["groups"]],
+        "categories": [{"id": c["id"], "name": c["name"], "offer_count": category_counts.get(c["id"], 0)}
+                       for c in wallet["categories"]],
+        "user": {"opted_in": wallet["user"].get("opted_in"), "activated": wallet["user"].get("activated")},
+        "fetched_at": iso(datetime.fromtimestamp(fetched_at, tz=timezone.utc)),
+    }
+
+
+def empty_wallet(*, user_id: str, culture: str, error: dict) -> dict:
+    """The `on_error=empty` body: same keys, no offers, zero points, `ok: false` and the error."""
+    return {
+        "ok": False,
+        "error": error,
+        "stale": False,
+        "user_id": user_id,
+        "culture": culture,
+        "available_points": 0,
+        "total_points": 0,
+        "offer_count": 0,
+        "offers": [],
+        "groups": [],
+        "categories": [],
+        "user": {"opted_in": None, "activated": None},
+        "fetched_at": None,
+    }

@@ -1,0 +1,201 @@
+"""The wallet service: cache -> single flight -> bounded SessionM call, inside a hard deadline.
+
+Braze renders each message 2-3 times and gives up after 2 s, so:
+- concurrent requests for one (user, culture) share one SessionM call (single flight);
+- a SessionM call runs in its own worker and callers wait on it with their own deadline, so a hung
+  or trickling SessionM never holds an answer past WALLET_PROXY_DEADLINE;
+- at most WALLET_PROXY_UPSTREAM_CONCURRENCY calls are in flight; no slot in time is a fast 503;
+- past its TTL a wallet is served while one refresh runs (stale-while-revalidate), and when SessionM
+  fails it is served up to STALE_TTL old (stale-if-error).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from .breaker import Breaker
+from .cache import Entry
+from .errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
+
+
+@dataclass
+class Served:
+    """What the route needs: the entry, how it was obtained, and seconds left fresh (<0: stale)."""
+
+    entry: Entry
+    status: str
+    ttl_left: float
+    coalesced: bool = False
+
+    @property
+    def stale(self) -> bool:
+        return self.status in (SWR, SIE)
+
+
+class Flight:
+    """One SessionM call that several requests wait for."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.entry: Entry | None = None
+        self.error: ApiError | None = None
+
+    def wait(self, deadline: float) -> Entry:
+        """Wait until the call lands or `deadline` (monotonic) passes; raise its error or a timeout."""
+        if not self.done.wait(max(0.0, deadline - time.monotonic())):
+            raise UpstreamTimeout("SessionM did not answer before this request's deadline")
+        if self.error is not None:
+            raise self.error
+        return self.entry
+
+
+class SingleFlight:
+    """Registry of flights in progress, one per key, in this process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._flights: dict = {}
+
+    def join(self, key) -> tuple[Flight, bool]:
+        """Return (flight, True) to the caller who must start the call, (flight, False) to waiters."""
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is not None:
+                return flight, False
+            flight = self._flights[key] = Flight()
+            return flight, True
+
+    def finish(self, key, flight: Flight, entry: Entry | None = None, error: ApiError | None = None):
+        """Publish the outcome and let the next request for this key start a new call."""
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+        flight.entry, flight.error = entry, error
+        flight.done.set()
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+
+class WalletService:
+    """Serves normalised wallets from the store, fetching from SessionM when needed."""
+
+    def __init__(self, client, store, settings, *, breaker: Breaker | None = None, clock=time.time,
+                 spawn=None, metrics=None, locker=None):
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
+        self.flights = SingleFlight()
+        self.slots = threading.BoundedSemaphore(settings.upstream_concurrency)
+        self.spawn = spawn or _spawn_thread
+        self.metrics = metrics
+        # Optional cross-process lock (Redis): when another process holds it, wait for its result.
+        self.locker = locker
+
+    def get(self, user_id: str, culture: str, deadline: float) -> Served:
+        """Return the wallet of (user, culture) within `deadline` (monotonic), or raise an ApiError."""
+        ttl = self.settings.cache_ttl
+        entry = self.store.get(user_id, culture)
+        if entry is not None:
+            age = self.clock() - entry.fetched_at
+            if age < ttl:
+                return Served(entry, HIT, ttl - age)
+            if age < ttl + self.settings.swr_window and self.breaker.state == "closed":
+                self.refresh(user_id, culture)
+                return Served(entry, SWR, ttl - age)
+        try:
+            fresh, coalesced = self._fetch(user_id, culture, deadline)
+            return Served(fresh, MISS, ttl - (self.clock() - fresh.fetched_at), coalesced)
+        except BREAKER_FAILURES:
+            if entry is not None:
+                age = self.clock() - entry.fetched_at
+                if age < ttl + self.settings.stale_ttl:
+                    return Served(entry, SIE, ttl - age)
+            raise
+
+    def refresh(self, user_id: str, culture: str) -> None:
+        """Start a background refresh unless one is already running; never raises."""
+        deadline = time.monotonic() + self.settings.upstream_timeout + 0.5
+        flight, leader = self.flights.join((user_id, culture))
+        if leader:
+            self._lead(flight, user_id, culture, deadline)
+
+    def forget(self, user_id: str) -> None:
+        """Drop every cached culture of a user."""
+        self.store.forget(user_id)
+
+    def _fetch(self, user_id: str, culture: str, deadline: float) -> tuple[Entry, bool]:
+        flight, leader = self.flights.join((user_id, culture))
+        if leader:
+            self._lead(flight, user_id, culture, deadline)
+        elif self.metrics:
+            self.metrics.coalesced()
+        return flight.wait(deadline), not leader
+
+    def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float) -> None:
+        key = (user_id, culture)
+        if not self.breaker.allow():
+            self.flights.finish(key, flight, error=UpstreamUnavailable(
+                "SessionM is failing; calls are paused (circuit breaker open)",
+                retry_after=self.breaker.retry_after()))
+            return
+        if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.05)):
+            self.breaker.cancel()
+            self.flights.finish(key, flight, error=UpstreamUnavailable(
+                "too many SessionM calls in flight; no slot in time", retry_after=1))
+            return
+        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - time.monotonic()))
+        self.spawn(self._run, flight, user_id, culture, timeout)
+
+    def _run(self, flight: Flight, user_id: str, culture: str, timeout: float) -> None:
+        key = (user_id, culture)
+        entry = error = None
+        try:
+            if self.locker is not None:
+                entry = self.locker.fetch_once(user_id, culture, timeout,
+                                               lambda: self._call(user_id, culture, timeout))
+            else:
+                entry = self._call(user_id, culture, timeout)
+        except ApiError as exc:
+            error = exc
+        except Exception:  # a bug must not strand the waiters
+            log.exception("unexpected error fetching a wallet")
+            error = Internal()
+        finally:
+            self.slots.release()
+            self.flights.finish(key, flight, entry, error)
+
+    def _call(self, user_id: str, culture: str, timeout: float) -> Entry:
+        """One SessionM call: store the result, feed the breaker."""
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            wallet = self.client.get_user_offers(user_id, culture, timeout)
+        except BREAKER_FAILURES as exc:
+            outcome = exc.code
+            self.breaker.failure()
+            raise
+        except ApiError as exc:
+            outcome = exc.code
+            self.breaker.success()
+            raise
+        finally:
+            if self.metrics:
+                self.metrics.upstream("sessionm", outcome, time.monotonic() - started)
+        self.breaker.success()
+        entry = Entry(wallet, self.clock())
+        self.store.put(user_id, culture, entry)
+        return entry
+
+
+def _spawn_thread(target, *args) -> None:
+    """Run `target` in a daemon thread (a greenlet under gevent's monkey-patching)."""
+    threading.Thread(target=target, args=args, daemon=True, name="sessionm-fetch").start()

@@ -1,0 +1,2 @@
+from wallet_proxy import create_app
+app = create_app()
