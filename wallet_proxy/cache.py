@@ -10,17 +10,22 @@ from cachetools import TTLCache
 
 @dataclass(frozen=True)
 class Entry:
-    """A normalised wallet and when (epoch seconds) it was fetched from SessionM."""
+    """A normalised wallet, when (epoch seconds) it was fetched, and its own TTL if not the default.
+
+    `ttl` is set by `wallet-proxy prewarm --ttl` so wallets fetched ahead of a send stay fresh until
+    the send reaches them.
+    """
 
     wallet: dict
     fetched_at: float
+    ttl: float | None = None
 
     def to_json(self) -> dict:
-        return {"wallet": self.wallet, "fetched_at": self.fetched_at}
+        return {"wallet": self.wallet, "fetched_at": self.fetched_at, "ttl": self.ttl}
 
     @classmethod
     def from_json(cls, data: dict) -> "Entry":
-        return cls(data["wallet"], float(data["fetched_at"]))
+        return cls(data["wallet"], float(data["fetched_at"]), data.get("ttl"))
 
 
 class MemoryStore:

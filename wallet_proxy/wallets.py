@@ -105,6 +105,7 @@ class WalletService:
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
+            ttl = entry.ttl or ttl
             age = self.clock() - entry.fetched_at
             if age < ttl:
                 return Served(entry, HIT, ttl - age)
@@ -113,7 +114,8 @@ class WalletService:
                 return Served(entry, SWR, ttl - age)
         try:
             fresh, coalesced = self._fetch(user_id, culture, deadline)
-            return Served(fresh, MISS, ttl - (self.clock() - fresh.fetched_at), coalesced)
+            fresh_ttl = fresh.ttl or self.settings.cache_ttl
+            return Served(fresh, MISS, fresh_ttl - (self.clock() - fresh.fetched_at), coalesced)
         except BREAKER_FAILURES:
             if entry is not None:
                 age = self.clock() - entry.fetched_at
