@@ -56,6 +56,8 @@ class Services:
     core: CoreClient | None = None
     external_ids: ExternalIds | None = None
     sandbox: object | None = None
+    # The shared Redis client (None without WALLET_PROXY_REDIS_URL); other features reuse it.
+    redis: object | None = None
     extras: dict = field(default_factory=dict)
 
 
@@ -77,9 +79,18 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
                                 session)
     if settings.core_configured:
         core = CoreClient(settings.core_url, settings.core_api_key, settings.core_api_secret, session)
-    store = store or MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
-    wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn)
+    memory = MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
+    redis_client = locker = None
+    if settings.redis_url:
+        from .redis_store import RedisLocker, RedisStore, make_client
+
+        redis_client = make_client(settings.redis_url, settings.upstream_concurrency)
+        if store is None:
+            store = RedisStore(redis_client, memory, settings.cache_ttl, settings.stale_ttl, clock=clock)
+            locker = RedisLocker(redis_client, store)
+    store = store or memory
+    wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker)
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
                     external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
-                    sandbox=sandbox_state)
+                    sandbox=sandbox_state, redis=redis_client)
