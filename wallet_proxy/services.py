@@ -88,7 +88,8 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
         if store is None:
             store = RedisStore(redis_client, memory, settings.cache_ttl, settings.stale_ttl, clock=clock)
             locker = RedisLocker(redis_client, store)
-    store = store or memory
+    if store is None:  # not `store or memory`: an empty store has len() 0 and is falsy
+        store = memory
     wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker)
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
