@@ -50,7 +50,7 @@ class FakeUpstream:
         self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def on(self, method: str, pattern: str, answer) -> "FakeUpstream":
@@ -114,7 +114,7 @@ class LiveServer:
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     def close(self) -> None:

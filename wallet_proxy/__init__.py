@@ -7,7 +7,7 @@ from flask import Flask
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
     from . import http, services
-    from .routes import ops, wallets
+    from .routes import ops, tags, wallets
     from .settings import Settings
 
     settings = settings or Settings.from_env()
@@ -15,9 +15,10 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     app.json.sort_keys = False
     app.json.compact = True
     app.url_map.strict_slashes = False  # Braze must never get a redirect
+    app.url_map.converters["anypath"] = http.AnyPathConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["wallet_proxy"] = services.build(settings, **services_kwargs)
     http.init_app(app)
-    for blueprint in (ops.bp, wallets.bp):
+    for blueprint in (ops.bp, wallets.bp, tags.bp):
         app.register_blueprint(blueprint)
     return app

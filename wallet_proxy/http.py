@@ -10,6 +10,7 @@ import uuid
 
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from .errors import (ApiError, Internal, InvalidRequest, MethodNotAllowed, NotConfigured, NotFound,
                      PayloadTooLarge)
@@ -24,6 +25,14 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+
+
+class AnyPathConverter(PathConverter):
+    """Like `path`, but also takes CR/LF and other controls, so a bad id is a 400 from validation
+    rather than a 404 from routing."""
+
+    regex = r"[\s\S]+?"
+    part_isolating = False
 
 
 def state():

@@ -63,7 +63,7 @@ def resolve_user(user_id: str, query: dict) -> str:
     return services.external_ids.resolve(user_id, max(0.05, deadline() - time.monotonic()))
 
 
-@bp.get("/v1/wallets/<path:user_id>")
+@bp.get("/v1/wallets/<anypath:user_id>")
 @require("wallet", "connect")
 def get_wallet(user_id: str):
     """Serve a user's flattened wallet for Connected Content."""
@@ -97,7 +97,7 @@ def get_wallet(user_id: str):
     return response
 
 
-@bp.delete("/v1/wallets/<path:user_id>")
+@bp.delete("/v1/wallets/<anypath:user_id>")
 @require("admin", "connect")
 def forget_wallet(user_id: str):
     """Forget every cached culture of a user, so the next read goes to SessionM."""
