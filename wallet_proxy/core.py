@@ -8,9 +8,19 @@ from urllib.parse import quote
 import requests
 
 from . import upstream
-from .errors import UpstreamError, UpstreamUnavailable, UserNotFound
+from .errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
 
 log = logging.getLogger(__name__)
+
+
+class CredentialsRefused(UpstreamError):
+    """Core refused this service's key/secret: no later call can succeed (the importer stops)."""
+
+
+class TagsRefused(InvalidRequest):
+    """Core refused the tags themselves (a 4xx other than 401/403/404/429): retrying cannot help."""
+
+    status = 422
 
 
 def basic(key: str, secret: str) -> str:
@@ -41,6 +51,22 @@ class CoreClient:
             raise UpstreamError("SessionM Core's external-user answer has no user id")
         return str(user_id)
 
+    def add_tags(self, user_id: str, tags: list, ttl: int | None, timeout: float,
+                 external: bool = False) -> dict:
+        """Add `tags` (optionally expiring after `ttl` seconds) to a user; raise the matching ApiError."""
+        kind = "external/users" if external else "users"
+        body: dict = {"tags": list(tags)}
+        if ttl is not None:
+            body["ttl"] = int(ttl)
+        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout, json=body)
+        if 400 <= reply.status < 500 and reply.status not in (401, 403, 404, 429):
+            errors = reply.data.get("errors") if isinstance(reply.data, dict) else None
+            code = errors.get("code") if isinstance(errors, dict) else None
+            if code not in ("user_not_found", "not_found"):
+                raise TagsRefused(f"SessionM Core refused the tags (HTTP {reply.status}"
+                                  f"{', ' + str(code)[:64] if code else ''})")
+        return check(reply)
+
 
 def check(reply: upstream.Reply) -> dict:
     """Map a Core reply to its JSON object, or raise the matching ApiError."""
@@ -52,7 +78,7 @@ def check(reply: upstream.Reply) -> dict:
     if status in (401, 403):
         log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
                   status)
-        raise UpstreamError("SessionM Core refused this service's credentials")
+        raise CredentialsRefused("SessionM Core refused this service's credentials")
     data = reply.data
     if not isinstance(data, dict):
         raise UpstreamError(f"SessionM Core answered HTTP {status} with a body that is not a JSON object")

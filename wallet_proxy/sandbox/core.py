@@ -1,4 +1,4 @@
-"""SessionM Core simulator: external-id lookup (and tags, see below)."""
+"""SessionM Core simulator: external-id lookup and user tags (kept in SimState.tags)."""
 from __future__ import annotations
 
 import hashlib
@@ -23,3 +23,56 @@ def external_user(api_key, external_id):
     if sim.fault_for(external_id) == "unknown":
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
     return jsonify(status="ok", user={"id": seed_for_external(external_id), "external_id": external_id})
+
+
+def _add_tags(sim, user_id: str):
+    """Validate a tags body as Core would, apply the user id's fault, store the tags in SimState.tags."""
+    body = request.get_json(silent=True)
+    tags = body.get("tags") if isinstance(body, dict) else None
+    ttl = body.get("ttl") if isinstance(body, dict) else None
+    if (not isinstance(tags, list) or not tags or not all(isinstance(t, str) and t for t in tags)
+            or (ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0))):
+        return jsonify(status="error", errors={"code": "invalid_request",
+                                               "message": "tags must be a non-empty list of strings"}), 400
+    fault = sim.fault_for(user_id)
+    headers = {"X-Sandbox-Delay": str(1.0 if fault == "fault-slow" else sim.latency)} if (
+        sim.latency or fault == "fault-slow") else {}
+    if fault == "unknown":
+        return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 200
+    if fault == "fault-500":
+        return jsonify(status="error", errors={"code": "internal"}), 500
+    if fault == "fault-429":
+        return jsonify(status="error", errors={"code": "rate_limited"}), 429, {"Retry-After": "2"}
+    if fault == "fault-timeout":
+        return jsonify(status="ok"), 200, {"X-Sandbox-Delay": "30"}
+    if fault == "fault-garbage":
+        return "<html>Service Unavailable</html>", 200, {"Content-Type": "text/html"}
+    if fault == "fault-auth":
+        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    # Core's tags expire after ttl seconds; the simulator keeps the expiry so a demo can show it.
+    expires = sim.clock() + ttl if ttl else None
+    # dict.setdefault and item assignment are atomic under the GIL: no lock needed for a simulator.
+    held = sim.tags.setdefault(user_id, {})
+    for tag in tags:
+        held[tag] = expires
+    return jsonify(status="ok", user={"id": user_id, "tags": sorted(held)}), 200, headers
+
+
+@bp.post("/priv/v1/apps/<api_key>/users/<path:user_id>/tags")
+def user_tags(api_key, user_id):
+    sim = current_app.config["SIM"]
+    sim.count("user_tags")
+    if not request.headers.get("Authorization", "").startswith("Basic "):
+        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    return _add_tags(sim, user_id)
+
+
+@bp.post("/priv/v1/apps/<api_key>/external/users/<path:external_id>/tags")
+def external_user_tags(api_key, external_id):
+    sim = current_app.config["SIM"]
+    sim.count("external_user_tags")
+    if not request.headers.get("Authorization", "").startswith("Basic "):
+        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    if sim.fault_for(external_id) == "unknown":
+        return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
+    return _add_tags(sim, seed_for_external(external_id))

@@ -1,0 +1,202 @@
+"""POST /v1/users/<user_id>/tags: the Braze webhook relay to SessionM Core, against a fake Core on loopback."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.conftest import make_settings
+from tests.fakes import Reply
+
+TAGS_PATH = r"^/priv/v1/apps/core-key/users/.+/tags$"
+EXTERNAL_TAGS_PATH = r"^/priv/v1/apps/core-key/external/users/.+/tags$"
+AUTH = {"Authorization": "Bearer tg-secret"}
+
+
+@pytest.fixture
+def core(sessionm):
+    sessionm.on("POST", TAGS_PATH, Reply(200, {"status": "ok", "user": {"id": "u1"}}))
+    return sessionm
+
+
+@pytest.fixture
+def client(core, app_for):
+    return app_for(make_settings(core_url=core.url)).test_client()
+
+
+def post(client, user_id="user-1", body=None, query="", headers=AUTH, **kwargs):
+    return client.post(f"/v1/users/{user_id}/tags{query}", json=body, headers=headers, **kwargs)
+
+
+class TestAccepted:
+    def test_answers_200_after_sessionm_accepted_and_forwards_body_with_basic_auth(self, client, core):
+        response = post(client, body={"tags": ["vip", "winter-2026"], "ttl": 2592000})
+        assert response.status_code == 200
+        assert response.json == {"ok": True, "user_id": "user-1", "tags": ["vip", "winter-2026"],
+                                 "ttl": 2592000}
+        (call,) = core.calls("/tags$")
+        assert call.path == "/priv/v1/apps/core-key/users/user-1/tags"
+        assert call.json == {"tags": ["vip", "winter-2026"], "ttl": 2592000}
+        assert call.headers["Authorization"] == "Basic " + base64.b64encode(b"core-key:core-secret").decode()
+
+    def test_ttl_is_optional_and_not_sent_when_absent(self, client, core):
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 200
+        assert response.json["ttl"] is None
+        assert core.calls("/tags$")[0].json == {"tags": ["vip"]}
+
+    def test_user_id_is_percent_encoded_upstream(self, client, core):
+        assert post(client, user_id="a+b@x.com", body={"tags": ["vip"]}).status_code == 200
+        assert core.calls("/tags$")[0].path == "/priv/v1/apps/core-key/users/a+b@x.com/tags"
+
+    def test_external_id_uses_cores_external_path(self, client, core):
+        core.on("POST", EXTERNAL_TAGS_PATH, Reply(200, {"status": "ok"}))
+        response = post(client, user_id="cust-42", body={"tags": ["vip"]}, query="?id_type=external")
+        assert response.status_code == 200
+        assert response.json["user_id"] == "cust-42"
+        assert [c.path for c in core.calls("/tags$")] == ["/priv/v1/apps/core-key/external/users/cust-42/tags"]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("body, field, reason", [
+        ({}, "tags", "Missing data"),
+        ({"tags": []}, "tags", "Length must be between 1 and 50"),
+        ({"tags": [f"t{i}" for i in range(51)]}, "tags", "Length must be between 1 and 50"),
+        ({"tags": [""]}, "tags", "item 0"),
+        ({"tags": ["   "]}, "tags", "empty or only spaces"),
+        ({"tags": ["x" * 129]}, "tags", "Length must be between 1 and 128"),
+        ({"tags": [5]}, "tags", "Not a valid string"),
+        ({"tags": "vip"}, "tags", "Not a valid list"),
+        ({"tags": ["vip"], "ttl": 0}, "ttl", "greater than or equal to 1"),
+        ({"tags": ["vip"], "ttl": -5}, "ttl", "greater than or equal to 1"),
+        ({"tags": ["vip"], "ttl": "30"}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": 1.5}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": True}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "TTL": 30}, "TTL", "Unknown field"),
+    ])
+    def test_bad_body_is_400_naming_the_field_and_sessionm_is_not_called(self, client, core, body, field,
+                                                                           reason):
+        response = post(client, body=body)
+        assert response.status_code == 400
+        error = response.json["error"]
+        assert error["code"] == "invalid_request"
+        assert field in error["details"]
+        assert f"{field}: " in error["message"] and reason in error["message"]
+        assert core.calls("/tags$") == []
+
+    def test_each_bad_field_is_named_at_once(self, client, core):
+        response = post(client, body={"tags": [], "ttl": 0})
+        assert response.status_code == 400
+        assert set(response.json["error"]["details"]) == {"tags", "ttl"}
+        assert core.calls("/tags$") == []
+
+    @pytest.mark.parametrize("data", [b"not json", b"[\"vip\"]", b"", b"null"])
+    def test_body_that_is_not_a_json_object_is_400(self, client, core, data):
+        response = client.post("/v1/users/user-1/tags", data=data, headers={**AUTH, "Content-Type":
+                                                                             "application/json"})
+        assert response.status_code == 400
+        assert "JSON object" in response.json["error"]["message"]
+        assert core.calls("/tags$") == []
+
+    def test_json_without_content_type_is_accepted(self, client, core):
+        # Marketers type the webhook's headers by hand; a forgotten Content-Type must not drop tags.
+        response = client.post("/v1/users/user-1/tags", data=b'{"tags": ["vip"]}', headers=AUTH)
+        assert response.status_code == 200
+        assert core.calls("/tags$")[0].json == {"tags": ["vip"]}
+
+    def test_bad_user_id_is_400(self, client, core):
+        response = post(client, user_id="bad id!", body={"tags": ["vip"]})
+        assert response.status_code == 400
+        assert "user_id" in response.json["error"]["details"]
+        assert core.calls("/tags$") == []
+
+    def test_bad_id_type_is_400(self, client, core):
+        response = post(client, body={"tags": ["vip"]}, query="?id_type=email")
+        assert response.status_code == 400
+        assert "id_type" in response.json["error"]["details"]
+        assert core.calls("/tags$") == []
+
+
+class TestSessionMAnswers:
+    def test_unknown_user_is_404(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(404, {"status": "error", "errors": {"code": "user_not_found"}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 404
+        assert response.json["error"]["code"] == "user_not_found"
+
+    def test_user_not_found_inside_200_is_404(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": "user_not_found"}}))
+        assert post(client, body={"tags": ["vip"]}).status_code == 404
+
+    def test_status_error_inside_200_is_never_a_2xx(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": "tag_limit"}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert response.json["ok"] is False
+
+    def test_throttled_is_429_with_retry_after(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(429, {"status": "error"}, headers={"Retry-After": "7"}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 429
+        assert response.headers["Retry-After"] == "7"
+
+    @pytest.mark.parametrize("status", [500, 502, 503])
+    def test_sessionm_down_is_503_with_retry_after(self, client, core, status):
+        core.on("POST", TAGS_PATH, Reply(status, {"status": "error"}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) >= 1
+
+    def test_refused_connection_is_503_with_retry_after(self, app_for):
+        from tests.conftest import free_port
+
+        client = app_for(make_settings(core_url=f"http://127.0.0.1:{free_port()}")).test_client()
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 503
+        assert "Retry-After" in response.headers
+
+    def test_slow_sessionm_is_504_so_braze_retries(self, core, app_for):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "ok"}, delay=1.0))
+        client = app_for(make_settings(core_url=core.url, WALLET_PROXY_UPSTREAM_TIMEOUT="0.2")).test_client()
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 504
+
+    def test_sessionm_refusing_the_tags_is_a_4xx_braze_does_not_retry(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(422, {"status": "error", "errors": {"code": "invalid_tag"}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 422
+        assert "invalid_tag" in response.json["error"]["message"]
+
+    def test_sessionm_refusing_our_credentials_is_502_without_the_secret(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(401, {"status": "error"}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert b"core-secret" not in response.data
+
+
+class TestAccess:
+    def test_needs_credentials(self, client, core):
+        assert post(client, body={"tags": ["vip"]}, headers={}).status_code == 401
+        assert core.calls("/tags$") == []
+
+    def test_needs_the_tags_scope(self, client, core):
+        response = post(client, body={"tags": ["vip"]}, headers={"Authorization": "Bearer bz-secret"})
+        assert response.status_code == 403
+        assert core.calls("/tags$") == []
+
+    def test_without_core_settings_is_503_not_configured(self, sessionm, app_for):
+        client = app_for(make_settings(connect_url=sessionm.url)).test_client()
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 503
+        assert response.json["error"]["code"] == "not_configured"
+
+
+class TestSandbox:
+    def test_sandbox_core_stores_the_tags(self, app_for):
+        from wallet_proxy.settings import parse
+
+        app = app_for(parse({}))
+        response = post(app.test_client(), user_id="someone", body={"tags": ["vip", "gold"], "ttl": 60},
+                        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
+        assert response.status_code == 200
+        assert set(app.extensions["wallet_proxy"].sandbox.tags["someone"]) == {"vip", "gold"}

@@ -1,0 +1,88 @@
+"""POST /v1/users/<user_id>/tags: a Braze webhook campaign's target, relayed to SessionM Core's tags.
+
+Braze retries a webhook on 408, 429 and 5xx (5 times in 30 minutes, honouring Retry-After) and drops
+it on any other 4xx, so a body we cannot send is a 400 (never forwarded) and SessionM trouble is a
+429/503 with Retry-After: never a 2xx for tags SessionM has not accepted.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, jsonify, request
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from ..errors import InvalidRequest
+from ..http import deadline, require, state
+from .wallets import check_user_id
+
+bp = Blueprint("tags", __name__)
+
+MAX_TAGS = 50
+MAX_TAG_LENGTH = 128
+MAX_TTL = 2**31 - 1  # seconds (68 years): keeps the value a 32-bit int for SessionM
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("a tag must not be empty or only spaces")
+
+
+class TagsBody(Schema):
+    """Body of the tags webhook: 1-50 non-empty tags of at most 128 characters, optional ttl."""
+
+    class Meta:
+        unknown = RAISE  # a typo such as "TTL" must be a 400, not silently dropped
+
+    tags = fields.List(
+        fields.String(validate=[validate.Length(min=1, max=MAX_TAG_LENGTH), _not_blank]),
+        required=True, validate=validate.Length(min=1, max=MAX_TAGS))
+    ttl = fields.Integer(strict=True, load_default=None, allow_none=True,
+                         validate=validate.Range(min=1, max=MAX_TTL))
+
+
+class TagsQuery(Schema):
+    class Meta:
+        unknown = RAISE
+
+    id_type = fields.String(load_default="user_id", validate=validate.OneOf(("user_id", "external")))
+
+
+_body = TagsBody()
+_query = TagsQuery()
+
+
+def _load(schema: Schema, data, what: str) -> dict:
+    """Validate with marshmallow; a 400 names each bad field and why."""
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise InvalidRequest(f"invalid {what}: " + "; ".join(
+            f"{field}: {_flatten(reasons)}" for field, reasons in messages.items()),
+            details=messages) from exc
+
+
+def _flatten(reasons) -> str:
+    if isinstance(reasons, dict):  # per-item errors of a list: {index: [reasons]}
+        return "; ".join(f"item {k}: {_flatten(v)}" for k, v in reasons.items())
+    if isinstance(reasons, list):
+        return " ".join(map(str, reasons))
+    return str(reasons)
+
+
+@bp.post("/v1/users/<anypath:user_id>/tags")
+@require("tags", "core")
+def add_tags(user_id: str):
+    """Add tags to a SessionM user; 200 only once SessionM Core has accepted them."""
+    check_user_id(user_id)
+    query = _load(_query, request.args.to_dict(), "query")
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise InvalidRequest('the body must be a JSON object such as {"tags": ["vip"], "ttl": 2592000}',
+                             details={"_body": ["not a JSON object"]})
+    body = _load(_body, data, "body")
+    services = state()
+    timeout = max(0.05, min(services.settings.upstream_timeout, deadline() - time.monotonic()))
+    services.core.add_tags(user_id, body["tags"], body["ttl"], timeout,
+                           external=query["id_type"] == "external")
+    return jsonify(ok=True, user_id=user_id, tags=body["tags"], ttl=body["ttl"])
