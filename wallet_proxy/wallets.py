@@ -22,6 +22,7 @@ from .errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, Upstr
 log = logging.getLogger(__name__)
 
 HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
+MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
 
 
 @dataclass
@@ -128,7 +129,8 @@ class WalletService:
         deadline = time.monotonic() + self.settings.upstream_timeout + 0.5
         flight, leader = self.flights.join((user_id, culture))
         if leader:
-            self._lead(flight, user_id, culture, deadline)
+            # The stale answer is already decided: never make its request wait for a slot.
+            self._lead(flight, user_id, culture, deadline, wait_for_slot=False)
 
     def forget(self, user_id: str) -> None:
         """Drop every cached culture of a user."""
@@ -142,14 +144,17 @@ class WalletService:
             self.metrics.coalesced()
         return flight.wait(deadline), not leader
 
-    def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float) -> None:
+    def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float,
+              wait_for_slot: bool = True) -> None:
         key = (user_id, culture)
         if not self.breaker.allow():
             self.flights.finish(key, flight, error=UpstreamUnavailable(
                 "SessionM is failing; calls are paused (circuit breaker open)",
                 retry_after=self.breaker.retry_after()))
             return
-        if not self.slots.acquire(timeout=max(0.0, deadline - time.monotonic() - 0.05)):
+        # Leave the call itself some time: a slot won just before the deadline is useless.
+        slot_wait = max(0.0, deadline - time.monotonic() - MIN_CALL) if wait_for_slot else 0.0
+        if not self.slots.acquire(timeout=slot_wait):
             self.breaker.cancel()
             self.flights.finish(key, flight, error=UpstreamUnavailable(
                 "too many SessionM calls in flight; no slot in time", retry_after=1))
@@ -160,18 +165,26 @@ class WalletService:
     def _run(self, flight: Flight, user_id: str, culture: str, timeout: float) -> None:
         key = (user_id, culture)
         entry = error = None
+        called = []
+
+        def call() -> Entry:
+            called.append(True)
+            return self._call(user_id, culture, timeout)
+
         try:
-            if self.locker is not None:
-                entry = self.locker.fetch_once(user_id, culture, timeout,
-                                               lambda: self._call(user_id, culture, timeout))
-            else:
-                entry = self._call(user_id, culture, timeout)
+            entry = self.locker.fetch_once(user_id, culture, timeout, call) if self.locker else call()
         except ApiError as exc:
             error = exc
         except Exception:  # a bug must not strand the waiters
             log.exception("unexpected error fetching a wallet")
             error = Internal()
         finally:
+            if not called:
+                # Another process made the call: a probe this breaker let through was not used.
+                if entry is not None:
+                    self.breaker.success()
+                else:
+                    self.breaker.cancel()
             self.slots.release()
             self.flights.finish(key, flight, entry, error)
 
