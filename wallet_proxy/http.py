@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
 from .errors import (ApiError, Internal, InvalidRequest, MethodNotAllowed, NotConfigured, NotFound,
-                     PayloadTooLarge)
+                     PayloadTooLarge, RateLimited)
 
 log = logging.getLogger("wallet_proxy.http")
 
@@ -25,6 +25,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# JSON answers are never rendered as documents: nothing may load, run or frame them.
+JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+HSTS = "max-age=31536000"  # only sent over https (RFC 6797 §7.2: ignored, and wrong, over http)
 
 
 class AnyPathConverter(PathConverter):
@@ -64,6 +67,14 @@ def require(scope: str, group: str | None = None):
         def wrapped(*args, **kwargs):
             services = state()
             g.client = services.auth.authenticate(request.headers.get("Authorization"), scope)
+            limiter = getattr(services, "ratelimit", None)
+            if limiter is not None:
+                try:
+                    limiter.check(g.client.name)
+                except RateLimited:
+                    if getattr(services, "metrics", None) is not None:
+                        services.metrics.client_limited(g.client.name)
+                    raise
             if group and not getattr(services.settings, f"{group}_configured"):
                 raise NotConfigured(f"the {group} settings are not configured on this deployment")
             return view(*args, **kwargs)
@@ -75,7 +86,16 @@ def require(scope: str, group: str | None = None):
 
 
 def init_app(app: Flask) -> None:
-    """Install request ids, security headers and the error handlers on `app`."""
+    """Install request ids, security headers, error handlers, request logs and metrics on `app`."""
+    from . import logs, metrics
+
+    services = app.extensions["wallet_proxy"]
+    logs.configure(services.settings)
+    # Registered first, so they run last (Flask runs after_request hooks in reverse): they see the
+    # final status and headers, whichever blueprint answered.
+    logs.init_app(app)
+    if getattr(services, "metrics", None) is not None:
+        metrics.init_app(app, services.metrics, services)
 
     @app.before_request
     def _start():
@@ -91,25 +111,39 @@ def init_app(app: Flask) -> None:
             response.headers.setdefault(name, value)
         if response.mimetype == "application/json":
             response.headers.setdefault("Cache-Control", "no-store")
+            response.headers.setdefault("Content-Security-Policy", JSON_CSP)
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        # CORS stays off: no browser page of another origin may read an answer (or preflight one).
+        for name in [h for h in response.headers.keys() if h.lower().startswith("access-control-")]:
+            del response.headers[name]
         return response
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        g.error_code = exc.code
         if exc.status >= 500:
             log.warning("answering %s %s: %s", exc.status, exc.code, exc.message)
         return error_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        mapped = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}.get(exc.code)
+        code = exc.code or 500
+        mapped = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}.get(code)
         if mapped is None:
-            error = InvalidRequest(exc.description or "bad request", status=exc.code)
-            error.code = "invalid_request" if exc.code < 500 else "internal"
+            error = InvalidRequest(exc.description or "bad request", status=code)
+            error.code = "invalid_request" if code < 500 else "internal"
         else:
             error = mapped()
+        if error.status >= 500:
+            error = Internal()  # werkzeug's own 5xx descriptions are not ours to show
+        g.error_code = error.code
         return error_response(error)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        # The traceback goes to the log (secrets redacted there), never into the answer.
+        rule = request.url_rule
+        log.exception("unhandled error on %s %s", request.method, rule.rule if rule else "<unmatched>")
+        g.error_code = Internal.code
         return error_response(Internal())

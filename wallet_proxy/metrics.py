@@ -1,0 +1,156 @@
+"""Prometheus metrics: one registry per app, hooked on Flask's request lifecycle so every route counts.
+
+Under gunicorn with several workers, set PROMETHEUS_MULTIPROC_DIR (gunicorn.conf.py does when
+WEB_CONCURRENCY > 1): each worker then writes its samples to files there and `/metrics`, whichever
+worker answers it, sums them all (prometheus_client's multiprocess mode).
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+
+from flask import Flask, g, has_request_context, request
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest, multiprocess)
+
+# Braze gives up after 2 s: buckets are dense below it, so the SLO line is readable off the histogram.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 1.8, 2.0, 3.0, 5.0, 10.0)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+UNMATCHED = "<unmatched>"  # 404s: never label by raw path (unbounded cardinality, user ids in paths)
+
+
+def multiprocess_dir() -> str | None:
+    """The PROMETHEUS_MULTIPROC_DIR in use, if any."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def cache_result(cache_status: str | None) -> str | None:
+    """Map an RFC 9211 Cache-Status value (as routes/wallets.py sets g.cache_status) to a label."""
+    if not cache_status:
+        return None
+    if "detail=stale-while-revalidate" in cache_status:
+        return "stale_while_revalidate"
+    if "detail=stale-if-error" in cache_status:
+        return "stale_if_error"
+    if "detail=error" in cache_status:
+        return "error"
+    if "fwd=" in cache_status:
+        return "miss"
+    if "; hit" in cache_status:
+        return "hit"
+    return "other"
+
+
+class Metrics:
+    """The service's metrics; the WalletService, Redis store and upstream clients report into it."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("wallet_proxy_requests_total", "Answers by route, method and status",
+                                ("route", "method", "status"), registry=r)
+        self.latency = Histogram("wallet_proxy_request_duration_seconds",
+                                 "Seconds from arrival to answer, by route", ("route", "method"),
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.cache = Counter("wallet_proxy_cache_total",
+                             "Wallet reads by cache result (hit, miss, stale_*, error)", ("result",),
+                             registry=r)
+        self.coalesced_waits = Counter("wallet_proxy_coalesced_total",
+                                       "Wallet reads that waited for another request's SessionM call",
+                                       registry=r)
+        self.upstream_calls = Counter("wallet_proxy_upstream_calls_total",
+                                      "Calls to SessionM / Braze by outcome", ("upstream", "outcome"),
+                                      registry=r)
+        self.upstream_latency = Histogram("wallet_proxy_upstream_duration_seconds",
+                                          "Seconds per upstream call, by outcome", ("upstream", "outcome"),
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        # livemax: across workers, the worst breaker wins (0 closed, 1 half open, 2 open).
+        self.breaker = Gauge("wallet_proxy_sessionm_breaker_state",
+                             "SessionM circuit breaker: 0 closed, 1 half open, 2 open",
+                             registry=r, multiprocess_mode="livemax")
+        self.cache_fallbacks = Counter("wallet_proxy_cache_fallback_total",
+                                       "Times Redis failed and a process fell back to its own memory",
+                                       registry=r)
+        self.cache_degraded = Gauge("wallet_proxy_cache_degraded",
+                                    "1 while a process serves from memory because Redis fails",
+                                    registry=r, multiprocess_mode="livemax")
+        self.rate_limited = Counter("wallet_proxy_rate_limited_total", "Requests answered 429 by client",
+                                    ("client",), registry=r)
+
+    # -- reported by collaborators ---------------------------------------------------------------
+
+    def coalesced(self) -> None:
+        """A wallet read joined a SessionM call already in flight."""
+        self.coalesced_waits.inc()
+
+    def upstream(self, name: str, outcome: str, seconds: float) -> None:
+        """Record one upstream call; also add its time to the current request's log line."""
+        name = name.lower()
+        self.upstream_calls.labels(name, outcome).inc()
+        self.upstream_latency.labels(name, outcome).observe(seconds)
+        if has_request_context():
+            g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
+
+    def cache_fallback(self) -> None:
+        """Redis failed; this process serves from its in-process cache for a while."""
+        self.cache_fallbacks.inc()
+        self.cache_degraded.set(1)
+
+    def client_limited(self, client: str) -> None:
+        """A client was answered 429 by the per-client rate limit."""
+        self.rate_limited.labels(client).inc()
+
+    def breaker_state(self, state: str) -> None:
+        """Publish the SessionM breaker's state."""
+        self.breaker.set(BREAKER_STATES.get(state, 2))
+
+    # -- request lifecycle ------------------------------------------------------------------------
+
+    def observe(self, response, seconds: float) -> None:
+        """Count one answered request (called from the app's after_request hook)."""
+        rule = request.url_rule
+        route = rule.rule if rule is not None else UNMATCHED
+        method = request.method
+        self.requests.labels(route, method, str(response.status_code)).inc()
+        self.latency.labels(route, method).observe(seconds)
+        result = cache_result(g.get("cache_status"))
+        if result:
+            self.cache.labels(result).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text of this process, or of every worker in multiprocess mode."""
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def carry_context(spawn):
+    """Wrap a `spawn(target, *args)` so the target runs in a copy of the caller's context.
+
+    The wallet's SessionM call runs in its own thread/greenlet; with the request's context carried
+    over, its time lands on the request that led the call (the `upstream_ms` of its log line).
+    """
+
+    def run(target, *args):
+        spawn(contextvars.copy_context().run, target, *args)
+
+    return run
+
+
+def init_app(app: Flask, metrics: Metrics, services) -> None:
+    """Count every request of `app`, whichever blueprint added its route."""
+
+    @app.after_request
+    def _observe(response):
+        started = g.get("started")
+        metrics.observe(response, time.monotonic() - started if started else 0.0)
+        breaker = getattr(getattr(services, "wallets", None), "breaker", None)
+        if breaker is not None:
+            metrics.breaker_state(breaker.state)
+        store = services.store
+        if hasattr(store, "healthy"):
+            metrics.cache_degraded.set(0 if store.healthy() else 1)
+        return response

@@ -1,0 +1,321 @@
+"""The OpenAPI 3.1 document, generated with apispec from the app's url_map and the marshmallow schemas.
+
+Every rule of the app is documented: routes declared in ROUTES (or with a `view.openapi` dict) get
+their full parameters, bodies and answers; any other route (one added later) still gets its path
+parameters, methods, security from its `@require` scope, and the common error answers.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+from marshmallow import Schema, fields, validate
+
+
+package = __name__.rpartition(".")[0]
+from .view import WalletQuery
+
+VERSION = "1"
+AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every rule by itself
+_CONVERTER = re.compile(r"<(?:(?P<conv>[a-zA-Z_]+)(?:\([^>]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
+
+
+# -- answer shapes (the SPEC's JSON) ----------------------------------------------------------------
+
+class ErrorDetail(Schema):
+    code = fields.String(required=True, metadata={"description": "stable error code",
+                                                  "examples": ["invalid_request", "upstream_unavailable"]})
+    message = fields.String(required=True, metadata={"description": "safe to show; never a secret"})
+    details = fields.Dict(metadata={"description": "per-field reasons, when the input was bad"})
+
+
+class Error(Schema):
+    """`{"ok": false, "error": {"code", "message"}}`: every error answer."""
+
+    ok = fields.Boolean(required=True, validate=validate.Equal(False))
+    error = fields.Nested(ErrorDetail, required=True)
+
+
+def _n(field_cls, **kw):
+    """A field that is always present and may be null (SPEC: absent values are null)."""
+    return field_cls(required=True, allow_none=True, **kw)
+
+
+class OfferView(Schema):
+    user_offer_id = _n(fields.String)
+    offer_id = _n(fields.String)
+    offer_type = _n(fields.String)
+    title = _n(fields.String)
+    description = _n(fields.String)
+    terms = _n(fields.String)
+    logo_url = _n(fields.String)
+    pos_discount_id = _n(fields.String)
+    group_id = _n(fields.String)
+    group_name = _n(fields.String)
+    category_names = fields.List(fields.String(), required=True)
+    issued_at = _n(fields.String, metadata={"format": "date-time"})
+    expires_at = _n(fields.String, metadata={"format": "date-time"})
+    expires_in_days = _n(fields.Integer)
+    redeemable = fields.Boolean(required=True)
+
+
+class CountView(Schema):
+    id = fields.String(required=True)
+    name = _n(fields.String)
+    offer_count = fields.Integer(required=True)
+
+
+class UserView(Schema):
+    opted_in = _n(fields.Boolean)
+    activated = _n(fields.Boolean)
+
+
+class WalletView(Schema):
+    """The flattened wallet: every key always present, absent values null."""
+
+    ok = fields.Boolean(required=True, metadata={"description": "false only with on_error=empty"})
+    error = fields.Nested(ErrorDetail, metadata={"description": "only with on_error=empty"})
+    stale = fields.Boolean(required=True, metadata={"description": "served past its TTL"})
+    user_id = fields.String(required=True)
+    culture = fields.String(required=True)
+    available_points = _n(fields.Float)
+    total_points = _n(fields.Float)
+    offer_count = fields.Integer(required=True)
+    offers = fields.List(fields.Nested(OfferView), required=True)
+    groups = fields.List(fields.Nested(CountView), required=True)
+    categories = fields.List(fields.Nested(CountView), required=True)
+    user = fields.Nested(UserView, required=True)
+    fetched_at = _n(fields.String, metadata={"format": "date-time"})
+
+
+class Ok(Schema):
+    ok = fields.Boolean(required=True)
+
+
+class Health(Schema):
+    ok = fields.Boolean(required=True)
+    status = fields.String(validate=validate.OneOf(("ready", "degraded")))
+    checks = fields.Dict()
+    problems = fields.List(fields.String())
+
+
+class TagsAnswer(Schema):
+    ok = fields.Boolean(required=True)
+    user_id = fields.String(required=True)
+    tags = fields.List(fields.String(), required=True)
+    ttl = _n(fields.Integer)
+
+
+class IdTypeQuery(Schema):
+    id_type = fields.String(validate=validate.OneOf(("seed", "user_id", "external")),
+                            metadata={"description": "`external`: the id is the customer's external id"})
+
+
+# -- answers ------------------------------------------------------------------------------------------
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
+                                "schema": {"type": "integer", "minimum": 1}}}
+
+
+def _json(description: str, schema=None, headers: dict | None = None) -> dict:
+    answer = {"description": description, "content": {"application/json": {"schema": schema or Error}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+COMMON_ERRORS = {
+    "404": _json("no such route"),
+    "405": _json("method not allowed on this route"),
+    "413": _json("request body too large"),
+    "500": _json("internal error (never a stack trace; logged)"),
+}
+AUTH_ERRORS = {
+    "401": _json("missing or wrong credentials", headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    "403": _json("this client lacks the route's scope (or, on wallets, a bad `sig`)"),
+    "429": _json("over WALLET_PROXY_CLIENT_RATE (only when set)", headers=_RETRY_AFTER),
+}
+UPSTREAM_ERRORS = {
+    "502": _json("the upstream answered something unusable, or refused this service's credentials"),
+    "503": _json("upstream down, throttling or breaker open; or `not_configured`", headers=_RETRY_AFTER),
+    "504": _json("upstream timeout (or `outcome_unknown` for a send that may have gone)"),
+}
+
+
+def _schema(dotted: str):
+    """A schema class by dotted name inside the package, or None while that module does not exist."""
+    module, _, name = dotted.rpartition(".")
+    try:
+        return getattr(importlib.import_module(f"{package}.{module}"), name, None)
+    except ImportError:
+        return None
+
+
+def _body(schema_name: str, description: str) -> dict:
+    schema = _schema(schema_name) or {"type": "object"}
+    return {"required": True, "description": description,
+            "content": {"application/json": {"schema": schema}}}
+
+
+# Per-route declarations, keyed by endpoint then method. Anything not said here is generic.
+def _routes() -> dict:
+    wallet_headers = {
+        "Cache-Status": {"description": "RFC 9211", "schema": {"type": "string"}},
+        "ETag": {"schema": {"type": "string"}},
+        "Cache-Control": {"schema": {"type": "string"}},
+    }
+    trigger_answers = {
+        "200": _json("Braze accepted every chunk", {"type": "object"}),
+        "207": _json("some chunks failed: each chunk's dispatch_id or error", {"type": "object"}),
+        "400": _json("bad body (Braze not called)"),
+        "409": _json("same Idempotency-Key with a different body"),
+        **{code: _json(f"Braze's own {code} and message") for code in ("404", "422")},
+        **UPSTREAM_ERRORS,
+    }
+    idem = [{"in": "header", "name": "Idempotency-Key", "required": False,
+             "schema": {"type": "string", "maxLength": 255},
+             "description": "a repeat within 24 h answers the first result without calling Braze"}]
+    native = _schema("trigger.NativeTrigger")
+    return {
+        "ops.index": {"get": {"summary": "What this is, and whether it runs in sandbox mode",
+                              "responses": {"200": _json("service description", {"type": "object"})}}},
+        "ops.healthz": {"get": {"summary": "The process is alive",
+                                "responses": {"200": _json("alive", Ok)}}},
+        "ops.readyz": {"get": {"summary": "Ready to answer; degradations are reported, never a failure",
+                               "responses": {"200": _json("ready or degraded", Health)}}},
+        "ops.metrics": {"get": {"summary": "Prometheus metrics (admin scope unless "
+                                           "WALLET_PROXY_PUBLIC_METRICS=1)",
+                                "responses": {"200": {"description": "Prometheus text exposition",
+                                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "ops.openapi_json": {"get": {"summary": "This document",
+                                     "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})}}},
+        "wallets.get_wallet": {"get": {
+            "summary": "A user's flattened wallet (Braze Connected Content)",
+            "parameters": [{"in": "query", "schema": WalletQuery}],
+            "responses": {
+                "200": _json("the wallet (or, with on_error=empty, ok=false and an empty wallet)",
+                             WalletView, wallet_headers),
+                "304": {"description": "not modified (If-None-Match)"},
+                "400": _json("bad user id or query: the details name each field"),
+                "404": _json("user_not_found (or no such route)"),
+                **UPSTREAM_ERRORS,
+            }}},
+        "wallets.forget_wallet": {"delete": {
+            "summary": "Forget every cached culture of a user (admin)",
+            "parameters": [{"in": "query", "schema": WalletQuery}],
+            "responses": {"204": {"description": "forgotten"},
+                          "400": _json("bad user id or query"),
+                          "503": _json("the shared cache is unreachable", headers=_RETRY_AFTER),
+                          "504": _json("external id resolution timed out"),
+                          "502": _json("external id resolution failed")}}},
+        "tags.add_tags": {"post": {
+            "summary": "Add SessionM tags to a user (Braze webhook target)",
+            "parameters": [{"in": "query", "schema": _schema("routes.tags.TagsQuery") or IdTypeQuery}],
+            "requestBody": _body("routes.tags.TagsBody", "1-50 tags and an optional ttl in seconds"),
+            "responses": {"200": _json("SessionM accepted the tags", TagsAnswer),
+                          "400": _json("bad body or user id (SessionM not called)"),
+                          "404": _json("SessionM does not know the user"),
+                          **UPSTREAM_ERRORS}}},
+        "trigger.trigger": {"post": {
+            "summary": "SessionM template fields to a Braze triggered send",
+            "parameters": idem,
+            "requestBody": _body("trigger.FlatTrigger", "campaign_id or canvas_id, the audience, and any "
+                                 "other fields (they become trigger properties)"),
+            "responses": trigger_answers}},
+        "trigger.campaigns_trigger_send": {"post": {
+            "summary": "Braze-compatible relay of /campaigns/trigger/send",
+            "parameters": idem,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": native or {"type": "object"}}}},
+            "responses": trigger_answers}},
+        "trigger.canvas_trigger_send": {"post": {
+            "summary": "Braze-compatible relay of /canvas/trigger/send",
+            "parameters": idem,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": native or {"type": "object"}}}},
+            "responses": trigger_answers}},
+    }
+
+
+# -- assembly ----------------------------------------------------------------------------------------
+
+def openapi_path(rule: str) -> tuple[str, list[str]]:
+    """Turn a werkzeug rule (`/v1/wallets/<anypath:user_id>`) into an OpenAPI path and its params."""
+    names = [m.group("name") for m in _CONVERTER.finditer(rule)]
+    return _CONVERTER.sub(lambda m: "{" + m.group("name") + "}", rule), names
+
+
+def _path_parameter(name: str, converter: str | None) -> dict:
+    schema = {"type": "integer"} if converter == "int" else {"type": "string"}
+    if name == "user_id":
+        schema = {"type": "string", "minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9\-_.@:+]+$"}
+        description = "SessionM user id (or external id with id_type=external)"
+    else:
+        description = name
+    return {"in": "path", "name": name, "required": True, "schema": schema, "description": description}
+
+
+def _scope(view) -> str | None:
+    return getattr(view, "required_scope", None)
+
+
+def _operation(app: Flask, endpoint: str, method: str, declared: dict | None) -> dict:
+    view = app.view_functions[endpoint]
+    doc = (view.__doc__ or "").strip().splitlines()
+    operation = {"operationId": f"{endpoint}.{method}".replace(".", "_"),
+                 "summary": doc[0] if doc else endpoint, "tags": [endpoint.partition(".")[0]],
+                 "responses": {}}
+    if declared:
+        operation.update({k: v for k, v in declared.items() if k != "responses"})
+        operation["responses"].update(declared.get("responses", {}))
+    else:
+        operation["responses"]["200"] = {"description": "success"}
+    scope = _scope(view)
+    if scope:
+        operation["security"] = [{"basic": []}, {"bearer": []}]
+        operation["x-scope"] = scope
+        for code, answer in AUTH_ERRORS.items():
+            operation["responses"].setdefault(code, answer)
+        operation["responses"].setdefault("503", _json("this route's upstream is not configured",
+                                                       headers=_RETRY_AFTER))
+    if method in ("post", "put", "patch"):
+        operation["responses"].setdefault("400", _json("bad request body"))
+    for code, answer in COMMON_ERRORS.items():
+        operation["responses"].setdefault(code, answer)
+    return operation
+
+
+def build_spec(app: Flask) -> dict:
+    """Return the OpenAPI 3.1 document (a dict) of every rule of `app`."""
+    plugin = MarshmallowPlugin()
+    spec = APISpec(title="wallet-proxy", version=VERSION, openapi_version="3.1.0", plugins=[plugin],
+                   info={"description": "Braze Connected Content facade over SessionM's offer wallet, "
+                                        "tags and triggered sends."})
+    for field_cls, kind in (("trigger.StrictBoolean", "boolean"),):
+        cls = _schema(field_cls)
+        if cls is not None:
+            plugin.map_to_openapi_type(cls, kind, None)
+    spec.components.security_scheme("basic", {"type": "http", "scheme": "basic",
+                                              "description": "a WALLET_PROXY_CLIENTS name and secret"})
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer",
+                                               "description": "a WALLET_PROXY_CLIENTS secret"})
+    spec.components.schema("Error", schema=Error)
+    declared_routes = _routes()
+    paths: dict[str, dict] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        path, _ = openapi_path(rule.rule)
+        view = app.view_functions[rule.endpoint]
+        declared = getattr(view, "openapi", None) or declared_routes.get(rule.endpoint, {})
+        operations = paths.setdefault(path, {})
+        converters = {m.group("name"): m.group("conv") for m in _CONVERTER.finditer(rule.rule)}
+        for method in sorted((rule.methods or set()) - AUTOMATIC_METHODS):
+            operation = _operation(app, rule.endpoint, method.lower(), declared.get(method.lower()))
+            params = [_path_parameter(n, c) for n, c in converters.items()]
+            operation["parameters"] = params + list(operation.get("parameters", []))
+            operations[method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()

@@ -1,0 +1,42 @@
+"""Optional per-client rate limit (WALLET_PROXY_CLIENT_RATE): a token bucket per client name.
+
+Off by default: Braze is one client sending thousands of requests a second. When on, a client may
+burst up to one second's worth of requests, then is answered 429 with Retry-After.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from .errors import RateLimited
+
+
+class RateLimiter:
+    """Token buckets keyed by client name (a configured, bounded set), `rate` tokens per second."""
+
+    def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic):
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last refill)
+
+    def check(self, client: str) -> None:
+        """Take a token for `client` or raise RateLimited with the seconds until one is free."""
+        with self._lock:
+            now = self.clock()
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                return
+            self._buckets[client] = (tokens, now)
+            wait = (1.0 - tokens) / self.rate
+        raise RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
+                          retry_after=max(1, math.ceil(wait)))
+
+
+def build(settings, clock=time.monotonic) -> RateLimiter | None:
+    """The limiter for `settings`, or None when WALLET_PROXY_CLIENT_RATE is unset."""
+    return RateLimiter(settings.client_rate, clock=clock) if settings.client_rate else None
