@@ -28,6 +28,137 @@ def _serve(args) -> int:
     return 0
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _bulk_services(args, label: str):
+    """Settings and services for a bulk job: no Flask app, a connection pool sized to --concurrency."""
+    from . import services, upstream
+
+    settings = Settings.from_env()
+    if settings.sandbox:
+        log.warning("%s: no SessionM settings, using the built-in SessionM simulator (sandbox)", label)
+    return settings, services.build(settings, session=upstream.make_session(args.concurrency))
+
+
+def _install_sigterm() -> None:
+    """Let SIGTERM stop a bulk job as Ctrl-C does: calls in flight finish and are journalled."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def _run_bulk(job, args, label: str, verb: str) -> int:
+    from .importer import FileError
+
+    _install_sigterm()
+    try:
+        summary = job()
+    except FileError as exc:
+        print(f"wallet-proxy {label}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"wallet-proxy {label}: interrupted before any row was sent", file=sys.stderr)
+        return 130
+    print(summary.text(f"{label} {args.file}", verb), flush=True)
+    if summary.by_reason:
+        print("rejected by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_reason.items())))
+    if summary.fatal:
+        print(f"wallet-proxy {label}: stopped: {summary.fatal}; fix it and run again"
+              + (" with --resume" if label == "tags import" else ""), file=sys.stderr)
+        return 2
+    if summary.interrupted:
+        if label == "tags import":
+            print(f"wallet-proxy {label}: resume with: wallet-proxy tags import {args.file} --resume",
+                  file=sys.stderr)
+        return 130
+    return 1 if summary.rejected else 0
+
+
+def _retry(args):
+    from .importer import RetryPolicy
+
+    return RetryPolicy(attempts=args.max_attempts, base=args.backoff)
+
+
+def _tags_import(args) -> int:
+    from .importer import import_tags
+
+    def job():
+        settings, built = _bulk_services(args, "tags import")
+        if built.core is None:
+            raise ConfigError("tags import needs SESSIONM_CORE_URL, SESSIONM_CORE_API_KEY and "
+                              "SESSIONM_CORE_API_SECRET")
+        return import_tags(args.file, built.core, user_column=args.user_column, tags=args.tag, ttl=args.ttl,
+                           concurrency=args.concurrency, rate=args.rate, rejects=args.rejects,
+                           resume=args.resume, timeout=args.timeout, retry=_retry(args),
+                           interval=args.progress_interval)
+
+    return _run_bulk(job, args, "tags import", "tagged")
+
+
+def _prewarm(args) -> int:
+    from .cache import Entry
+    from .importer import prewarm
+    from .view import normalise_culture
+
+    try:
+        culture = normalise_culture(args.culture)
+    except ValueError as exc:
+        print(f"wallet-proxy prewarm: --culture: {exc}", file=sys.stderr)
+        return 2
+
+    def job():
+        settings, built = _bulk_services(args, "prewarm")
+        if not settings.redis_url:
+            raise ConfigError("prewarm fills the shared cache, so it needs WALLET_PROXY_REDIS_URL (each "
+                              "process has its own in-memory cache otherwise: prewarming it would be lost)")
+        if built.connect is None:
+            raise ConfigError("prewarm needs the SessionM Connect settings (SESSIONM_CONNECT_URL, "
+                              "SESSIONM_CONNECT_AUTH, SESSIONM_RETAILER_ID)")
+        clock, store = built.clock, built.store
+
+        def fetch(user_id: str) -> None:
+            wallet = built.connect.get_user_offers(user_id, culture, args.timeout)
+            store.put(user_id, culture, Entry(wallet, clock(), args.ttl))
+
+        return prewarm(args.file, fetch, user_column=args.user_column, concurrency=args.concurrency,
+                       rate=args.rate, rejects=args.rejects, retry=_retry(args), interval=args.progress_interval)
+
+    return _run_bulk(job, args, "prewarm", "prewarmed")
+
+
+def _bulk_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE.csv", help="Braze segment export, or user_id,tags,ttl rows")
+    parser.add_argument("--user-column", help="column holding the SessionM user id (default: user_id)")
+    parser.add_argument("--concurrency", type=_positive(int), default=8, help="calls in flight (default 8)")
+    parser.add_argument("--rate", type=_positive(float), default=50.0,
+                        help="most calls per second, retries included (default 50)")
+    parser.add_argument("--rejects", help="CSV of rejected rows (default: FILE.rejects.csv)")
+    parser.add_argument("--max-attempts", type=_positive(int), default=8,
+                        help="tries per row on 429/5xx/timeouts before it is rejected (default 8)")
+    parser.add_argument("--backoff", type=_positive(float), default=0.5,
+                        help="first retry delay in seconds, doubled each time, with jitter (default 0.5)")
+    parser.add_argument("--timeout", type=_positive(float), default=10.0,
+                        help="seconds for one SessionM call (default 10)")
+    parser.add_argument("--progress-interval", type=_positive(float), default=10.0,
+                        help="seconds between progress lines when not on a terminal (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="wallet-proxy", description=__doc__)
@@ -36,6 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     serve.set_defaults(func=_serve)
+
+    tags = sub.add_parser("tags", help="SessionM tags")
+    tags_sub = tags.add_subparsers(dest="tags_command", required=True)
+    importer = tags_sub.add_parser("import", help="add SessionM tags to every user of a CSV (Braze segment "
+                                                  "export or user_id,tags,ttl rows)")
+    _bulk_options(importer)
+    importer.add_argument("--tag", action="append", default=[], metavar="TAG",
+                          help="tag to add to every row (repeatable; added to a tags column's)")
+    importer.add_argument("--ttl", type=_positive(int),
+                          help="seconds the tags last, for rows without a ttl of their own")
+    importer.add_argument("--resume", action="store_true",
+                          help="finish an interrupted run from its journal (FILE.csv.journal)")
+    importer.set_defaults(func=_tags_import)
+
+    warm = sub.add_parser("prewarm", help="fill the shared (Redis) wallet cache before a large send")
+    _bulk_options(warm)
+    warm.add_argument("--culture", default="en-US", help="culture of the wallets to fetch (default en-US)")
+    warm.add_argument("--ttl", type=_positive(float),
+                      help="seconds the prewarmed wallets stay fresh (default WALLET_PROXY_CACHE_TTL)")
+    warm.set_defaults(func=_prewarm)
     return parser
 
 

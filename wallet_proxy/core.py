@@ -72,9 +72,13 @@ def check(reply: upstream.Reply) -> dict:
     """Map a Core reply to its JSON object, or raise the matching ApiError."""
     status = reply.status
     if status == 429 or status >= 500:
-        raise UpstreamUnavailable(f"SessionM Core answered HTTP {status}",
-                                  retry_after=upstream.retry_after_seconds(reply.headers, 2.0),
-                                  status=429 if status == 429 else None)
+        error = UpstreamUnavailable(f"SessionM Core answered HTTP {status}",
+                                    retry_after=upstream.retry_after_seconds(reply.headers, 2.0),
+                                    status=429 if status == 429 else None)
+        # What Core itself asked for (None without a header): the importer's backoff honours it, while
+        # `retry_after` always carries a value for the Retry-After answered to Braze.
+        error.upstream_retry_after = upstream.retry_after_seconds(reply.headers, None)
+        raise error
     if status in (401, 403):
         log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
                   status)
