@@ -1,0 +1,398 @@
+"""GET /preview: the marketers' page (wallet cards, Liquid paths, raw payload, Liquid playground).
+
+Sign-in is either the browser's Basic prompt (any `admin` client of WALLET_PROXY_CLIENTS) or a
+form that sets a signed, HttpOnly, SameSite=Strict session cookie. Every POST carries a CSRF token,
+even with Basic auth (browsers resend cached Basic credentials on cross-site requests). Pages are
+served with a Content-Security-Policy that allows no inline script; Jinja escapes every SessionM
+string. The wallet comes from the same service path as GET /v1/wallets/<user_id>.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from datetime import datetime, timezone
+from urllib.parse import quote, urlsplit
+
+from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, Unauthorized
+from ..http import deadline, require, state
+from ..liquid import Playground, TemplateProblem
+from ..view import empty_wallet, flatten, normalise_culture
+from ..wallets import HIT, MISS
+from .wallets import cache_status, check_user_id
+
+bp = Blueprint("preview", __name__)
+
+SESSION_COOKIE = "wallet_proxy_preview"
+LOGIN_CSRF_COOKIE = "wallet_proxy_preview_login"
+SESSION_MAX_AGE = 8 * 3600  # a working day; then sign in again
+MAX_TEMPLATE_CHARS = 20_000
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SAMPLE_TEMPLATE = """{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}
+Hi {{${first_name} | default: 'there'}}, you have {{wallet.available_points}} points.
+{% for offer in wallet.offers limit:3 %}
+- {{offer.title}}: expires in {{offer.expires_in_days}} days ({{offer.expires_at | date: '%b %d'}})
+{% endfor %}"""
+
+
+class TemplateInvalid(InvalidRequest):
+    """The marketer's template does not parse or render; details say where and why."""
+
+    status, code, message = 422, "template_error", "the template did not render"
+
+
+def secret_key(settings) -> bytes:
+    """Derive the session/CSRF key from the configured secrets, so every worker agrees on it."""
+    material = "\n".join(sorted(f"{c.name}:{c.secret}" for c in settings.clients))
+    material += "\n" + (settings.signing_key or "")
+    return hmac.new(b"wallet-proxy preview session v1", material.encode(), hashlib.sha256).digest()
+
+
+def _mac(key: bytes, *parts: str) -> str:
+    return hmac.new(key, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+
+
+def _key() -> bytes:
+    services = state()
+    key = services.extras.get("preview_key")
+    if key is None:
+        key = services.extras["preview_key"] = secret_key(services.settings)
+    return key
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_key(), salt="wallet-proxy-preview-session")
+
+
+def playground() -> Playground:
+    """The app's Liquid playground (built once per app, never a module global)."""
+    services = state()
+    found = services.extras.get("playground")
+    if found is None:
+        found = services.extras["playground"] = Playground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
+    return found
+
+
+def _session_client():
+    """The admin client of a valid session cookie, with the session id; (None, None) otherwise."""
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None, None
+    try:
+        data = _serializer().loads(raw, max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    for client in state().settings.clients:
+        # the fingerprint ties the session to the secret: rotating a secret ends its sessions
+        if (client.name == data.get("name") and "admin" in client.scopes
+                and hmac.compare_digest(_mac(_key(), "fp", client.secret), str(data.get("fp", "")))):
+            return client, str(data.get("sid", ""))
+    return None, None
+
+
+def _principal() -> str:
+    return g.preview_principal
+
+
+def csrf_token() -> str:
+    """The CSRF token of the signed-in principal (session id, or client name under Basic auth)."""
+    return _mac(_key(), "csrf", _principal())
+
+
+def _check_csrf() -> None:
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
+    if not hmac.compare_digest(csrf_token(), sent):
+        raise Forbidden("missing or wrong CSRF token: reload the page")
+    _check_origin()
+
+
+def _check_origin() -> None:
+    origin = request.headers.get("Origin")
+    if origin and origin != "null":
+        expected = urlsplit(request.host_url)
+        given = urlsplit(origin)
+        if (given.scheme, given.netloc) != (expected.scheme, expected.netloc):
+            raise Forbidden("cross-origin request refused")
+
+
+def signed_in(api: bool):
+    """Decorate a view: a Basic/Bearer `admin` client or a session; pages show the login form instead."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if request.headers.get("Authorization"):
+                def with_principal(*a, **kw):
+                    g.preview_principal = "basic:" + g.client.name
+                    g.preview_via = "basic"
+                    return view(*a, **kw)
+                return require("admin")(with_principal)(*args, **kwargs)
+            client, sid = _session_client()
+            if client is None:
+                if api:
+                    raise Unauthorized()
+                return login_page(status=401)
+            g.client = client
+            g.preview_principal = "session:" + sid
+            g.preview_via = "session"
+            return view(*args, **kwargs)
+
+        wrapped.required_scope = "admin"
+        return wrapped
+
+    return decorate
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- sign in / out
+
+
+def login_page(error: str | None = None, status: int = 200) -> Response:
+    """The sign-in form, with a fresh login CSRF nonce in a cookie and its MAC in the form."""
+    nonce = secrets.token_urlsafe(24)
+    body = render_template("preview_login.html", error=error, login_csrf=_mac(_key(), "login", nonce),
+                           sandbox=state().settings.sandbox)
+    response = Response(body, status=status, mimetype="text/html")
+    response.set_cookie(LOGIN_CSRF_COOKIE, nonce, max_age=1800, path="/preview", httponly=True,
+                        samesite="Strict", secure=request.is_secure)
+    return response
+
+
+@bp.get("/preview/login")
+def login_form():
+    """Show the sign-in form."""
+    return login_page()
+
+
+@bp.post("/preview/login")
+def login():
+    """Check name and secret against WALLET_PROXY_CLIENTS (admin scope) and start a session."""
+    nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not nonce or not hmac.compare_digest(_mac(_key(), "login", nonce), request.form.get("csrf_token", "")):
+        return login_page("The form expired. Please sign in again.", status=403)
+    _check_origin()
+    name, secret = request.form.get("name", ""), request.form.get("secret", "")
+    try:
+        client = state().auth.authenticate(_basic(name, secret), "admin")
+    except Unauthorized:
+        return login_page("Wrong name or secret.", status=401)
+    except Forbidden:
+        return login_page(f"The client {name!r} may not use the preview (it needs the admin scope).",
+                          status=403)
+    token = _serializer().dumps({"name": client.name, "fp": _mac(_key(), "fp", client.secret),
+                                 "sid": secrets.token_urlsafe(16)})
+    response = redirect("/preview", code=303)
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE, path="/preview", httponly=True,
+                        samesite="Strict", secure=request.is_secure)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/preview")
+    return response
+
+
+def _basic(name: str, secret: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
+
+
+@bp.post("/preview/logout")
+@signed_in(api=False)
+def logout():
+    """End the session."""
+    _check_csrf()
+    response = redirect("/preview/login", code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/preview")
+    return response
+
+
+# --- the wallet as the page shows it
+
+
+def _culture(raw: str | None) -> str:
+    try:
+        return normalise_culture(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"culture: {exc}", details={"culture": [str(exc)]}) from exc
+
+
+def _user_id(raw: str | None) -> str:
+    user_id = (raw or "").strip()
+    if not user_id:
+        raise InvalidRequest("user_id: enter a SessionM user id", details={"user_id": ["missing"]})
+    check_user_id(user_id)
+    return user_id
+
+
+def wallet_view(user_id: str, culture: str) -> dict:
+    """Fetch and flatten a wallet exactly as GET /v1/wallets/<user_id> does, plus how it was served."""
+    services = state()
+    if not services.settings.connect_configured:
+        raise NotConfigured("the connect settings are not configured on this deployment")
+    served = services.wallets.get(user_id, culture, deadline())
+    now = datetime.fromtimestamp(services.clock(), tz=timezone.utc)
+    wallet = flatten(served.entry.wallet, now=now, user_id=user_id, culture=culture,
+                     fetched_at=served.entry.fetched_at, stale=served.stale)
+    label = {HIT: "cached", MISS: "fresh"}.get(served.status, "stale")
+    return {"wallet": wallet, "status": label, "cache_status": cache_status(served),
+            "ttl_left": int(served.ttl_left)}
+
+
+def raw_payload(user_id: str, culture: str) -> dict:
+    """SessionM's own answer for this user (for the side-by-side view); errors are reported, not raised."""
+    services = state()
+    try:
+        reply = services.connect.fetch_raw(user_id, culture, services.settings.upstream_timeout)
+    except ApiError as exc:
+        return {"http_status": None, "error": exc.message, "body": None}
+    body = reply.data if reply.data is not None else (reply.text or "")[:4000]
+    return {"http_status": reply.status, "error": None, "body": body}
+
+
+def connected_content_block(base_url: str, signing: bool) -> str:
+    """The Braze block for this deployment: its own URL, basic_auth, save, no_cache and the ok guard."""
+    url = (f"{base_url.rstrip('/')}/v1/wallets/{{{{custom_attribute.${{sessionm_user_id}}}}}}"
+           "?culture={{${language} | url_param_escape}}")
+    if signing:  # the key is typed by the marketer in Braze; this page never knows or prints it
+        url += "&sig={{custom_attribute.${sessionm_user_id} | hmac_sha256_hex: 'YOUR_SIGNING_KEY'}}"
+    return (f"{{% connected_content {url} :basic_auth wallet_proxy :save wallet :no_cache :retry %}}\n"
+            "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}")
+
+
+def liquid_path(parent: str, key) -> str:
+    """`wallet` + `offers` -> `wallet.offers`; + 0 -> `wallet.offers[0]`; odd keys are quoted."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if key.isidentifier():
+        return f"{parent}.{key}"
+    return f"{parent}[{json.dumps(key)}]"
+
+
+def tree(value, path: str = "wallet", key: str = "wallet") -> dict:
+    """A node of the JSON tree the page draws: key, Liquid path, kind, and children or a JSON value."""
+    if isinstance(value, dict):
+        children = [tree(v, liquid_path(path, k), k) for k, v in value.items()]
+        return {"key": key, "path": path, "kind": "object", "children": children, "size": len(value)}
+    if isinstance(value, list):
+        children = [tree(v, liquid_path(path, i), str(i)) for i, v in enumerate(value)]
+        return {"key": key, "path": path, "kind": "array", "children": children, "size": len(value)}
+    kind = "null" if value is None else "bool" if isinstance(value, bool) else \
+        "number" if isinstance(value, (int, float)) else "string"
+    return {"key": key, "path": path, "kind": kind, "json": json.dumps(value, ensure_ascii=False),
+            "children": None}
+
+
+def lookup(user_id: str, culture: str) -> dict:
+    """Everything the page shows for one user: wallet (or its error), raw payload, URLs."""
+    result = {"user_id": user_id, "culture": culture, "error": None, "wallet": None, "raw": None}
+    try:
+        result.update(wallet_view(user_id, culture))
+    except ApiError as exc:
+        result["error"] = {"status": exc.status, "code": exc.code, "message": exc.message}
+    if result["error"] is None or result["error"]["code"] in ("user_not_found", "upstream_error"):
+        # a timeout or outage would only fail again; an error answer is worth seeing as SessionM sent it
+        result["raw"] = raw_payload(user_id, culture)
+    result["api_url"] = (f"{request.host_url.rstrip('/')}/v1/wallets/{quote(user_id, safe='@:+')}"
+                         f"?culture={quote(culture)}")
+    return result
+
+
+def _page_context(**extra) -> dict:
+    services = state()
+    return {"csrf": csrf_token(), "client_name": g.client.name, "via": g.preview_via,
+            "sandbox": services.settings.sandbox,
+            "block": connected_content_block(request.host_url, bool(services.settings.signing_key)),
+            "sample_template": SAMPLE_TEMPLATE, **extra}
+
+
+@bp.get("/preview")
+@signed_in(api=False)
+def page():
+    """The preview page; with `user_id`, the looked-up wallet."""
+    user_id = request.args.get("user_id", "").strip()
+    culture_raw = request.args.get("culture", "")
+    context = {"user_id": user_id, "culture": culture_raw or "en-US", "result": None, "form_error": None}
+    status = 200
+    if user_id:
+        try:
+            culture = _culture(culture_raw)
+            user_id = _user_id(user_id)
+        except ApiError as exc:
+            context["form_error"] = exc.message
+            status = exc.status
+        else:
+            result = lookup(user_id, culture)
+            context.update(result=result, culture=culture,
+                           tree=tree(result["wallet"]) if result["wallet"] else None,
+                           raw_json=json.dumps(result["raw"]["body"], indent=2, ensure_ascii=False)
+                           if result["raw"] and not isinstance(result["raw"]["body"], str)
+                           else (result["raw"] or {}).get("body"))
+            if result["error"]:
+                status = result["error"]["status"]
+    return render_template("preview.html", **_page_context(**context)), status
+
+
+# --- JSON API used by preview.js
+
+
+@bp.get("/preview/api/wallet")
+@signed_in(api=True)
+def api_wallet():
+    """The page's data for one user as JSON: flattened wallet, status, raw payload."""
+    user_id = _user_id(request.args.get("user_id"))
+    culture = _culture(request.args.get("culture"))
+    result = lookup(user_id, culture)
+    if result["error"]:
+        error = ApiError(result["error"]["message"], status=result["error"]["status"])
+        error.code = result["error"]["code"]
+        raise error
+    return jsonify(ok=True, **result,
+                   connected_content=connected_content_block(request.host_url,
+                                                             bool(state().settings.signing_key)))
+
+
+@bp.post("/preview/api/render")
+@signed_in(api=True)
+def api_render():
+    """Render a Liquid template against a user's wallet; a bad template is a 422 with line and reason."""
+    _check_csrf()
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: send a JSON object {user_id, culture, template}")
+    template = body.get("template")
+    if not isinstance(template, str):
+        raise InvalidRequest("template: must be a string", details={"template": ["not a string"]})
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise InvalidRequest(f"template: longer than {MAX_TEMPLATE_CHARS} characters",
+                             details={"template": ["too long"]})
+    user_id = _user_id(body.get("user_id") if isinstance(body.get("user_id"), str) else None)
+    culture = _culture(body.get("culture") if isinstance(body.get("culture"), str) else None)
+    wallet_error = None
+    try:
+        wallet = wallet_view(user_id, culture)["wallet"]
+    except ApiError as exc:
+        # what Braze's template would see with on_error=empty, so the `ok` guard can be tried
+        wallet_error = {"code": exc.code, "message": exc.message}
+        wallet = empty_wallet(user_id=user_id, culture=culture, error=wallet_error)
+    data = {"wallet": wallet, "user_id": user_id, "language": culture.split("-")[0],
+            "custom_attribute": {"sessionm_user_id": user_id}}
+    started = time.monotonic()
+    try:
+        rendered = playground().render(template, data)
+    except TemplateProblem as problem:
+        raise TemplateInvalid(f"{problem.kind} error: {problem}", details=problem.as_dict()) from None
+    return jsonify(ok=True, output=rendered.output, aborted=rendered.aborted,
+                   elapsed_ms=round((time.monotonic() - started) * 1000, 2), wallet_error=wallet_error)
