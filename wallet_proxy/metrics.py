@@ -154,3 +154,39 @@ def init_app(app: Flask, metrics: Metrics, services) -> None:
         if hasattr(store, "healthy"):
             metrics.cache_degraded.set(0 if store.healthy() else 1)
         return response
+
+
+def _outcome(response=None, error: Exception | None = None) -> str:
+    if error is not None:
+        name = type(error).__name__.lower()
+        return "timeout" if "timeout" in name else "connection_error" if "connection" in name else "error"
+    status = response.status_code
+    if status < 400:
+        return "ok"
+    return "http_429" if status == 429 else f"http_{status // 100}xx"
+
+
+def instrument_session(session, metrics: Metrics, upstreams: dict) -> None:
+    """Time every call `session` makes to one of `upstreams` ({base URL: name}), by outcome.
+
+    Covers every client sharing the session (Core tags, Braze sends, and any added later) without
+    each one reporting; SessionM Connect is left out because the WalletService reports it with
+    SessionM's own outcome (user_not_found, upstream_error...).
+    """
+    prefixes = [(url.rstrip("/"), name) for url, name in upstreams.items() if url]
+    send = session.request
+
+    def request(method, url, *args, **kwargs):
+        name = next((n for prefix, n in prefixes if str(url).startswith(prefix)), None)
+        if name is None:
+            return send(method, url, *args, **kwargs)
+        started = time.monotonic()
+        try:
+            response = send(method, url, *args, **kwargs)
+        except Exception as exc:
+            metrics.upstream(name, _outcome(error=exc), time.monotonic() - started)
+            raise
+        metrics.upstream(name, _outcome(response), time.monotonic() - started)
+        return response
+
+    session.request = request

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 import requests
 from cachetools import TTLCache
 
-from . import upstream
+from . import ratelimit, upstream
 from .auth import Authenticator
 from .cache import MemoryStore
 from .core import CoreClient
+from .metrics import Metrics, carry_context, instrument_session
 from .sessionm import ConnectClient
 from .settings import SANDBOX_BRAZE_URL, SANDBOX_CONNECT_URL, SANDBOX_CORE_URL, Settings
 from .wallets import WalletService
@@ -58,6 +59,8 @@ class Services:
     sandbox: object | None = None
     # The shared Redis client (None without WALLET_PROXY_REDIS_URL); other features reuse it.
     redis: object | None = None
+    metrics: object | None = None  # wallet_proxy.metrics.Metrics
+    ratelimit: object | None = None  # wallet_proxy.ratelimit.RateLimiter, None when off
     extras: dict = field(default_factory=dict)
 
 
@@ -79,6 +82,8 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
                                 session)
     if settings.core_configured:
         core = CoreClient(settings.core_url, settings.core_api_key, settings.core_api_secret, session)
+    metrics = Metrics()
+    instrument_session(session, metrics, {settings.core_url: "sessionm_core", settings.braze_url: "braze"})
     memory = MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
     redis_client = locker = None
     if settings.redis_url:
@@ -86,12 +91,16 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
 
         redis_client = make_client(settings.redis_url, settings.upstream_concurrency)
         if store is None:
-            store = RedisStore(redis_client, memory, settings.cache_ttl, settings.stale_ttl, clock=clock)
+            store = RedisStore(redis_client, memory, settings.cache_ttl, settings.stale_ttl, clock=clock,
+                               metrics=metrics)
             locker = RedisLocker(redis_client, store)
     if store is None:  # not `store or memory`: an empty store has len() 0 and is falsy
         store = memory
-    wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker)
+    wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker,
+                            metrics=metrics)
+    wallets.spawn = carry_context(wallets.spawn)  # upstream time lands on the leading request's log line
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
                     external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
-                    sandbox=sandbox_state, redis=redis_client)
+                    sandbox=sandbox_state, redis=redis_client, metrics=metrics,
+                    ratelimit=ratelimit.build(settings, clock=clock))
