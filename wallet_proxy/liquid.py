@@ -37,7 +37,8 @@ MAX_SECONDS = 0.5
 
 # Braze's `${name}` attribute syntax (`{{${first_name}}}`): inside markup it means the variable `name`.
 _DOLLAR = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}")
-_MARKUP = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+# `${...}` is one atom, so the `}` that closes it is never taken for the end of `{{ }}`
+_MARKUP = re.compile(r"\{\{(?:\$\{[^}]*\}|.)*?\}\}|\{%(?:\$\{[^}]*\}|.)*?%\}", re.S)
 _BLOCK_TAG = re.compile(r"\{%-?\s*(end)?(\w+)")
 _SAVE = re.compile(r":save\s+([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -333,7 +334,7 @@ class Playground:
         try:
             template = self.env.from_string(rewritten)
         except LiquidError as exc:
-            raise self._problem("syntax", exc, source) from None
+            raise self._problem("syntax", exc, source, rewritten) from None
         context = LimitedContext(template, globals=template.make_globals(data))
         context.monotonic = self.monotonic
         context.deadline = started + self.max_seconds
@@ -344,20 +345,20 @@ class Playground:
         except AbortMessage as exc:
             aborted = exc.reason
         except ResourceLimitError as exc:
-            raise self._problem("limit", exc, source) from None
+            raise self._problem("limit", exc, source, rewritten) from None
         except LiquidError as exc:
-            raise self._problem("render", exc, source) from None
+            raise self._problem("render", exc, source, rewritten) from None
         except RecursionError:
             raise TemplateProblem("limit", "the template nests too deeply") from None
         return Rendered(output=buffer.getvalue(), aborted=aborted,
                         elapsed_ms=round((self.monotonic() - started) * 1000, 2))
 
-    def _problem(self, kind: str, exc: LiquidError, source: str) -> TemplateProblem:
+    def _problem(self, kind: str, exc: LiquidError, source: str, rewritten: str) -> TemplateProblem:
         reason = str(exc.message or type(exc).__name__)
         lines = source.splitlines() or [""]
         where = exc.context()
         if where is None:
-            where = _locate(self.env, source, reason)
+            where = _locate(self.env, rewritten, reason)
         if where is None:
             return TemplateProblem(kind, reason)
         line, column = where[0], where[1]
@@ -386,11 +387,13 @@ def _locate(env: Environment, source: str, reason: str) -> tuple[int, int] | Non
         if stack:
             return _line_of(source, stack[-1])
     for match in _MARKUP.finditer(source):  # the first markup that fails on its own
-        chunk = braze_syntax(match.group())
-        if chunk.startswith("{%") and _BLOCK_TAG.match(chunk):
-            name = _BLOCK_TAG.match(chunk).group(2)
-            if env.tags.get(name) is not None and getattr(env.tags[name], "block", False):
+        chunk = match.group()
+        tag = _BLOCK_TAG.match(chunk)
+        if tag:
+            if tag.group(1) or tag.group(2) not in env.tags:  # closers and else/elsif/when mean nothing alone
                 continue
+            if getattr(env.tags.get(tag.group(2)), "block", False):  # test an opener with its closer
+                chunk += "{%% end%s %%}" % tag.group(2)
         try:
             env.from_string(chunk)
         except LiquidSyntaxError:
