@@ -1,0 +1,228 @@
+"""Braze REST client for triggered sends, with bounded retries and a client-side rate limiter.
+
+No Flask here: the CLI can reuse it. Braze's facts (SPEC, "Braze triggered sends"):
+`POST {BRAZE_REST_URL}/campaigns/trigger/send` or `/canvas/trigger/send`, `Authorization: Bearer KEY`,
+at most 50 recipients a call, 250,000 requests/hour, 250/minute when broadcasting; 429 and 5xx are to
+be retried with backoff.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from email.utils import parsedate_to_datetime
+
+import requests
+import urllib3.exceptions
+
+from .errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+PATHS = {"campaign": "/campaigns/trigger/send", "canvas": "/canvas/trigger/send"}
+HOURLY_LIMIT = 250_000  # Braze: requests/hour shared by the REST API key
+BROADCAST_PER_MINUTE = 250  # Braze: trigger sends to a whole segment or audience
+
+
+class BrazeRejected(ApiError):
+    """Braze refused the send with a 4xx; `status` is Braze's and `message` is Braze's message."""
+
+    status, code, message = 400, "braze_rejected", "Braze rejected the send"
+
+
+class TokenBucket:
+    """A token bucket whose burst plus refill over `window` never exceeds `limit` in any window.
+
+    With capacity C and rate r, any window T admits at most C + r*T calls; choosing
+    r = (limit - C) / window keeps every window at or under Braze's limit.
+    """
+
+    def __init__(self, limit: int, window: float, burst: int, monotonic=time.monotonic):
+        self.capacity = float(min(burst, limit))
+        self.rate = (limit - self.capacity) / window
+        self.tokens = self.capacity
+        self.monotonic = monotonic
+        self.stamp = monotonic()
+
+    def wait_time(self) -> float:
+        """Seconds until one token is free (0 when one is free now); refills first."""
+        now = self.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        # the epsilon stops float rounding from leaving 0.99999999 tokens and a wait too small to pass
+        return 0.0 if self.tokens >= 1 - 1e-9 else max(1e-3, (1 - self.tokens) / self.rate)
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+class RateLimiter:
+    """Keeps this process under Braze's request limits; waits for a slot or says how long to wait."""
+
+    def __init__(self, hourly: int = HOURLY_LIMIT, broadcast_per_minute: int = BROADCAST_PER_MINUTE,
+                 monotonic=time.monotonic, sleep=time.sleep):
+        self.hourly = TokenBucket(hourly, 3600.0, burst=max(1, hourly // 250), monotonic=monotonic)
+        self.broadcast = TokenBucket(broadcast_per_minute, 60.0, burst=max(1, broadcast_per_minute // 25),
+                                     monotonic=monotonic)
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self._lock = threading.Lock()
+
+    def acquire(self, broadcast: bool, deadline: float) -> None:
+        """Take a slot, sleeping at most until `deadline` (monotonic); else raise UpstreamUnavailable."""
+        buckets = (self.hourly, self.broadcast) if broadcast else (self.hourly,)
+        while True:
+            with self._lock:
+                wait = max(bucket.wait_time() for bucket in buckets)
+                if wait <= 0:
+                    for bucket in buckets:
+                        bucket.take()
+                    return
+            if self.monotonic() + wait > deadline:
+                raise UpstreamUnavailable("Braze's request limit for this process is used up; retry later",
+                                          retry_after=wait)
+            self.sleep(wait)
+
+
+def retry_delay(headers, attempt: int, *, base: float, cap: float, clock, rng) -> float:
+    """Seconds before retry `attempt` (1-based): Braze's reset time if given, else full-jitter backoff."""
+    backoff = rng() * min(cap, base * (2 ** (attempt - 1)))  # AWS "full jitter"
+    told = None
+    raw = headers.get("Retry-After") if headers else None
+    if raw:
+        try:
+            told = float(raw)
+        except ValueError:
+            try:
+                told = parsedate_to_datetime(raw).timestamp() - clock()
+            except (TypeError, ValueError):
+                told = None
+    reset = headers.get("X-RateLimit-Reset") if headers else None
+    if told is None and reset:
+        try:  # Braze: epoch seconds at which the hourly window resets
+            told = float(reset) - clock()
+        except ValueError:
+            told = None
+    if told is not None:
+        # a little jitter on top, so many waiting senders do not return in the same instant
+        return max(0.0, told) + rng() * min(base, 1.0)
+    return backoff
+
+
+def _nothing_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the connection failed before any byte of the request could reach Braze."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                               urllib3.exceptions.NameResolutionError))
+
+
+class BrazeClient:
+    """Sends one trigger body to Braze: 2xx gives a dispatch id, anything else an ApiError.
+
+    Retries are safe only when Braze cannot have acted: a 429/5xx answer or a failed connect. A read
+    timeout or a dropped connection after sending is `OutcomeUnknown` and never retried (at most once).
+    """
+
+    def __init__(self, base_url: str, api_key: str, session: requests.Session, *, timeout: float = 10.0,
+                 connect_timeout: float = 2.0, retry_budget: float = 20.0, max_attempts: int = 6,
+                 backoff_base: float = 0.5, backoff_cap: float = 8.0, limiter: RateLimiter | None = None,
+                 clock=time.time, monotonic=time.monotonic, sleep=time.sleep, rng=random.random):
+        self.base = base_url.rstrip("/")
+        self.session = session
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "Authorization": f"Bearer {api_key}"}
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry_budget = retry_budget
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+        self.rng = rng
+        self.limiter = limiter or RateLimiter(monotonic=monotonic, sleep=sleep)
+
+    def deadline(self) -> float:
+        """A monotonic deadline for one request's retries (the retry budget from now)."""
+        return self.monotonic() + self.retry_budget
+
+    def send(self, kind: str, body: dict, deadline: float | None = None) -> str:
+        """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's dispatch_id."""
+        url = self.base + PATHS[kind]
+        deadline = self.deadline() if deadline is None else deadline
+        broadcast = body.get("broadcast") is True
+        data = json.dumps(body, separators=(",", ":")).encode()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.limiter.acquire(broadcast, deadline)
+            error = self._attempt(url, data)
+            if isinstance(error, str):
+                return error
+            delay = retry_delay(error.headers, attempt, base=self.backoff_base, cap=self.backoff_cap,
+                                clock=self.clock, rng=self.rng)
+            if attempt >= self.max_attempts or self.monotonic() + delay > deadline:
+                log.warning("Braze %s still failing after %d attempt(s): %s", kind, attempt, error.message)
+                raise UpstreamUnavailable(f"{error.message}; gave up after {attempt} attempt(s)",
+                                          retry_after=max(1.0, delay))
+            log.info("Braze %s: %s; retry %d in %.2fs", kind, error.message, attempt, delay)
+            self.sleep(delay)
+
+    def _attempt(self, url: str, data: bytes):
+        """One call: the dispatch id (str), a retryable `_Retry`, or raise a final ApiError."""
+        try:
+            response = self.session.post(url, data=data, headers=self._headers, allow_redirects=False,
+                                         timeout=(min(self.connect_timeout, self.timeout), self.timeout))
+        except requests.exceptions.ConnectTimeout:
+            return _Retry("Braze did not accept a connection in time")
+        except requests.exceptions.ReadTimeout as exc:
+            # The body went out: Braze may be sending right now. Retrying could send twice.
+            raise OutcomeUnknown(f"Braze did not answer within {self.timeout:.2f}s after the send was "
+                                 "made; it may have been sent, so it is not retried") from exc
+        except requests.exceptions.ConnectionError as exc:
+            if _nothing_sent(exc):
+                return _Retry("Braze refused the connection")
+            raise OutcomeUnknown("the connection to Braze dropped after the send was made; it may have "
+                                 "been sent, so it is not retried") from exc
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(f"Braze call failed: {type(exc).__name__}") from exc
+        return self._answer(response)
+
+    def _answer(self, response: requests.Response):
+        status = response.status_code
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        message = data.get("message") if isinstance(data, dict) else None
+        message = str(message)[:500] if message else None
+        if status == 429 or status >= 500:
+            return _Retry(f"Braze answered HTTP {status}" + (f" ({message})" if message else ""),
+                          response.headers)
+        if status in (401, 403):
+            # Our BRAZE_API_KEY is wrong or lacks the permission: the caller cannot fix that.
+            log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its "
+                      "campaigns.trigger.send / canvas.trigger.send permissions", status)
+            raise UpstreamError("Braze refused this service's API key")
+        if 400 <= status < 500:
+            raise BrazeRejected(message or f"Braze answered HTTP {status}", status=status)
+        if 200 <= status < 300:
+            dispatch_id = data.get("dispatch_id") if isinstance(data, dict) else None
+            if not isinstance(dispatch_id, str) or not dispatch_id:
+                # Braze accepted (2xx), so the send happened: never report it as failed or resend it.
+                log.warning("Braze answered HTTP %s without a dispatch_id", status)
+                return "unknown-dispatch-id"
+            return dispatch_id
+        raise UpstreamError(f"Braze answered an unexpected HTTP {status}")
+
+
+class _Retry:
+    """A failure after which nothing was sent, so another attempt is safe."""
+
+    def __init__(self, message: str, headers=None):
+        self.message = message
+        self.headers = headers or {}
