@@ -136,7 +136,7 @@ def init_app(app: Flask) -> None:
         else:
             error = mapped()
         if error.status >= 500:
-            error = Internal()  # werkzeug's own 5xx descriptions are not ours to show
+            error = Internal(status=error.status)  # werkzeug's 5xx descriptions are not ours to show
         g.error_code = error.code
         return error_response(error)
 
