@@ -1,15 +1,42 @@
-"""gunicorn settings used by the Procfile (`web: gunicorn -c gunicorn.conf.py wsgi:app`)."""
+"""gunicorn settings used by the Procfile (`web: gunicorn -c gunicorn.conf.py wsgi:app`).
+
+Serving model: gevent (measured against gthread in bench/RESULTS.md). During a Braze send thousands
+of connections wait at once, most of them on a SessionM call or on another request's call (single
+flight); a greenlet per connection costs a few KB, a thread per connection a stack and a context
+switch. gunicorn's gevent worker monkey-patches the standard library before it imports wsgi.py,
+so requests, redis-py, threading.Event/Semaphore and the fetch "threads" of wallets.py all become
+cooperative.
+"""
 import os
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Without WALLET_PROXY_REDIS_URL the cache, single flight and DELETE live in one process: run one.
 # With Redis, WEB_CONCURRENCY processes (and hosts) share the cache.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1")) if os.environ.get("WALLET_PROXY_REDIS_URL") else 1
-# gevent: thousands of Braze connections held open while misses wait on SessionM, one greenlet each.
 worker_class = "gevent"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
 keepalive = 75  # Braze reuses connections during a send; outlive its idle timeout
 timeout = 30
-graceful_timeout = 20  # SIGTERM: stop accepting, finish in-flight answers (all bounded by the deadline)
+# SIGTERM: stop accepting, let in-flight answers finish (each bounded by WALLET_PROXY_DEADLINE),
+# then exit; well inside the 30 s a platform (Heroku, Kubernetes) waits before SIGKILL.
+graceful_timeout = 10
 backlog = 4096
 accesslog = None  # the app logs one JSON line per request
+# gunicorn >= 23 opens a control socket under $HOME by default: two instances on one host would
+# fight over it, and a read-only home (containers) breaks start-up. Nothing here uses it.
+control_socket_disable = True
+
+# Prometheus with several workers: each writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
+# /metrics (whichever worker answers) sums them. Set before the workers import prometheus_client.
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (breaker state, cache degraded) from /metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
