@@ -179,7 +179,54 @@ def _routes() -> dict:
              "schema": {"type": "string", "maxLength": 255},
              "description": "a repeat within 24 h answers the first result without calling Braze"}]
     native = _schema("trigger.NativeTrigger")
+    html = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    see_other = {"description": "see other (the next page)",
+                 "headers": {"Location": {"schema": {"type": "string"}}}}
+    preview_query = [{"in": "query", "name": "user_id", "schema": {"type": "string", "maxLength": 128}},
+                     {"in": "query", "name": "culture", "schema": {"type": "string"},
+                      "description": "BCP 47 tag; empty means en-US"}]
+    csrf = {"in": "header", "name": "X-CSRF-Token", "required": False, "schema": {"type": "string"},
+            "description": "the page's CSRF token, for a browser session (not needed with Basic/Bearer)"}
+    preview = {
+        "preview.login_form": {"get": {"summary": "The marketers' sign-in form",
+                                       "responses": {"200": html}}},
+        "preview.login": {"post": {
+            "summary": "Sign in to the preview page with a client name and secret (admin scope)",
+            "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
+                                                 "csrf_token": {"type": "string"}}}}}},
+            "responses": {"303": see_other, "401": {**html, "description": "wrong name or secret"},
+                          "403": {**html, "description": "expired form, or a client without admin"}}}},
+        "preview.logout": {"post": {"summary": "Sign out", "parameters": [csrf],
+                                    "responses": {"303": see_other}}},
+        "preview.page": {"get": {
+            "summary": "The preview page: a user's wallet, its Liquid paths, a template playground",
+            "parameters": preview_query,
+            "responses": {"200": html, "400": {**html, "description": "bad user id or culture"},
+                          "401": {**html, "description": "the sign-in form"},
+                          "404": {**html, "description": "SessionM does not know the user"},
+                          **{code: {**html, "description": answer["description"]}
+                             for code, answer in UPSTREAM_ERRORS.items()}}}},
+        "preview.api_wallet": {"get": {
+            "summary": "The preview page's data for one user: flattened wallet, status, raw payload",
+            "parameters": [{**preview_query[0], "required": True}, preview_query[1]],
+            "responses": {"200": _json("the wallet, how it was obtained, SessionM's raw answer",
+                                       {"type": "object"}),
+                          "400": _json("bad user id or culture"), "404": _json("user_not_found"),
+                          **UPSTREAM_ERRORS}}},
+        "preview.api_render": {"post": {
+            "summary": "Render a Liquid template against a user's wallet, inside hard limits",
+            "parameters": [csrf],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["template", "user_id"],
+                "properties": {"template": {"type": "string"}, "user_id": {"type": "string"},
+                               "culture": {"type": "string"}}}}}},
+            "responses": {"200": _json("the rendered output", {"type": "object"}),
+                          "400": _json("bad body"), "422": _json("the template did not render: line and reason"),
+                          **UPSTREAM_ERRORS}}},
+    }
     return {
+        **preview,
         "ops.index": {"get": {"summary": "What this is, and whether it runs in sandbox mode",
                               "responses": {"200": _json("service description", {"type": "object"})}}},
         "ops.healthz": {"get": {"summary": "The process is alive",
@@ -218,6 +265,8 @@ def _routes() -> dict:
             "responses": {"200": _json("SessionM accepted the tags", TagsAnswer),
                           "400": _json("bad body or user id (SessionM not called)"),
                           "404": _json("SessionM does not know the user"),
+                          "422": _json("SessionM Core refused the tags themselves (not retried)"),
+                          "429": _json("SessionM Core is throttling (Braze retries)", headers=_RETRY_AFTER),
                           **UPSTREAM_ERRORS}}},
         "trigger.trigger": {"post": {
             "summary": "SessionM template fields to a Braze triggered send",

@@ -1,0 +1,145 @@
+"""GET /openapi.json: a valid OpenAPI 3.1 document covering every rule of the app, and true to the answers."""
+from __future__ import annotations
+
+import base64
+
+import jsonschema
+import pytest
+from flask import Blueprint, jsonify
+from openapi_spec_validator import validate
+
+from tests.conftest import OFFERS_PATH, make_settings
+from tests.fakes import Reply
+from wallet_proxy.http import require
+from wallet_proxy.openapi import AUTOMATIC_METHODS, openapi_path
+
+WALLET = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}
+VIEW_KEYS = {"ok", "stale", "user_id", "culture", "available_points", "total_points", "offer_count",
+             "offers", "groups", "categories", "user", "fetched_at"}
+
+
+@pytest.fixture
+def full_app(sessionm, app_for):
+    """Every upstream group configured, so every blueprint's routes are live."""
+    return app_for(make_settings(sessionm.url, core_url=sessionm.url, braze_url=sessionm.url))
+
+
+def document(app) -> dict:
+    response = app.test_client().get("/openapi.json")  # open: no credentials
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    return response.get_json()
+
+
+def validator_for(spec: dict, name: str):
+    """A JSON Schema 2020-12 validator of components.schemas[name] (OpenAPI 3.1 schemas are JSON Schema)."""
+    schema = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+class TestDocument:
+    def test_is_valid_openapi_3_1(self, full_app):
+        spec = document(full_app)
+        assert spec["openapi"] == "3.1.0"
+        validate(spec)  # raises on any structural error
+
+    def test_every_rule_is_documented_with_its_methods_and_path_parameters(self, full_app):
+        spec = document(full_app)
+        rules = list(full_app.url_map.iter_rules())
+        assert len(rules) >= 10  # ops, wallets, tags, trigger, relay, preview...
+        for rule in rules:
+            path, params = openapi_path(rule.rule)
+            assert path in spec["paths"], f"{rule.rule} is not documented"
+            operations = spec["paths"][path]
+            for method in rule.methods - AUTOMATIC_METHODS:
+                operation = operations.get(method.lower())
+                assert operation, f"{method} {rule.rule} is not documented"
+                declared = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+                assert {("path", name) for name in params} <= declared
+                assert "500" in operation["responses"]
+        documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
+        routed = {(openapi_path(r.rule)[0], m.lower()) for r in rules for m in r.methods - AUTOMATIC_METHODS}
+        assert documented == routed  # nothing documented that does not exist
+
+    def test_secured_routes_declare_auth_and_their_errors(self, full_app):
+        spec = document(full_app)
+        for rule in full_app.url_map.iter_rules():
+            view = full_app.view_functions[rule.endpoint]
+            scope = getattr(view, "required_scope", None)
+            for method in rule.methods - AUTOMATIC_METHODS:
+                operation = spec["paths"][openapi_path(rule.rule)[0]][method.lower()]
+                if scope:
+                    assert operation["x-scope"] == scope
+                    assert operation["security"]
+                    assert {"401", "403", "429"} <= set(operation["responses"])
+                else:
+                    assert "security" not in operation
+
+    def test_wallet_query_parameters_come_from_the_marshmallow_schema(self, full_app):
+        operation = document(full_app)["paths"]["/v1/wallets/{user_id}"]["get"]
+        query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+        assert {"culture", "sig", "group", "category", "type", "expiring_within_days", "limit", "sort",
+                "on_error", "id_type"} <= set(query)
+        assert query["limit"]["schema"]["maximum"] == 1000 and query["limit"]["schema"]["minimum"] == 1
+        assert set(query["on_error"]["schema"]["enum"]) == {"status", "empty"}
+        assert "-expires_at" in query["sort"]["schema"]["enum"]
+        assert {"200", "304", "400", "401", "403", "404", "502", "503", "504"} <= set(operation["responses"])
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
+
+    def test_bodies_of_tags_and_trigger_are_documented(self, full_app):
+        paths = document(full_app)["paths"]
+        tags = paths["/v1/users/{user_id}/tags"]["post"]
+        assert tags["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/TagsBody")
+        for path in ("/v1/braze/trigger", "/campaigns/trigger/send", "/canvas/trigger/send"):
+            operation = paths[path]["post"]
+            assert operation["requestBody"]["required"] is True
+            assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
+            assert {"400", "409", "503", "504"} <= set(operation["responses"])
+
+    def test_a_route_added_later_is_documented_generically(self, full_app):
+        extra = Blueprint("later", __name__)
+
+        @extra.post("/v1/later/<thing_id>")
+        @require("admin")
+        def later(thing_id):
+            """Do a later thing."""
+            return jsonify(ok=True)
+
+        full_app.register_blueprint(extra)
+        operation = document(full_app)["paths"]["/v1/later/{thing_id}"]["post"]
+        assert operation["summary"] == "Do a later thing."
+        assert operation["x-scope"] == "admin" and "401" in operation["responses"]
+        assert operation["parameters"][0] == {"in": "path", "name": "thing_id", "required": True,
+                                              "schema": {"type": "string"}, "description": "thing_id"}
+
+
+class TestAnswersMatchTheDocument:
+    def test_wallet_view_schema_requires_every_key_and_matches_a_real_answer(self, full_app):
+        spec = document(full_app)
+        assert VIEW_KEYS <= set(spec["components"]["schemas"]["WalletView"]["required"])
+        body = full_app.test_client().get("/v1/wallets/u1", headers=WALLET).get_json()
+        validator_for(spec, "WalletView").validate(body)
+        assert body["offers"], "the fixture has offers: the offer schema was exercised"
+
+    def test_on_error_empty_body_matches_too(self, full_app, sessionm):
+        sessionm.on("POST", OFFERS_PATH, Reply(500, {"status": "error"}))
+        body = full_app.test_client().get("/v1/wallets/u1?on_error=empty", headers=WALLET).get_json()
+        assert body["ok"] is False
+        validator_for(document(full_app), "WalletView").validate(body)
+
+    def test_error_answers_match_the_error_schema(self, full_app):
+        spec = document(full_app)
+        client = full_app.test_client()
+        for response in (client.get("/v1/wallets/u1"), client.get("/v1/wallets/bad%20id", headers=WALLET),
+                         client.get("/v1/wallets/u1?limit=0", headers=WALLET), client.get("/nowhere")):
+            assert response.status_code >= 400
+            validator_for(spec, "Error").validate(response.get_json())
+
+    def test_bad_view_is_rejected_by_the_schema(self, full_app):
+        """The schema is not vacuous: a view missing a key or with a wrong type fails it."""
+        spec = document(full_app)
+        body = full_app.test_client().get("/v1/wallets/u1", headers=WALLET).get_json()
+        validator = validator_for(spec, "WalletView")
+        for broken in ({k: v for k, v in body.items() if k != "offers"}, {**body, "offer_count": "2"},
+                       {**body, "offers": [{**body["offers"][0], "redeemable": None}]}):
+            assert not validator.is_valid(broken)
