@@ -7,7 +7,7 @@ from flask import Flask
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
     from . import http, services
-    from .routes import ops, preview, tags, wallets
+    from .routes import ops, preview, tags, trigger, wallets
     from .settings import Settings
 
     settings = settings or Settings.from_env()
@@ -19,6 +19,6 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["wallet_proxy"] = services.build(settings, **services_kwargs)
     http.init_app(app)
-    for blueprint in (ops.bp, wallets.bp, tags.bp, preview.bp):
+    for blueprint in (ops.bp, wallets.bp, tags.bp, trigger.bp, preview.bp):
         app.register_blueprint(blueprint)
     return app

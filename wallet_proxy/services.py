@@ -61,12 +61,14 @@ class Services:
     redis: object | None = None
     metrics: object | None = None  # wallet_proxy.metrics.Metrics
     ratelimit: object | None = None  # wallet_proxy.ratelimit.RateLimiter, None when off
+    braze: object | None = None  # wallet_proxy.braze.BrazeClient, None without the Braze settings
+    trigger: object | None = None  # wallet_proxy.trigger.TriggerEngine (sends, at most once)
     extras: dict = field(default_factory=dict)
 
 
 def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,
-          store=None, spawn=None) -> Services:
-    """Build the services for `settings`; tests inject clock, session, store and spawn."""
+          store=None, spawn=None, braze_options: dict | None = None) -> Services:
+    """Build the services for `settings`; tests inject clock, session, store, spawn and Braze timings."""
     session = session or upstream.make_session(settings.upstream_concurrency)
     sandbox_state = None
     if settings.sandbox:
@@ -99,8 +101,27 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker,
                             metrics=metrics)
     wallets.spawn = carry_context(wallets.spawn)  # upstream time lands on the leading request's log line
+    braze = trigger = None
+    if settings.braze_configured:
+        braze, trigger = _build_trigger(settings, session, redis_client, clock, braze_options or {})
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
                     external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
                     sandbox=sandbox_state, redis=redis_client, metrics=metrics,
-                    ratelimit=ratelimit.build(settings, clock=clock))
+                    ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger)
+
+
+def _build_trigger(settings: Settings, session, redis_client, clock, options: dict):
+    """The Braze client and the at-most-once trigger engine (idempotency in Redis when configured)."""
+    from .braze import BrazeClient
+    from .idempotency import MemoryIdempotency, RedisIdempotency
+    from .trigger import TriggerEngine
+
+    options = dict(options)
+    wait = options.pop("idempotency_wait", 30.0)
+    braze = BrazeClient(settings.braze_url, settings.braze_api_key, session, clock=clock, **options)
+    if redis_client is not None:
+        store = RedisIdempotency(redis_client, clock=clock, wait_timeout=wait)
+    else:
+        store = MemoryIdempotency(min(settings.cache_size, 100_000), clock=clock, wait_timeout=wait)
+    return braze, TriggerEngine(braze, store)

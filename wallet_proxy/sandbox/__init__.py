@@ -19,7 +19,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.response import HTTPResponse
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from . import connect, core
+from . import braze, connect, core
 
 # user-id prefix (or WALLET_PROXY_SANDBOX_FAULT value) -> what the simulator does
 FAULTS = {
@@ -62,12 +62,7 @@ def make_sandbox_app(state: SimState | None = None) -> Flask:
     app.config["SIM"] = state or SimState()
     app.register_blueprint(connect.bp)
     app.register_blueprint(core.bp)
-    try:  # the Braze simulator lives in its own module
-        from . import braze
-    except ImportError:  # pragma: no cover - only while the module is being written
-        braze = None
-    if braze is not None:
-        app.register_blueprint(braze.bp)
+    app.register_blueprint(braze.bp)
     return app
 
 

@@ -1,0 +1,187 @@
+"""At-most-once bookkeeping for triggered sends: one record per Idempotency-Key, kept 24 h.
+
+A record is a JSON object: `hash` (of the request body), `owner` and `lease_until` while a request is
+working on it (`pending`), and `chunks`, each with a `state`:
+
+- `new`: not sent yet; `sending`: the call to Braze is in flight;
+- `sent` (with `dispatch_id`): done, never resent;
+- `failed` (with `error`): Braze cannot have acted (4xx, 429/5xx after retries, no connection), so a
+  repeat with the same key resends it;
+- `unknown` (with `error`): Braze may have acted (timeout after sending): never resent.
+
+A `sending` chunk whose lease ran out (the process died mid-call) becomes `unknown`, never `new`.
+Both stores share the decisions below; they only differ in how a record is swapped atomically.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+from cachetools import TTLCache
+
+from .errors import Conflict, UpstreamUnavailable
+
+RETENTION = 86400.0  # SPEC: a repeat within 24 h answers the first result
+LEASE = 300.0  # a request working on a key renews this with every chunk it records
+
+
+class Claim:
+    """What `begin` decided: `replay` (answer `record` as is) or work on `record` as `owner`."""
+
+    def __init__(self, record: dict, owner: str | None, replay: bool):
+        self.record = record
+        self.owner = owner
+        self.replay = replay
+
+
+def _retryable(record: dict) -> bool:
+    return any(chunk["state"] in ("new", "failed") for chunk in record["chunks"])
+
+
+def _expire_lease(record: dict) -> dict:
+    """A dead owner's in-flight chunks may have been sent: mark them unknown, free the record."""
+    for chunk in record["chunks"]:
+        if chunk["state"] == "sending":
+            chunk["state"] = "unknown"
+            chunk["error"] = {"status": 504, "code": "outcome_unknown",
+                              "message": "an earlier attempt stopped while sending this chunk; "
+                                         "it may have been sent, so it is not resent"}
+    record["pending"] = False
+    record["owner"] = None
+    return record
+
+
+class IdempotencyStore:
+    """The shared protocol; subclasses provide `_transact(key, fn)` and `_wait(key, timeout)`."""
+
+    name = "abstract"
+
+    def __init__(self, clock=time.time, wait_timeout: float = 30.0, lease: float = LEASE,
+                 retention: float = RETENTION):
+        self.clock = clock
+        self.wait_timeout = wait_timeout
+        self.lease = lease
+        self.retention = retention
+
+    def begin(self, key: str, digest: str, chunks: list[dict]) -> Claim:
+        """Claim `key` for a request whose body hashes to `digest`; wait while another request holds it."""
+        owner = uuid.uuid4().hex
+        waited_until = time.monotonic() + self.wait_timeout
+        while True:
+            claim = self._transact(key, lambda record: self._decide(record, digest, chunks, owner))
+            if claim is not None:
+                return claim
+            left = waited_until - time.monotonic()
+            if left <= 0:
+                raise UpstreamUnavailable("a request with this Idempotency-Key is still being sent; "
+                                          "repeat it shortly for its result", retry_after=2)
+            self._wait(key, min(left, 0.5))
+
+    def _decide(self, record: dict | None, digest: str, chunks: list[dict], owner: str):
+        now = self.clock()
+        if record is not None and record.get("expires_at", 0) <= now:
+            record = None
+        if record is None:
+            fresh = {"hash": digest, "pending": True, "owner": owner, "lease_until": now + self.lease,
+                     "expires_at": now + self.retention, "chunks": chunks}
+            return fresh, Claim(json.loads(json.dumps(fresh)), owner, replay=False)
+        if record["hash"] != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body",
+                           details={"idempotency_key": ["already used with another body"]})
+        if record.get("pending"):
+            if record["lease_until"] > now:
+                return None, None  # someone is sending: wait for them
+            record = _expire_lease(record)
+        if not _retryable(record):
+            return record, Claim(record, None, replay=True)
+        record.update(pending=True, owner=owner, lease_until=now + self.lease)
+        return record, Claim(json.loads(json.dumps(record)), owner, replay=False)
+
+    def record(self, key: str, owner: str, chunks: list[dict], done: bool = False) -> None:
+        """Save the chunk states of the request that owns `key`; `done` releases the key."""
+
+        def update(record):
+            if record is None or record.get("owner") != owner:
+                return None, None  # our lease ran out and someone else took over: theirs is the truth
+            record["chunks"] = chunks
+            record["lease_until"] = self.clock() + self.lease
+            if done:
+                record.update(pending=False, owner=None)
+            return record, None
+
+        self._transact(key, update)
+        if done:
+            self._notify(key)
+
+    def _notify(self, key: str) -> None:
+        pass
+
+
+class MemoryIdempotency(IdempotencyStore):
+    """Records in a cachetools TTLCache under one lock; waiters sleep on a condition variable."""
+
+    name = "memory"
+
+    def __init__(self, maxsize: int = 100_000, **kwargs):
+        super().__init__(**kwargs)
+        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=self.retention, timer=self.clock)
+        self._cond = threading.Condition()
+
+    def _transact(self, key, fn):
+        with self._cond:
+            current = self._cache.get(key)
+            new, result = fn(json.loads(current) if current else None)
+            if new is not None:
+                self._cache[key] = json.dumps(new)
+            return result
+
+    def _wait(self, key, timeout):
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def _notify(self, key):
+        with self._cond:
+            self._cond.notify_all()
+
+
+class RedisIdempotency(IdempotencyStore):
+    """Records in Redis, swapped with WATCH/MULTI, so several processes and hosts share them."""
+
+    name = "redis"
+    PREFIX = "wallet-proxy:idem:"
+
+    def __init__(self, redis, poll: float = 0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.redis = redis
+        self.poll = poll
+
+    def _transact(self, key, fn):
+        import redis as redis_lib
+
+        name = self.PREFIX + key
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(name)
+                    raw = pipe.get(name)
+                    new, result = fn(json.loads(raw) if raw else None)
+                    if new is None:
+                        pipe.unwatch()
+                        return result
+                    ttl = max(1, int(new["expires_at"] - self.clock()))
+                    pipe.multi()
+                    pipe.set(name, json.dumps(new, separators=(",", ":")), ex=ttl)
+                    pipe.execute()
+                    return result
+                except redis_lib.WatchError:
+                    continue  # another process changed the record between our read and write
+                except redis_lib.RedisError as exc:
+                    # Without the record we cannot promise at most once: refuse rather than risk a resend.
+                    raise UpstreamUnavailable("the idempotency store (Redis) is unreachable; retry later",
+                                              retry_after=5) from exc
+
+    def _wait(self, key, timeout):
+        # Polling keeps this simple; a waiter is rare (a repeat racing its first attempt).
+        time.sleep(min(timeout, self.poll))
