@@ -113,6 +113,7 @@ def _tags_import(args) -> int:
 
 def _prewarm(args) -> int:
     from .cache import Entry
+    from .errors import UpstreamUnavailable
     from .importer import prewarm
     from .view import normalise_culture
 
@@ -135,6 +136,9 @@ def _prewarm(args) -> int:
         def fetch(user_id: str) -> None:
             wallet = built.connect.get_user_offers(user_id, culture, args.timeout)
             store.put(user_id, culture, Entry(wallet, clock(), args.ttl))
+            if not store.healthy():
+                # The store fell back to this process's memory: nothing was shared, so retry the row.
+                raise UpstreamUnavailable("the shared cache (Redis) is unreachable", retry_after=1)
 
         return prewarm(args.file, fetch, user_column=args.user_column, concurrency=args.concurrency,
                        rate=args.rate, rejects=args.rejects, retry=_retry(args), interval=args.progress_interval)
