@@ -140,7 +140,11 @@ def signed_in(api: bool):
             if client is None:
                 if api:
                     raise Unauthorized()
-                return login_page(status=401)
+                response = login_page(status=401)
+                if request.args.get("login") == "basic":
+                    # ask for the browser's own prompt; cancelling it still leaves the form
+                    response.headers["WWW-Authenticate"] = 'Basic realm="wallet-proxy", charset="UTF-8"'
+                return response
             g.client = client
             g.preview_principal = "session:" + sid
             g.preview_via = "session"

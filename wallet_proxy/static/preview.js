@@ -87,6 +87,7 @@
     event.preventDefault();
     meta.textContent = "Rendering…";
     errorBox.hidden = true;
+    output.hidden = true;
     fetch("/preview/api/render", {
       method: "POST",
       credentials: "same-origin",
