@@ -154,7 +154,8 @@ class BrazeClient:
         """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's dispatch_id."""
         url = self.base + PATHS[kind]
         deadline = self.deadline() if deadline is None else deadline
-        broadcast = body.get("broadcast") is True
+        # Braze's 250/minute applies to sends to a segment or audience, not to listed recipients
+        broadcast = body.get("broadcast") is True or ("audience" in body and not body.get("recipients"))
         data = json.dumps(body, separators=(",", ":")).encode()
         attempt = 0
         while True:
