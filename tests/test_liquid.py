@@ -32,14 +32,16 @@ def render(play, source, **data):
 class TestBrazeSyntax:
     def test_dollar_names_become_variables_inside_markup_only(self):
         source = "Hi {{${first_name} | default: 'you'}} ${not_markup} {% if ${x} %}{% endif %}"
-        assert braze_syntax(source) == "Hi {{first_name | default: 'you'}} ${not_markup} {% if x %}{% endif %}"
+        expected = "Hi {{first_name | default: 'you'}} ${not_markup} {% if x %}{% endif %}"
+        assert braze_syntax(source) == expected
 
     def test_dollar_names_render(self, play):
         assert render(play, "{{${user_id}}}/{{${first_name} | default: 'friend'}}", user_id="u-9").output == \
             "u-9/friend"
 
     def test_wallet_paths_render(self, play):
-        out = render(play, "{{wallet.offers[0].title}}|{{wallet.offers.size}}|{{wallet.offers[1].group_name}}")
+        out = render(play, "{{wallet.offers[0].title}}|{{wallet.offers.size}}|"
+                           "{{wallet.offers[1].group_name}}")
         assert out.output == "Free <b>coffee</b>|2|Weekly Deals"
 
     def test_loop_over_offers(self, play):
@@ -176,6 +178,16 @@ class TestLimits:
             play.render("{% for i in (1..100) %}{{ i | plus: 1 }}{% endfor %}", {})
         assert caught.value.kind == "limit"
         assert "too long" in caught.value.reason
+
+    @pytest.mark.parametrize("source", ["{{" * 9_999, "{%" * 9_999, "ok\n{{ " + "${a}" * 4_000])
+    def test_unclosed_markup_is_refused_fast(self, play, source):
+        # python-liquid's lexer alone takes ~25 s on 20,000 characters of unclosed `{{`
+        started = time.monotonic()
+        with pytest.raises(TemplateProblem) as caught:
+            render(play, source)
+        assert time.monotonic() - started < 0.5
+        assert caught.value.kind == "syntax" and "never closed" in caught.value.reason
+        assert caught.value.line == source.count("\n") + 1
 
     def test_many_sequential_loops_finish_within_the_real_budget(self, play):
         source = "{% for i in (1..10000) %}{% endfor %}" * 500  # 5M iterations if nothing stopped it

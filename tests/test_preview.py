@@ -49,6 +49,13 @@ class TestAccess:
         assert '<form method="post" action="/preview/login"' in html
         assert "available-points" not in html
 
+    def test_login_basic_asks_for_the_browser_prompt(self, client):
+        response = client.get("/preview?login=basic")
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert '<form method="post" action="/preview/login"' in response.get_data(as_text=True)
+        assert "WWW-Authenticate" not in client.get("/preview").headers  # the form alone by default
+
     def test_strict_csp_without_inline_script(self, client):
         response = client.get("/preview", headers=OPS)
         csp = response.headers["Content-Security-Policy"]
@@ -186,18 +193,21 @@ class TestLookup:
 
 class TestConnectedContentBlock:
     def test_block_for_this_deployment(self, client):
-        html = client.get("/preview", headers=OPS, base_url="https://wallet.example.org").get_data(as_text=True)
+        html = client.get("/preview", headers=OPS,
+                          base_url="https://wallet.example.org").get_data(as_text=True)
         block = re.search(r'<pre class="code" id="cc-block">(.*?)</pre>', html, re.S).group(1)
         assert block.startswith("{% connected_content https://wallet.example.org/v1/wallets/")
         for part in (":basic_auth wallet_proxy", ":save wallet", ":no_cache",
-                     "{% if wallet.ok != true %}{% abort_message(&#39;wallet unavailable&#39;) %}{% endif %}"):
+                     "{% if wallet.ok != true %}"
+                     "{% abort_message(&#39;wallet unavailable&#39;) %}{% endif %}"):
             assert part in block
         assert "sig=" not in block
 
     def test_sig_when_signing_is_on_and_no_secret_printed(self, sessionm, app_for):
         client = app_for(make_settings(sessionm.url, WALLET_PROXY_SIGNING_KEY="sign-me-please")).test_client()
         html = client.get("/preview?user_id=u-1", headers=OPS).get_data(as_text=True)
-        assert "&amp;sig={{custom_attribute.${sessionm_user_id} | hmac_sha256_hex: &#39;YOUR_SIGNING_KEY&#39;}}" in html
+        assert ("&amp;sig={{custom_attribute.${sessionm_user_id} | "
+                "hmac_sha256_hex: &#39;YOUR_SIGNING_KEY&#39;}}") in html
         for secret in ("sign-me-please", "ops-secret", "bz-secret", "Y29ubmVjdDpzZWNyZXQ=", "tg-secret"):
             assert secret not in html
 
@@ -223,7 +233,8 @@ class TestRender:
 
     def test_renders_against_the_users_wallet(self, post):
         answer = post({"user_id": "u-1", "culture": "en-US",
-                       "template": "{{wallet.offers[0].title}} / {{wallet.available_points}} / {{${user_id}}}"})
+                       "template": "{{wallet.offers[0].title}} / {{wallet.available_points}} / "
+                                   "{{${user_id}}}"})
         assert answer.status_code == 200
         assert answer.get_json()["output"] == "Free medium coffee / 100 / u-1"
         assert answer.get_json()["aborted"] is None
@@ -235,7 +246,8 @@ class TestRender:
         assert answer.content_type == "application/json"
 
     def test_syntax_error_is_422_with_line_and_reason(self, post):
-        answer = post({"user_id": "u-1", "template": "Hello\n{% for offer in wallet.offers %}\n{{offer.title}}"})
+        answer = post({"user_id": "u-1",
+                       "template": "Hello\n{% for offer in wallet.offers %}\n{{offer.title}}"})
         assert answer.status_code == 422
         error = answer.get_json()["error"]
         assert error["code"] == "template_error"
@@ -245,7 +257,8 @@ class TestRender:
 
     def test_limits_are_422_not_500(self, post):
         answer = post({"user_id": "u-1",
-                       "template": "{% for a in (1..5000) %}{% for b in (1..5000) %}x{% endfor %}{% endfor %}"})
+                       "template": "{% for a in (1..5000) %}{% for b in (1..5000) %}x"
+                                   "{% endfor %}{% endfor %}"})
         assert answer.status_code == 422 and answer.get_json()["error"]["details"]["kind"] == "limit"
 
     def test_unknown_user_renders_the_empty_wallet_so_the_guard_can_be_tried(self, post, sessionm):

@@ -37,8 +37,6 @@ MAX_SECONDS = 0.5
 
 # Braze's `${name}` attribute syntax (`{{${first_name}}}`): inside markup it means the variable `name`.
 _DOLLAR = re.compile(r"\$\{\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}")
-# `${...}` is one atom, so the `}` that closes it is never taken for the end of `{{ }}`
-_MARKUP = re.compile(r"\{\{(?:\$\{[^}]*\}|.)*?\}\}|\{%(?:\$\{[^}]*\}|.)*?%\}", re.S)
 _BLOCK_TAG = re.compile(r"\{%-?\s*(end)?(\w+)")
 _SAVE = re.compile(r":save\s+([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -84,9 +82,47 @@ class Rendered:
     elapsed_ms: float
 
 
+def markup_spans(source: str):
+    """Yield (start, end) of each `{{ }}` / `{% %}` in one linear pass; end is None when never closed.
+
+    `${name}` is one atom, so the `}` closing it is not taken for the end of `{{ }}`. A scan rather
+    than a lazy regex: python-liquid's lexer (and `.*?` regexes) go quadratic on unclosed markup.
+    """
+    pos = 0
+    while True:
+        candidates = [i for i in (source.find("{{", pos), source.find("{%", pos)) if i >= 0]
+        if not candidates:
+            return
+        start = min(candidates)
+        closer = "}}" if source.startswith("{{", start) else "%}"
+        i, end = start + 2, -1
+        while True:
+            if end < i:
+                end = source.find(closer, i)
+            dollar = source.find("${", i, end if end >= 0 else len(source))
+            if dollar < 0:
+                break
+            close = source.find("}", dollar + 2)
+            if close < 0:
+                break
+            i = close + 1
+        if end < 0:
+            yield start, None
+            return
+        yield start, end + 2
+        pos = end + 2
+
+
 def braze_syntax(source: str) -> str:
     """Rewrite Braze's `${name}` to `name` inside `{{ }}` and `{% %}` (line numbers unchanged)."""
-    return _MARKUP.sub(lambda m: _DOLLAR.sub(r"\1", m.group()), source)
+    out, pos = [], 0
+    for start, end in markup_spans(source):
+        end = len(source) if end is None else end
+        out.append(source[pos:start])
+        out.append(_DOLLAR.sub(r"\1", source[start:end]))
+        pos = end
+    out.append(source[pos:])
+    return "".join(out)
 
 
 # --- Braze filters (https://www.braze.com/docs/user_guide/personalization_and_dynamic_content/liquid/)
@@ -330,6 +366,13 @@ class Playground:
         if len(source) > self.max_source:
             raise TemplateProblem("limit", f"the template is longer than {self.max_source} characters")
         started = self.monotonic()
+        for start, end in markup_spans(source):
+            if end is None:  # caught here: python-liquid takes seconds to find this on large input
+                opener = source[start:start + 2]
+                line, column = _line_of(source, start)
+                raise TemplateProblem("syntax", f"'{opener}' is never closed (expected "
+                                      f"'{'}}' if opener == '{{' else '%}'}')", line, column + 1,
+                                      source.splitlines()[line - 1])
         rewritten = braze_syntax(source)
         try:
             template = self.env.from_string(rewritten)
@@ -386,8 +429,8 @@ def _locate(env: Environment, source: str, reason: str) -> tuple[int, int] | Non
                 stack.append(match.start())
         if stack:
             return _line_of(source, stack[-1])
-    for match in _MARKUP.finditer(source):  # the first markup that fails on its own
-        chunk = match.group()
+    for start, end in markup_spans(source):  # the first markup that fails on its own
+        chunk = source[start:end]
         tag = _BLOCK_TAG.match(chunk)
         if tag:
             if tag.group(1) or tag.group(2) not in env.tags:  # closers and else/elsif/when mean nothing alone
@@ -397,7 +440,7 @@ def _locate(env: Environment, source: str, reason: str) -> tuple[int, int] | Non
         try:
             env.from_string(chunk)
         except LiquidSyntaxError:
-            return _line_of(source, match.start())
+            return _line_of(source, start)
         except (LiquidError, UnknownFilterError):
             continue
     return None

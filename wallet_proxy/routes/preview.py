@@ -8,6 +8,7 @@ string. The wallet comes from the same service path as GET /v1/wallets/<user_id>
 """
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
@@ -76,7 +77,8 @@ def playground() -> Playground:
     services = state()
     found = services.extras.get("playground")
     if found is None:
-        found = services.extras["playground"] = Playground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
+        found = Playground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
+        services.extras["playground"] = found
     return found
 
 
@@ -208,8 +210,6 @@ def login():
 
 
 def _basic(name: str, secret: str) -> str:
-    import base64
-
     return "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
 
 
