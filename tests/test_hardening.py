@@ -135,3 +135,15 @@ class TestConstantTimeCredentials:
         # 4 configured clients: the secret of each (and the name, for Basic) is compared every time,
         # so how long a check takes says nothing about which client, or how much, matched
         assert len(compared) == (8 if header["Authorization"].startswith("Basic") else 4)
+
+
+class TestNonAsciiCredentials:
+    def test_non_ascii_sig_is_403_not_500(self, sessionm, app_for):
+        client = app_for(make_settings(sessionm.url, WALLET_PROXY_SIGNING_KEY="sign-key-123456")).test_client()
+        response = client.get("/v1/wallets/u1?sig=%C3%A9t%C3%A9", headers=WALLET)
+        assert response.status_code == 403 and response.get_json()["error"]["code"] == "bad_signature"
+
+    @pytest.mark.parametrize("raw", ["bénédicte:sécret", "braze:bz-secrét", "€:€"])
+    def test_non_ascii_basic_credentials_are_401_not_500(self, client, raw):
+        header = {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
+        assert client.get("/v1/wallets/u1", headers=header).status_code == 401

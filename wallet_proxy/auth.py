@@ -21,7 +21,8 @@ def check_signature(key: str | None, user_id: str, sig: str | None) -> None:
     """Raise BadSignature unless signing is off or `sig` matches (case-insensitive hex)."""
     if not key:
         return
-    if not sig or not hmac.compare_digest(sign(key, user_id), sig.strip().lower()):
+    # bytes, not str: compare_digest raises TypeError on non-ASCII text, which would be a 500
+    if not sig or not hmac.compare_digest(sign(key, user_id).encode(), sig.strip().lower().encode()):
         raise BadSignature()
 
 

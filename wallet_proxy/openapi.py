@@ -168,11 +168,11 @@ def _routes() -> dict:
         "Cache-Control": {"schema": {"type": "string"}},
     }
     trigger_answers = {
-        "200": _json("Braze accepted every chunk", {"type": "object"}),
-        "207": _json("some chunks failed: each chunk's dispatch_id or error", {"type": "object"}),
+        "201": _json("Braze accepted the send: each chunk's dispatch_id (a repeat of a key answers the "
+                     "first result, with Idempotent-Replayed: true)", {"type": "object"}),
         "400": _json("bad body (Braze not called)"),
         "409": _json("same Idempotency-Key with a different body"),
-        **{code: _json(f"Braze's own {code} and message") for code in ("404", "422")},
+        "4XX": _json("Braze's own 4xx and its message (not retried)"),
         **UPSTREAM_ERRORS,
     }
     idem = [{"in": "header", "name": "Idempotency-Key", "required": False,

@@ -1,0 +1,84 @@
+"""Schemathesis against /openapi.json of a live sandbox app: no server errors, answers as documented.
+
+The documented 502/503/504 are the upstream's trouble reported as the SPEC says; any other 5xx
+(500 above all) is a bug of ours and fails the run.
+"""
+from __future__ import annotations
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+
+from wallet_proxy import create_app
+from wallet_proxy.settings import parse
+
+UPSTREAM_5XX = {502, 503, 504}
+EXAMPLES = 20  # per operation and mode: ~30 runs x 20 examples stays well under 60 s
+# Found by this test, in code owned elsewhere; listed so the rest keeps running until fixed.
+KNOWN_BUGS = {
+    ("POST", "/preview/login"): pytest.mark.xfail(
+        reason="routes/preview.py compares a non-ASCII csrf_token with hmac.compare_digest on str: "
+               "TypeError, answered 500", strict=False),
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox(request):
+    """A sandbox app (demo:demo, built-in simulators) served on loopback, and its OpenAPI schema."""
+    from tests.fakes import LiveServer
+
+    server = LiveServer(create_app(parse({})))
+    request.addfinalizer(server.close)
+    spec = requests.get(f"{server.url}/openapi.json", timeout=5).json()
+    return server.url, schemathesis.openapi.from_dict(spec)
+
+
+def operations():
+    """Every documented operation and generation mode (negative only where there is input to break)."""
+    app = create_app(parse({}))  # a throwaway app: its routes do not depend on the mode
+    spec = app.test_client().get("/openapi.json").get_json()
+    cases = []
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            marks = KNOWN_BUGS.get((method.upper(), path), ())
+            cases.append(pytest.param(method.upper(), path, GenerationMode.POSITIVE, marks=marks,
+                                      id=f"{method.upper()} {path} positive"))
+            if operation.get("requestBody") or any(_breakable(p) for p in operation["parameters"]):
+                cases.append(pytest.param(method.upper(), path, GenerationMode.NEGATIVE, marks=marks,
+                                          id=f"{method.upper()} {path} negative"))
+    return cases
+
+
+def _breakable(parameter: dict) -> bool:
+    """A parameter negative testing can violate (a bare string path segment accepts anything)."""
+    if parameter["in"] == "query":
+        return True
+    return parameter["in"] == "path" and set(parameter["schema"]) - {"type"} != set()
+
+
+@pytest.mark.parametrize("method,path,mode", operations())
+def test_no_server_errors_and_documented_answers(sandbox, method, path, mode):
+    base_url, schema = sandbox
+    operation = schema[path][method]
+    session = requests.Session()
+    session.auth = ("demo", "demo")
+    seen = []
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case):
+        response = case.call(base_url=base_url, session=session, timeout=10, allow_redirects=False)
+        seen.append(response.status_code)
+        assert response.status_code < 500 or response.status_code in UPSTREAM_5XX, (
+            f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}")
+        checks = [status_code_conformance, content_type_conformance]
+        if mode is GenerationMode.POSITIVE or response.status_code >= 400:
+            checks.append(response_schema_conformance)
+        case.validate_response(response, checks=checks)
+
+    run()
+    assert seen, "no request was made"
