@@ -75,11 +75,12 @@ def make_store(url, clock=None, **kwargs):
 class TestRedisStore:
     def test_one_hash_per_user_one_field_per_culture_expiring_after_ttl_plus_stale(self, redis_url, user):
         store, client = make_store(redis_url)
-        store.put(user, "en-US", Entry(WALLET, 1000.0))
+        english = Entry(WALLET, 1000.0)
+        store.put(user, "en-US", english)
         store.put(user, "fr", Entry(dict(WALLET, available_points=6), 1001.0, ttl=600))
         key = keys.wallet_key(user)
         assert sorted(client.hkeys(key)) == [b"en-US", b"fr"]
-        assert json.loads(client.hget(key, "en-US")) == Entry(WALLET, 1000.0).to_json()
+        assert json.loads(client.hget(key, "en-US")) == english.to_json()
         assert 895 <= client.ttl(key) <= 900  # the last put: its own ttl 600 + stale 300
         assert store.get(user, "fr") == Entry(dict(WALLET, available_points=6), 1001.0, 600)
         assert store.get(user, "de") is None

@@ -414,3 +414,20 @@ def test_unknown_route_and_method_are_json(client):
     assert client.get("/nope").get_json()["error"]["code"] == "not_found"
     response = client.put("/v1/wallets/u", headers=AUTH)
     assert response.status_code == 405 and json.loads(response.get_data())["error"]["code"] == "method_not_allowed"
+
+
+class TestRenderedBodies:
+    def test_a_refetch_in_the_same_instant_is_not_served_from_an_old_body(self, client, sessionm):
+        client.get("/v1/wallets/u", headers=AUTH)
+        sessionm.on("POST", OFFERS_PATH, Reply(200, payload_with(available_points=7)))
+        client.delete("/v1/wallets/u", headers=AUTH)  # same fake instant: only the stamp differs
+        assert client.get("/v1/wallets/u", headers=AUTH).get_json()["available_points"] == 7
+
+    def test_reused_body_still_ticks_expires_in_days(self, client, sessionm, clock):
+        sessionm.on("POST", OFFERS_PATH, Reply(200, payload_with(offer(expiration_date="2026-11-30T10:00:30Z"))))
+        first = client.get("/v1/wallets/u", headers=AUTH)
+        assert first.get_json()["offers"][0]["expires_in_days"] == 2
+        clock.tick(29)
+        assert client.get("/v1/wallets/u", headers=AUTH).get_data() == first.get_data()
+        clock.tick(2)  # 2 days left became 1 day 23:59:59
+        assert client.get("/v1/wallets/u", headers=AUTH).get_json()["offers"][0]["expires_in_days"] == 1

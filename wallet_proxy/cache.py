@@ -1,11 +1,12 @@
 """Wallet stores: the in-process cache (cachetools) and the interface the Redis store shares."""
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,16 @@ class Entry:
     wallet: dict
     fetched_at: float
     ttl: float | None = None
+    # Names this fetch (rendered bodies are keyed by it): two fetches in the same instant differ.
+    stamp: str = field(default_factory=lambda: os.urandom(8).hex(), compare=False)
 
     def to_json(self) -> dict:
-        return {"wallet": self.wallet, "fetched_at": self.fetched_at, "ttl": self.ttl}
+        return {"wallet": self.wallet, "fetched_at": self.fetched_at, "ttl": self.ttl, "stamp": self.stamp}
 
     @classmethod
     def from_json(cls, data: dict) -> "Entry":
-        return cls(data["wallet"], float(data["fetched_at"]), data.get("ttl"))
+        return cls(data["wallet"], float(data["fetched_at"]), data.get("ttl"),
+                   data.get("stamp") or os.urandom(8).hex())
 
 
 class MemoryStore:
@@ -65,3 +69,29 @@ class MemoryStore:
 
     def healthy(self) -> bool:
         return True
+
+
+class RenderCache:
+    """Recently rendered wallet bodies, so the HTML, text and AMP renders of one message (and every
+    recipient of a hot wallet) skip flattening and JSON encoding. An item carries its own expiry:
+    the moment the view would change (see view.next_change)."""
+
+    def __init__(self, maxsize: int = 4096):
+        self._cache: LRUCache = LRUCache(maxsize=maxsize)
+        self._lock = threading.Lock()
+
+    def get(self, key, now: float):
+        """Return the cached (body, etag) for `key` if still valid at `now`."""
+        with self._lock:
+            item = self._cache.get(key)
+        if item is None or item[2] <= now:
+            return None
+        return item[0], item[1]
+
+    def put(self, key, body: bytes, etag: str, valid_until: float) -> None:
+        with self._lock:
+            self._cache[key] = (body, etag, valid_until)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cache.clear()

@@ -11,7 +11,7 @@ from cachetools import TTLCache
 
 from . import ratelimit, upstream
 from .auth import Authenticator
-from .cache import MemoryStore
+from .cache import MemoryStore, RenderCache
 from .core import CoreClient
 from .metrics import Metrics, carry_context, instrument_session
 from .sessionm import ConnectClient
@@ -63,6 +63,8 @@ class Services:
     ratelimit: object | None = None  # wallet_proxy.ratelimit.RateLimiter, None when off
     braze: object | None = None  # wallet_proxy.braze.BrazeClient, None without the Braze settings
     trigger: object | None = None  # wallet_proxy.trigger.TriggerEngine (sends, at most once)
+    rendered: RenderCache = field(default_factory=RenderCache)  # recently rendered wallet bodies
+    queries: dict = field(default_factory=dict)  # raw query string -> validated wallet query
     extras: dict = field(default_factory=dict)
 
 

@@ -160,6 +160,22 @@ def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_
     }
 
 
+def next_change(wallet: dict, now_ts: float) -> float:
+    """When (epoch seconds) `flatten` of this wallet could next answer differently for the same query.
+
+    The view changes only when an offer expires or its `expires_in_days` ticks down, so a rendered
+    body may be reused until the earliest such moment.
+    """
+    soonest = math.inf
+    for offer in wallet["offers"]:
+        expires = offer["expires_ts"]
+        if expires is None or offer["redeemed"] or expires <= now_ts:
+            continue
+        days = math.floor((expires - now_ts) / 86400)
+        soonest = min(soonest, expires - days * 86400)
+    return soonest
+
+
 def empty_wallet(*, user_id: str, culture: str, error: dict) -> dict:
     """The `on_error=empty` body: same keys, no offers, zero points, `ok: false` and the error."""
     return {

@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from ..auth import check_signature
 from ..errors import ApiError, InvalidRequest, NotConfigured
 from ..http import deadline, require, state
-from ..view import WalletQuery, empty_wallet, flatten, valid_user_id
+from ..view import WalletQuery, empty_wallet, flatten, next_change, valid_user_id
 from ..wallets import HIT, MISS
 
 bp = Blueprint("wallets", __name__)
@@ -30,13 +30,27 @@ def check_user_id(user_id: str) -> None:
                              details={"user_id": ["invalid characters or length"]})
 
 
+_PARSED_MAX = 1024
+
+
 def parse_query() -> dict:
-    """Validate the query string; a 400 names each bad field and why."""
+    """Validate the query string; a 400 names each bad field and why. The result is read-only.
+
+    A send repeats a handful of query strings, so validated ones are remembered per app."""
+    raw = request.query_string
+    _parsed = state().queries
+    query = _parsed.get(raw)
+    if query is not None:
+        return query
     try:
-        return _query.load(request.args.to_dict())
+        query = _query.load(request.args.to_dict())
     except ValidationError as exc:
         raise InvalidRequest("invalid query: " + "; ".join(
             f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()), details=exc.messages)
+    if len(_parsed) >= _PARSED_MAX:  # per-user `sig`s make many distinct strings: start over
+        _parsed.clear()
+    _parsed[raw] = query
+    return query
 
 
 def cache_status(served) -> str:
@@ -83,18 +97,32 @@ def get_wallet(user_id: str):
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    now = datetime.fromtimestamp(services.clock(), tz=timezone.utc)
-    body = flatten(served.entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
-                   fetched_at=served.entry.fetched_at, stale=served.stale, query=query)
-    response = _json(body)
+    data, etag = render(services, served, seed_id, query)
     g.cache_status = cache_status(served)
+    not_modified = request.if_none_match and request.if_none_match.contains(etag)
+    response = Response(b"" if not_modified else data, status=304 if not_modified else 200,
+                        mimetype="application/json")
     response.headers["Cache-Status"] = g.cache_status
     response.headers["Cache-Control"] = f"private, max-age={max(0, int(served.ttl_left))}"
-    response.set_etag(hashlib.blake2b(response.get_data(), digest_size=12).hexdigest())
-    if request.if_none_match and request.if_none_match.contains(response.get_etag()[0]):
-        response.status_code = 304
-        response.set_data(b"")
+    response.set_etag(etag)
     return response
+
+
+def render(services, served, seed_id: str, query: dict) -> tuple[bytes, str]:
+    """The JSON body and ETag of a served wallet, reused while the view cannot change."""
+    now_ts = services.clock()
+    entry = served.entry
+    key = (seed_id, entry.stamp, served.stale, request.query_string)
+    cached = services.rendered.get(key, now_ts)
+    if cached is not None:
+        return cached
+    now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
+    body = flatten(entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
+                   fetched_at=entry.fetched_at, stale=served.stale, query=query)
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    etag = hashlib.blake2b(data, digest_size=12).hexdigest()
+    services.rendered.put(key, data, etag, next_change(entry.wallet, now_ts))
+    return data, etag
 
 
 @bp.delete("/v1/wallets/<anypath:user_id>")
