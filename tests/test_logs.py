@@ -146,3 +146,15 @@ class TestConfigure:
         finally:
             monkeypatch.undo()
             logs.configure()  # back to JSON for the other tests
+
+
+class TestQuietProbes:
+    def test_probe_successes_are_debug_failures_are_not(self, client, capsys, caplog):
+        caplog.set_level(logging.INFO)
+        capsys.readouterr()
+        client.get("/healthz")
+        client.get("/readyz")
+        client.get("/metrics")  # 401: a scrape with the wrong credentials is worth seeing
+        client.get("/openapi.json")
+        found = access_lines(capsys.readouterr().err)
+        assert [(l["route"], l["status"]) for l in found] == [("/metrics", 401), ("/openapi.json", 200)]

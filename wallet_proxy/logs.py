@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 from flask import Flask, g, request
 
 ACCESS = logging.getLogger("wallet_proxy.access")
+# Load balancer probes and Prometheus scrapes arrive every few seconds per instance: their successes
+# are logged at DEBUG so they do not drown the requests that matter.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 REDACTED = "[redacted]"
 MIN_SECRET_LENGTH = 4  # shorter values would mangle ordinary words and protect nothing anyway
 # Record attributes that are logging's own; anything else on a record came from `extra=`.
@@ -191,6 +194,8 @@ def init_app(app: Flask) -> None:
         fields = request_fields(response, time.monotonic() - started if started else 0.0)
         status = response.status_code
         level = logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO
+        if status < 400 and fields.get("route") in QUIET_ROUTES:
+            level = logging.DEBUG
         ACCESS.log(level, "%s %s %s", fields["method"], fields.get("route") or "-", fields["status"],
                    extra=fields)
         return response
