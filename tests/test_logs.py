@@ -158,3 +158,13 @@ class TestQuietProbes:
         client.get("/openapi.json")
         found = access_lines(capsys.readouterr().err)
         assert [(l["route"], l["status"]) for l in found] == [("/metrics", 401), ("/openapi.json", 200)]
+
+
+def test_dev_server_request_lines_with_raw_paths_are_off(sessionm, app_for, live, capsys):
+    import requests
+
+    url = live(app_for(make_settings(sessionm.url)))
+    capsys.readouterr()
+    requests.get(f"{url}/v1/wallets/dana.private@example.com", headers=WALLET, timeout=5)
+    err = capsys.readouterr().err
+    assert access_lines(err) and "dana.private" not in err

@@ -162,6 +162,9 @@ def configure(settings=None, *, level: int = logging.INFO, json_lines: bool | No
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
     logging.getLogger("wallet_proxy").setLevel(level)
+    # The development server's request lines hold raw paths (user ids) and query strings (sig): the
+    # app's own line per request replaces them.
+    logging.getLogger("werkzeug").setLevel(max(level, logging.WARNING))
     return handler
 
 
