@@ -57,6 +57,7 @@ class TestDocument:
                 declared = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
                 assert {("path", name) for name in params} <= declared
                 assert "500" in operation["responses"]
+                assert all("X-Request-ID" in answer["headers"] for answer in operation["responses"].values())
         documented = {(p, m) for p, ops in spec["paths"].items() for m in ops}
         routed = {(openapi_path(r.rule)[0], m.lower()) for r in rules for m in r.methods - AUTOMATIC_METHODS}
         assert documented == routed  # nothing documented that does not exist

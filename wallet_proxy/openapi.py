@@ -116,6 +116,8 @@ class IdTypeQuery(Schema):
 
 # -- answers ------------------------------------------------------------------------------------------
 
+REQUEST_ID = {"description": "the caller's X-Request-ID when valid, else a new one",
+              "schema": {"type": "string"}}
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                 "schema": {"type": "integer", "minimum": 1}}}
 
@@ -334,6 +336,10 @@ def _operation(app: Flask, endpoint: str, method: str, declared: dict | None) ->
         operation["responses"].setdefault("400", _json("bad request body"))
     for code, answer in COMMON_ERRORS.items():
         operation["responses"].setdefault(code, answer)
+    # SPEC: every answer carries X-Request-ID (the caller's, when it sent a valid one)
+    operation["responses"] = {code: {**answer, "headers": {**answer.get("headers", {}),
+                                                            "X-Request-ID": REQUEST_ID}}
+                              for code, answer in operation["responses"].items()}
     return operation
 
 
