@@ -88,6 +88,7 @@ class TestNoStackTraces:
         assert client.get("/v1/nope").get_json()["error"]["code"] == "not_found"
         answer = client.put("/v1/wallets/u1", headers=WALLET)
         assert answer.status_code == 405 and answer.get_json()["error"]["code"] == "method_not_allowed"
+        assert set(answer.headers["Allow"].split(", ")) >= {"GET", "DELETE"}
 
 
 class TestRateLimit:

@@ -138,7 +138,11 @@ def init_app(app: Flask) -> None:
         if error.status >= 500:
             error = Internal(status=error.status)  # werkzeug's 5xx descriptions are not ours to show
         g.error_code = error.code
-        return error_response(error)
+        response = error_response(error)
+        allowed = getattr(exc, "valid_methods", None)
+        if code == 405 and allowed:  # RFC 9110 §15.5.6: a 405 lists the methods the route takes
+            response.headers["Allow"] = ", ".join(sorted(allowed))
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
