@@ -150,3 +150,58 @@ def test_over_http_any_answer_is_a_valid_view_or_an_upstream_error(sessionm, app
 
     check()
     assert {200, 502} <= seen
+
+
+def test_any_core_answer_to_tags_is_documented_never_a_500(sessionm, app_for):
+    """SessionM Core's answers to a tags call: a 200 only when Core said ok, else a documented error."""
+    app = app_for(make_settings(sessionm.url, core_url=sessionm.url))
+    client = app.test_client()
+    tagger = {"Authorization": "Basic " + base64.b64encode(b"tagger:tg-secret").decode()}
+    scripted = {}
+    sessionm.on("POST", r"/tags$", lambda request: scripted["reply"])
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(status=statuses, body=any_json | st.binary(max_size=20) | st.fixed_dictionaries(
+        {"status": st.sampled_from(["ok", "error"]) | any_json}, optional={"errors": any_json}))
+    def check(status, body):
+        scripted["reply"] = Reply(status, body)
+        response = client.post(f"/v1/users/tag-{next(_ids)}/tags", json={"tags": ["vip"]}, headers=tagger)
+        assert response.status_code in (200, 404, 422, 429, 502, 503), response.get_data(as_text=True)
+        answer = response.get_json()
+        assert isinstance(answer, dict)
+        if response.status_code == 200:
+            assert answer["ok"] is True and answer["tags"] == ["vip"]
+            assert 200 <= status < 300 and isinstance(body, dict) and body.get("status") != "error"
+        else:
+            assert answer["ok"] is False and answer["error"]["code"]
+
+    check()
+
+
+def test_any_braze_answer_to_a_trigger_is_documented_never_a_500(sessionm, app_for):
+    """Braze's answers to a triggered send: 201 only on a 2xx, else Braze's 4xx or a documented 5xx."""
+    app = app_for(make_settings(sessionm.url, braze_url=sessionm.url),
+                  braze_options={"max_attempts": 1, "sleep": lambda seconds: None})
+    client = app.test_client()
+    sender = {"Authorization": "Basic " + base64.b64encode(b"test:secret").decode()}
+    scripted = {}
+    sessionm.on("POST", r"/trigger/send$", lambda request: scripted["reply"])
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(status=statuses | st.sampled_from([201, 400, 404]),
+           body=any_json | st.binary(max_size=20) | st.fixed_dictionaries(
+               {}, optional={"dispatch_id": any_json, "message": any_json, "errors": any_json}))
+    def check(status, body):
+        scripted["reply"] = Reply(status, body)
+        response = client.post("/v1/braze/trigger", json={"campaign_id": "c1", "external_user_id": "u1"},
+                               headers={**sender, "Idempotency-Key": f"k-{next(_ids)}"})
+        code = response.status_code
+        assert code == 201 or 400 <= code < 500 or code in (502, 503, 504), response.get_data(as_text=True)
+        answer = response.get_json()
+        assert isinstance(answer, dict)
+        if code == 201:
+            assert 200 <= status < 300
+        else:
+            assert answer["ok"] is False and answer["error"]["code"]
+
+    check()
