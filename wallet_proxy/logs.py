@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -69,22 +70,36 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         self.secrets = list(secrets)
 
+    @property
+    def secrets(self) -> list[str]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values) -> None:
+        self._secrets = sorted(set(values), key=len, reverse=True)
+        # One scan per line whatever the number of secrets (this runs on every request's log line).
+        self._pattern = re.compile("|".join(map(re.escape, self._secrets))) if self._secrets else None
+
+    def _redact(self, text: str) -> str:
+        return self._pattern.sub(REDACTED, text) if self._pattern.search(text) else text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if self._pattern is None:
             return True
+        redact = self._redact
         message = record.getMessage()
-        clean = redact(message, self.secrets)
+        clean = redact(message)
         if clean != message or record.args:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, self.secrets)
+            record.exc_text = redact(record.exc_text)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, self.secrets)
+            record.stack_info = redact(record.stack_info)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, redact(value, self.secrets))
+                setattr(record, key, redact(value))
         return True
 
 
@@ -158,7 +173,7 @@ def configure(settings=None, *, level: int = logging.INFO, json_lines: bool | No
     if settings is not None:
         redactor = next(f for f in handler.filters if isinstance(f, RedactSecrets))
         # Several apps in one process (tests): redact the secrets of all of them.
-        redactor.secrets = sorted(set(redactor.secrets) | set(secret_values(settings)), key=len, reverse=True)
+        redactor.secrets = set(redactor.secrets) | set(secret_values(settings))
     if root.level > level or root.level == logging.NOTSET:
         root.setLevel(level)
     logging.getLogger("wallet_proxy").setLevel(level)
@@ -193,12 +208,13 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _log(response):
-        started = g.get("started")
-        fields = request_fields(response, time.monotonic() - started if started else 0.0)
         status = response.status_code
         level = logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO
-        if status < 400 and fields.get("route") in QUIET_ROUTES:
+        if status < 400 and request.url_rule is not None and request.url_rule.rule in QUIET_ROUTES:
             level = logging.DEBUG
-        ACCESS.log(level, "%s %s %s", fields["method"], fields.get("route") or "-", fields["status"],
-                   extra=fields)
+        if not ACCESS.isEnabledFor(level):
+            return response
+        started = g.get("started")
+        fields = request_fields(response, time.monotonic() - started if started else 0.0)
+        ACCESS.log(level, f"{fields['method']} {fields.get('route') or '-'} {status}", extra=fields)
         return response
