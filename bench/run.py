@@ -7,6 +7,7 @@ bench/lua/. Each scenario is bounded in time; the whole run takes about three mi
 from __future__ import annotations
 
 import base64
+import gc
 import glob
 import json
 import os
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import requests
@@ -205,30 +205,37 @@ def bench_hung(upstream: Server, connections: int = 200, duration: int = 6) -> d
 
 
 def bench_memory(count: int = 100_000) -> dict:
-    """(5) Memory of cached wallets in the in-process store (tracemalloc), as SessionM sends them."""
+    """(5) Memory of cached wallets in the in-process store (resident set growth), stored as the client does.
+
+    Each user's SessionM answer is its own JSON text (its own user offer ids, dates and points, from
+    the sandbox's 8-offer catalogue), decoded and normalised by the real code path
+    (`sessionm.interpret`), so catalogue strings shared across users are shared here too.
+    """
     from datetime import datetime, timezone
 
     from wallet_proxy.cache import Entry, MemoryStore
     from wallet_proxy.sandbox.connect import make_wallet
-    from wallet_proxy.schemas import normalise_payload
+    from wallet_proxy.sessionm import interpret
+    from wallet_proxy.upstream import Reply
+
+    def resident() -> int:
+        gc.collect()
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     now = datetime.now(timezone.utc)
-    # 50 distinct sandbox wallets, normalised as the SessionM client does; each cached entry is
-    # decoded from its own JSON bytes, so no strings are shared between entries (as with real,
-    # distinct users) and marshmallow's cost stays out of the timing.
-    normalised = [normalise_payload(make_wallet(f"mem-{n}", "en-US", now))[0] for n in range(50)]
-    bodies = [json.dumps(w).encode() for w in normalised]
     store = MemoryStore(count, 3600)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    offers = 0
+    before = resident()
     started = time.monotonic()
     for n in range(count):
-        store.put(f"user-{n:06d}", "en-US", Entry(json.loads(bodies[n % 50]), time.time()))
-    after = tracemalloc.get_traced_memory()[0]
-    tracemalloc.stop()
-    offers = sum(len(w["offers"]) for w in normalised) / len(normalised)
+        raw = json.dumps({"status": "ok", "payload": make_wallet(f"user-{n:06d}", "en-US", now)})
+        wallet = interpret(Reply(200, {}, json.loads(raw), 0.0))
+        offers += len(wallet["offers"])
+        store.put(f"user-{n:06d}", "en-US", Entry(wallet, time.time()))
+        del raw
+    after = resident()
     return {"count": count, "bytes_total": after - before, "bytes_per_wallet": (after - before) / count,
-            "avg_offers": offers, "seconds": time.monotonic() - started, "cached": len(store)}
+            "avg_offers": offers / count, "seconds": time.monotonic() - started, "cached": len(store)}
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -259,7 +266,7 @@ def report(m: dict, r: dict, total_seconds: float) -> str:
          f"max **{ms(hung['run']['max_us'])}**, p99 {ms(hung['run']['p99_us'])}, "
          f"{hung['run']['requests']:,} answers ({hung['run']['non2xx']:,} non-2xx: 503/504 by design), "
          f"wrk timeouts {hung['run']['timeouts']}", "100 % < 2 s", hung["under_2s"]),
-        ("5. memory per cached wallet (tracemalloc)",
+        ("5. memory per cached wallet (resident set growth)",
          f"**{mem['bytes_per_wallet']:,.0f} B** per wallet (avg {mem['avg_offers']:.1f} offers); "
          f"**{mem['bytes_total'] / 2**20:,.0f} MiB** for {mem['count']:,}", "reported", True),
     ]
@@ -292,8 +299,8 @@ def report(m: dict, r: dict, total_seconds: float) -> str:
               f"({send['extra_requests']} extra requests to an already-cached user were in flight at the end and are in the latency figures)",
               f"- misses: `{misses['run']['command']}`",
               f"- hung: `{hung['run']['command']}` with the simulator's `fault-timeout` (no answer for 30 s)",
-              f"- memory: {mem['count']:,} normalised wallets (sandbox SessionM wallets, each decoded from its own JSON) in a `MemoryStore`, "
-              f"in-process, {mem['seconds']:.1f} s", "",
+              f"- memory: {mem['count']:,} sandbox SessionM answers, one per user, each decoded and normalised by "
+              f"`sessionm.interpret` into a `MemoryStore`, in-process, {mem['seconds']:.1f} s", "",
               "Raw figures:", "", "```json", json.dumps(r, indent=1, default=str)[:6000], "```", ""]
     return "\n".join(lines)
 

@@ -5,6 +5,8 @@ refused: the caller maps a ValidationError on the envelope to 502, and drops a s
 """
 from __future__ import annotations
 
+import functools
+import sys
 from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load
@@ -33,6 +35,15 @@ def parse_time(value) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)  # SessionM documents its dates as UTC
     return parsed.astimezone(timezone.utc)
+
+
+def shared(value):
+    """Intern a string that many cached wallets repeat (an offer's catalogue text, ids, dates).
+
+    Thousands of users hold the same offers, so a cache of 100,000 wallets would otherwise keep
+    100,000 copies of each title, description and terms. Interned strings are freed when unused.
+    """
+    return sys.intern(value) if isinstance(value, str) and len(value) <= 4096 else value
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -149,23 +160,23 @@ class OfferSchema(Schema):
             if isinstance(item, dict):  # some clients send [{id, name}]
                 item = item.get("id")
             if isinstance(item, (str, int)) and not isinstance(item, bool):
-                category_ids.append(str(item))
+                category_ids.append(shared(str(item)))
         expires = data["expiration_date"]
         issued = data["acquire_date"] or data["start_date"]
         redeemed = data["redeem_date"] not in (None, "", False)
         return {
             "user_offer_id": data["user_offer_id"],
-            "offer_id": data["offer_id"],
-            "offer_type": data["offer_type"],
-            "title": data["name"],
-            "description": data["description"],
-            "terms": data["terms"],
-            "logo_url": logo or None,
-            "pos_discount_id": data["pos_discount_id"],
-            "group_id": data["offer_group_id"],
+            "offer_id": shared(data["offer_id"]),
+            "offer_type": shared(data["offer_type"]),
+            "title": shared(data["name"]),
+            "description": shared(data["description"]),
+            "terms": shared(data["terms"]),
+            "logo_url": shared(logo) or None,
+            "pos_discount_id": shared(data["pos_discount_id"]),
+            "group_id": shared(data["offer_group_id"]),
             "category_ids": category_ids,
-            "issued_at": iso(issued),
-            "expires_at": iso(expires),
+            "issued_at": shared(iso(issued)),
+            "expires_at": shared(iso(expires)),
             "expires_ts": expires.timestamp() if expires else None,
             "redeemed": redeemed,
             "redeemable": True if data["is_redeemable"] is None else data["is_redeemable"],
@@ -250,10 +261,17 @@ def normalise_payload(payload) -> tuple[dict, list]:
         "available_points": data["available_points"],
         "user": user,
         "offers": offers,
-        "groups": [{"id": g["id"], "name": g["name"]} for g in groups],
-        "categories": [{"id": c["id"], "name": c["name"]} for c in categories],
+        "groups": _catalogue(tuple((g["id"], g["name"]) for g in groups)),
+        "categories": _catalogue(tuple((c["id"], c["name"]) for c in categories)),
     }
     return wallet, dropped
+
+
+@functools.lru_cache(maxsize=256)
+def _catalogue(pairs: tuple) -> list:
+    """The retailer's offer groups (or categories) as [{id, name}], one shared list per distinct
+    catalogue: every wallet carries the same few, and the view only reads them."""
+    return [{"id": shared(i), "name": shared(n)} for i, n in pairs]
 
 
 def _order(item):
