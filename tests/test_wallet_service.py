@@ -200,6 +200,21 @@ class TestDeadlines:
         assert elapsed < 0.6
         assert len(sessionm.calls(OFFERS_PATH)) == 1
 
+    def test_slot_waiters_give_up_as_soon_as_the_breaker_opens(self, sessionm, serve):
+        sessionm.on("POST", OFFERS_PATH, Reply(200, OK, delay=3))
+        base, _ = serve(WALLET_PROXY_UPSTREAM_CONCURRENCY=1, WALLET_PROXY_UPSTREAM_TIMEOUT=0.3,
+                        WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_DEADLINE=1.8)
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(get, base, "hung-user")
+            time.sleep(0.1)  # the first request holds the only slot until its call times out at 0.3 s
+            started = time.monotonic()
+            second = get(base, "waiting-user")
+            elapsed = time.monotonic() - started
+            assert first.result().status_code == 504
+        # the breaker opened at ~0.3 s: the waiter answers then, not at its 1.8 s deadline
+        assert second.status_code == 503 and elapsed < 0.8
+        assert len(sessionm.calls(OFFERS_PATH)) == 1
+
     def test_a_stale_wallet_is_served_in_time_when_sessionm_hangs(self, sessionm, serve, clock):
         base, _ = serve(WALLET_PROXY_SWR_WINDOW=0, WALLET_PROXY_DEADLINE=0.5)
         get(base, "user-1")

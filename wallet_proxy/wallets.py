@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
 MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
+SLOT_POLL = 0.05  # seconds between breaker checks while waiting for a slot
 
 
 @dataclass
@@ -152,15 +153,36 @@ class WalletService:
                 "SessionM is failing; calls are paused (circuit breaker open)",
                 retry_after=self.breaker.retry_after()))
             return
-        # Leave the call itself some time: a slot won just before the deadline is useless.
-        slot_wait = max(0.0, deadline - time.monotonic() - MIN_CALL) if wait_for_slot else 0.0
-        if not self.slots.acquire(timeout=slot_wait):
+        if not self._take_slot(deadline if wait_for_slot else 0.0):
             self.breaker.cancel()
-            self.flights.finish(key, flight, error=UpstreamUnavailable(
-                "too many SessionM calls in flight; no slot in time", retry_after=1))
+            if self.breaker.state == "open":
+                error = UpstreamUnavailable("SessionM is failing; calls are paused (circuit breaker open)",
+                                            retry_after=self.breaker.retry_after())
+            else:
+                error = UpstreamUnavailable("too many SessionM calls in flight; no slot in time", retry_after=1)
+            self.flights.finish(key, flight, error=error)
             return
         timeout = max(0.05, min(self.settings.upstream_timeout, deadline - time.monotonic()))
         self.spawn(self._run, flight, user_id, culture, timeout)
+
+    def _take_slot(self, deadline: float) -> bool:
+        """Wait for a free SessionM slot until shortly before `deadline`.
+
+        The wait is sliced so that a breaker opening meanwhile (every slot held by a hung SessionM,
+        say) ends it at once: those requests then answer a fast 503 instead of all waking at their
+        deadline together, which on a loaded worker is what pushes answers past Braze's 2 s.
+        """
+        if self.slots.acquire(blocking=False):
+            return True
+        while True:
+            # Leave the call itself some time: a slot won just before the deadline is useless.
+            left = deadline - time.monotonic() - MIN_CALL
+            if left <= 0 or self.breaker.state == "open":
+                return False
+            if self.slots.acquire(timeout=min(left, SLOT_POLL)):
+                if self.breaker.state != "open":
+                    return True
+                self.slots.release()  # freed by the very call whose failure opened the breaker
 
     def _run(self, flight: Flight, user_id: str, culture: str, timeout: float) -> None:
         key = (user_id, culture)
