@@ -229,6 +229,10 @@ def _routes() -> dict:
     }
     return {
         **preview,
+        "static": {"get": {"summary": "The preview page's scripts and styles",
+                           "responses": {"200": {"description": "a static file",
+                                                 "content": {"*/*": {"schema": {"type": "string"}}}},
+                                         "304": {"description": "not modified"}}}},
         "ops.index": {"get": {"summary": "What this is, and whether it runs in sandbox mode",
                               "responses": {"200": _json("service description", {"type": "object"})}}},
         "ops.healthz": {"get": {"summary": "The process is alive",
