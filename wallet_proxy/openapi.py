@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document, generated with apispec from the app's url_map and the marshmallow schemas.
 
-Every rule of the app is documented: routes declared in ROUTES (or with a `view.openapi` dict) get
+Every rule of the app is documented: routes declared in `_routes()` (or with a `view.openapi` dict) get
 their full parameters, bodies and answers; any other route (one added later) still gets its path
 parameters, methods, security from its `@require` scope, and the common error answers.
 """
