@@ -37,7 +37,8 @@ class TestCorsOff:
     def test_no_access_control_headers_even_for_a_preflight(self, client):
         origin = {"Origin": "https://evil.example"}
         answers = [client.get("/v1/wallets/u1", headers={**WALLET, **origin}),
-                   client.options("/v1/wallets/u1", headers={**origin, "Access-Control-Request-Method": "GET"}),
+                   client.options("/v1/wallets/u1",
+                                  headers={**origin, "Access-Control-Request-Method": "GET"}),
                    client.get("/openapi.json", headers=origin)]
         for response in answers:
             assert not [h for h in response.headers.keys() if h.lower().startswith("access-control-")]
@@ -82,7 +83,8 @@ class TestNoStackTraces:
         app.register_blueprint(bp)
         response = app.test_client().get("/five")
         assert response.status_code == 501
-        assert response.get_json() == {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+        assert response.get_json() == {"ok": False,
+                                       "error": {"code": "internal", "message": "internal error"}}
 
     def test_unknown_routes_and_methods_are_json_objects(self, client):
         assert client.get("/v1/nope").get_json()["error"]["code"] == "not_found"
@@ -140,7 +142,8 @@ class TestConstantTimeCredentials:
 
 class TestNonAsciiCredentials:
     def test_non_ascii_sig_is_403_not_500(self, sessionm, app_for):
-        client = app_for(make_settings(sessionm.url, WALLET_PROXY_SIGNING_KEY="sign-key-123456")).test_client()
+        settings = make_settings(sessionm.url, WALLET_PROXY_SIGNING_KEY="sign-key-123456")
+        client = app_for(settings).test_client()
         response = client.get("/v1/wallets/u1?sig=%C3%A9t%C3%A9", headers=WALLET)
         assert response.status_code == 403 and response.get_json()["error"]["code"] == "bad_signature"
 

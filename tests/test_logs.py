@@ -82,7 +82,8 @@ class TestInternalErrors:
         capsys.readouterr()
         response = app.test_client().get("/boom")
         assert response.status_code == 500
-        assert response.get_json() == {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+        assert response.get_json() == {"ok": False,
+                                       "error": {"code": "internal", "message": "internal error"}}
         assert b"kaboom" not in response.data and b"Traceback" not in response.data
         found = lines(capsys.readouterr().err)
         crash = next(l for l in found if l["logger"] == "wallet_proxy.http")

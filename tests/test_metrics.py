@@ -66,9 +66,11 @@ class TestRequests:
         found = samples(text)
         assert value(found, "wallet_proxy_requests_total", route=WALLET_RULE, method="GET", status="200") == 3
         assert value(found, "wallet_proxy_requests_total", route=WALLET_RULE, method="GET", status="401") == 1
-        assert value(found, "wallet_proxy_requests_total", route="<unmatched>", method="GET", status="404") == 1
+        assert value(found, "wallet_proxy_requests_total", route="<unmatched>", method="GET",
+                     status="404") == 1
         assert "alice" not in text and "secret-looking" not in text
-        assert value(found, "wallet_proxy_request_duration_seconds_count", route=WALLET_RULE, method="GET") == 4
+        assert value(found, "wallet_proxy_request_duration_seconds_count", route=WALLET_RULE,
+                     method="GET") == 4
         assert value(found, "wallet_proxy_request_duration_seconds_bucket", route=WALLET_RULE, method="GET",
                      le="+Inf") == 4
 
@@ -116,7 +118,8 @@ class TestUpstream:
         client.get("/v1/wallets/garbage", headers=WALLET)
         found = scrape(client)
         for outcome in ("ok", "user_not_found", "upstream_error"):
-            assert value(found, "wallet_proxy_upstream_calls_total", upstream="sessionm", outcome=outcome) == 1
+            assert value(found, "wallet_proxy_upstream_calls_total", upstream="sessionm",
+                         outcome=outcome) == 1
             assert value(found, "wallet_proxy_upstream_duration_seconds_count", upstream="sessionm",
                          outcome=outcome) == 1
 

@@ -154,6 +154,7 @@ def test_every_route_has_its_own_declaration(full_app):
     missing = [f"{sorted(rule.methods - AUTOMATIC_METHODS)} {rule.rule} ({rule.endpoint})"
                for rule in full_app.url_map.iter_rules()
                if not getattr(full_app.view_functions[rule.endpoint], "openapi", None)
-               and not all(m.lower() in declared.get(rule.endpoint, {}) for m in rule.methods - AUTOMATIC_METHODS)]
+               and not all(m.lower() in declared.get(rule.endpoint, {})
+                           for m in rule.methods - AUTOMATIC_METHODS)]
     assert missing == [], "declare these in wallet_proxy/openapi.py _routes() (or set view.openapi): " + \
         "; ".join(missing)

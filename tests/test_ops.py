@@ -44,8 +44,10 @@ def test_no_clients_is_degraded_and_says_why(sessionm, app_for):
 
 @pytest.mark.redis
 def test_reachable_redis_is_ready(sessionm, app_for, redis_url):
-    body = app_for(make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url)).test_client().get("/readyz").get_json()
-    assert body["status"] == "ready" and body["checks"]["redis"] == "ok" and body["checks"]["cache"] == "redis"
+    app = app_for(make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url))
+    body = app.test_client().get("/readyz").get_json()
+    assert body["status"] == "ready"
+    assert body["checks"]["redis"] == "ok" and body["checks"]["cache"] == "redis"
 
 
 def test_sandbox_mode_is_said(app_for):

@@ -15,14 +15,16 @@ from hypothesis import strategies as st
 
 from tests.conftest import NOW, OFFERS_PATH, make_settings
 from tests.fakes import Reply
-from wallet_proxy import sessionm, upstream
+from wallet_proxy import upstream
 from wallet_proxy.errors import ApiError
+from wallet_proxy.sessionm import interpret
 from wallet_proxy.view import flatten
 
 WALLET = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}
 UPSTREAM_ANSWERS = {404: "user_not_found", 502: "upstream_error", 503: "upstream_unavailable"}
 
-scalars = st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False) | st.text(max_size=20)
+scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
+           | st.text(max_size=20))
 any_json = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 dates = (st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9000, 1, 1))
@@ -90,7 +92,7 @@ def view_validator(app):
 def test_interpret_gives_a_wallet_or_an_upstream_error(status, body, query):
     reply = upstream.Reply(status, {}, body, 0.01)
     try:
-        wallet = sessionm.interpret(reply)
+        wallet = interpret(reply)
     except ApiError as exc:
         assert exc.status in UPSTREAM_ANSWERS and exc.code == UPSTREAM_ANSWERS[exc.status]
         return
@@ -111,7 +113,7 @@ def test_the_generators_reach_the_interesting_cases():
     def probe(body):
         nonlocal found_offers, found_error
         try:
-            wallet = sessionm.interpret(upstream.Reply(200, {}, {"status": "ok", "payload": body}, 0.01))
+            wallet = interpret(upstream.Reply(200, {}, {"status": "ok", "payload": body}, 0.01))
             found_offers += bool(wallet["offers"])
         except ApiError:
             found_error += 1

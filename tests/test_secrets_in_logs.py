@@ -95,7 +95,8 @@ def exercise(app, sessionm, braze) -> int:
     ]
     codes = [client.open(path, method=method, headers=headers, json=body).status_code
              for method, path, headers, body in calls]
-    assert {200, 201, 400, 401, 403, 404, 503} <= set(codes), list(zip([c[1] for c in calls], codes))  # the traffic is representative
+    # the traffic is representative: successes, refusals, bad input, upstream trouble
+    assert {200, 201, 400, 401, 403, 404, 503} <= set(codes), list(zip([c[1] for c in calls], codes))
     # upstream trouble: SessionM down, garbage, refusing our key; Core and Braze refusing ours
     for reply in (Reply(500, {"status": "error"}), Reply(200, b"<html>"), Reply(401, {"status": "error"}),
                   Reply(200, fixture_json("get_user_offers.user_not_found.json"))):
@@ -105,7 +106,8 @@ def exercise(app, sessionm, braze) -> int:
     sessionm.on("POST", r"/tags$", Reply(401, {"status": "error"}))
     client.post("/v1/users/u3/tags", json={"tags": ["a"]}, headers=basic("tagger"))
     braze.on("POST", r"/trigger/send$", Reply(401, {"message": "Invalid API key: braze-rest-key-4e3f"}))
-    client.post("/v1/braze/trigger", json={"campaign_id": "c", "external_user_id": "u"}, headers=bearer("sender"))
+    client.post("/v1/braze/trigger", json={"campaign_id": "c", "external_user_id": "u"},
+                headers=bearer("sender"))
     return len(calls)
 
 

@@ -37,7 +37,8 @@ def secret_values(settings) -> list[str]:
     values = [settings.connect_auth, settings.core_api_key, settings.core_api_secret,
               settings.braze_api_key, settings.signing_key]
     if settings.core_api_key and settings.core_api_secret:
-        values.append(base64.b64encode(f"{settings.core_api_key}:{settings.core_api_secret}".encode()).decode())
+        pair = f"{settings.core_api_key}:{settings.core_api_secret}"
+        values.append(base64.b64encode(pair.encode()).decode())
     for client in settings.clients:
         if settings.sandbox and (client.name, client.secret) == ("demo", "demo"):
             continue  # the sandbox's public demo login is printed on purpose
@@ -111,9 +112,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the record's extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
-                .replace("+00:00", "Z"), "level": record.levelname.lower(), "logger": record.name,
-                "msg": record.getMessage()}
+        moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
+        line = {"ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
         line.update(_fields(record))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)

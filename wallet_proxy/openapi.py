@@ -136,7 +136,8 @@ COMMON_ERRORS = {
     "500": _json("internal error (never a stack trace; logged)"),
 }
 AUTH_ERRORS = {
-    "401": _json("missing or wrong credentials", headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    "401": _json("missing or wrong credentials",
+                 headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
     "403": _json("this client lacks the route's scope (or, on wallets, a bad `sig`)"),
     "429": _json("over WALLET_PROXY_CLIENT_RATE (only when set)", headers=_RETRY_AFTER),
 }
@@ -224,7 +225,8 @@ def _routes() -> dict:
                 "properties": {"template": {"type": "string"}, "user_id": {"type": "string"},
                                "culture": {"type": "string"}}}}}},
             "responses": {"200": _json("the rendered output", {"type": "object"}),
-                          "400": _json("bad body"), "422": _json("the template did not render: line and reason"),
+                          "400": _json("bad body"),
+                          "422": _json("the template did not render: line and reason"),
                           **UPSTREAM_ERRORS}}},
     }
     return {
@@ -241,8 +243,9 @@ def _routes() -> dict:
                                "responses": {"200": _json("ready or degraded", Health)}}},
         "ops.metrics": {"get": {"summary": "Prometheus metrics (admin scope unless "
                                            "WALLET_PROXY_PUBLIC_METRICS=1)",
-                                "responses": {"200": {"description": "Prometheus text exposition",
-                                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+                                "responses": {"200": {
+                                    "description": "Prometheus text exposition",
+                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "ops.openapi_json": {"get": {"summary": "This document",
                                      "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})}}},
         "wallets.get_wallet": {"get": {
