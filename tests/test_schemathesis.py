@@ -82,3 +82,27 @@ def test_no_server_errors_and_documented_answers(sandbox, method, path, mode):
 
     run()
     assert seen, "no request was made"
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
+def test_signed_wallet_reads_never_crash(mode):
+    """With WALLET_PROXY_SIGNING_KEY set, any `sig` (non-ASCII included) is a 403, never a 500."""
+    from tests.fakes import LiveServer
+
+    server = LiveServer(create_app(parse({"WALLET_PROXY_SIGNING_KEY": "sandbox-signing-key"})))
+    try:
+        spec = requests.get(f"{server.url}/openapi.json", timeout=5).json()
+        operation = schemathesis.openapi.from_dict(spec)["/v1/wallets/{user_id}"]["GET"]
+        session = requests.Session()
+        session.auth = ("demo", "demo")
+
+        @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case):
+            response = case.call(base_url=server.url, session=session, timeout=10)
+            assert response.status_code < 500 or response.status_code in UPSTREAM_5XX, response.text[:300]
+            case.validate_response(response, checks=[status_code_conformance, response_schema_conformance])
+
+        run()
+    finally:
+        server.close()
