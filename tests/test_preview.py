@@ -309,3 +309,16 @@ class TestHelpers:
         assert (offers["kind"], offers["size"]) == ("array", 1)
         leaf = offers["children"][0]["children"][0]
         assert (leaf["path"], leaf["json"]) == ("wallet.offers[0].title", '"x"')
+
+
+def test_non_ascii_tokens_are_refused_not_crashed(app_for):
+    """hmac.compare_digest raises on non-ASCII str; every token check must answer 403, not 500."""
+    from wallet_proxy.settings import parse
+
+    client = app_for(parse({})).test_client()
+    client.get("/preview")
+    response = client.post("/preview/login", data={"csrf_token": "é" * 10, "name": "demo", "secret": "demo"})
+    assert response.status_code == 403
+    response = client.post("/preview/api/render", headers={"X-CSRF-Token": "ü", "Authorization":
+                                                           "Basic ZGVtbzpkZW1v"}, json={"template": "x"})
+    assert response.status_code == 403

@@ -196,8 +196,9 @@ def _routes() -> dict:
         "preview.login": {"post": {
             "summary": "Sign in to the preview page with a client name and secret (admin scope)",
             "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
-                                                 "csrf_token": {"type": "string"}}}}}},
+                "type": "object", "required": ["name", "secret", "csrf_token"],
+                "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
+                               "csrf_token": {"type": "string"}}}}}},
             "responses": {"303": see_other, "401": {**html, "description": "wrong name or secret"},
                           "403": {**html, "description": "expired form, or a client without admin"}}}},
         "preview.logout": {"post": {"summary": "Sign out", "parameters": [csrf],

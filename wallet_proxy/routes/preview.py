@@ -96,9 +96,14 @@ def _session_client():
     for client in state().settings.clients:
         # the fingerprint ties the session to the secret: rotating a secret ends its sessions
         if (client.name == data.get("name") and "admin" in client.scopes
-                and hmac.compare_digest(_mac(_key(), "fp", client.secret), str(data.get("fp", "")))):
+                and _same(_mac(_key(), "fp", client.secret), str(data.get("fp", "")))):
             return client, str(data.get("sid", ""))
     return None, None
+
+
+def _same(expected: str, sent: str) -> bool:
+    """Constant-time comparison that takes any text: compare_digest refuses non-ASCII str."""
+    return hmac.compare_digest(expected.encode(), sent.encode("utf-8", "surrogatepass"))
 
 
 def _principal() -> str:
@@ -112,7 +117,7 @@ def csrf_token() -> str:
 
 def _check_csrf() -> None:
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token") or ""
-    if not hmac.compare_digest(csrf_token(), sent):
+    if not _same(csrf_token(), sent):
         raise Forbidden("missing or wrong CSRF token: reload the page")
     _check_origin()
 
@@ -189,7 +194,7 @@ def login_form():
 def login():
     """Check name and secret against WALLET_PROXY_CLIENTS (admin scope) and start a session."""
     nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not nonce or not hmac.compare_digest(_mac(_key(), "login", nonce), request.form.get("csrf_token", "")):
+    if not nonce or not _same(_mac(_key(), "login", nonce), request.form.get("csrf_token", "")):
         return login_page("The form expired. Please sign in again.", status=403)
     _check_origin()
     name, secret = request.form.get("name", ""), request.form.get("secret", "")
