@@ -20,6 +20,9 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 UNMATCHED = "<unmatched>"  # 404s: never label by raw path (unbounded cardinality, user ids in paths)
 
 
+GAUGE_REFRESH = 1.0  # seconds between refreshes of the state gauges from the request hook
+
+
 def multiprocess_dir() -> str | None:
     """The PROMETHEUS_MULTIPROC_DIR in use, if any."""
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
@@ -77,6 +80,8 @@ class Metrics:
                                     registry=r, multiprocess_mode="livemax")
         self.rate_limited = Counter("wallet_proxy_rate_limited_total", "Requests answered 429 by client",
                                     ("client",), registry=r)
+        self._children: dict = {}  # label values -> resolved children (.labels() locks and allocates)
+        self._gauges_at = 0.0  # monotonic time the breaker/cache gauges were last refreshed
 
     # -- reported by collaborators ---------------------------------------------------------------
 
@@ -112,11 +117,19 @@ class Metrics:
         rule = request.url_rule
         route = rule.rule if rule is not None else UNMATCHED
         method = request.method
-        self.requests.labels(route, method, str(response.status_code)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        key = (route, method, response.status_code)
+        children = self._children.get(key)
+        if children is None:  # .labels() takes a lock and builds a key each time: resolve once
+            children = self._children[key] = (self.requests.labels(route, method, str(response.status_code)),
+                                              self.latency.labels(route, method))
+        children[0].inc()
+        children[1].observe(seconds)
         result = cache_result(g.get("cache_status"))
         if result:
-            self.cache.labels(result).inc()
+            child = self._children.get(result)
+            if child is None:
+                child = self._children[result] = self.cache.labels(result)
+            child.inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text of this process, or of every worker in multiprocess mode."""
@@ -145,15 +158,23 @@ def init_app(app: Flask, metrics: Metrics, services) -> None:
 
     @app.after_request
     def _observe(response):
+        now = time.monotonic()
         started = g.get("started")
-        metrics.observe(response, time.monotonic() - started if started else 0.0)
-        breaker = getattr(getattr(services, "wallets", None), "breaker", None)
-        if breaker is not None:
-            metrics.breaker_state(breaker.state)
-        store = services.store
-        if hasattr(store, "healthy"):
-            metrics.cache_degraded.set(0 if store.healthy() else 1)
+        metrics.observe(response, now - started if started else 0.0)
+        if now - metrics._gauges_at >= GAUGE_REFRESH:  # states, not events: a refresh a second will do
+            metrics._gauges_at = now
+            refresh_gauges(metrics, services)
         return response
+
+
+def refresh_gauges(metrics: Metrics, services) -> None:
+    """Publish the SessionM breaker's state and whether the cache fell back from Redis."""
+    breaker = getattr(getattr(services, "wallets", None), "breaker", None)
+    if breaker is not None:
+        metrics.breaker_state(breaker.state)
+    store = services.store
+    if hasattr(store, "healthy"):
+        metrics.cache_degraded.set(0 if store.healthy() else 1)
 
 
 def _outcome(response=None, error: Exception | None = None) -> str:

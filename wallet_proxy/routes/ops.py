@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..http import state
+from ..metrics import refresh_gauges
 from ..openapi import build_spec
 
 bp = Blueprint("ops", __name__)
@@ -88,6 +89,7 @@ def metrics():
     services = state()
     if not services.settings.public_metrics:
         g.client = services.auth.authenticate(request.headers.get("Authorization"), "admin")
+    refresh_gauges(services.metrics, services)  # the states as of this scrape
     data, content_type = services.metrics.exposition()
     return Response(data, mimetype=None, content_type=content_type,
                     headers={"Cache-Control": "no-store"})
