@@ -107,3 +107,9 @@ def test_culture(value, out):
 def test_bad_culture(value):
     with pytest.raises(ValueError):
         normalise_culture(value)
+
+
+@pytest.mark.parametrize("value", ["user-1\n", "u\r\n", "a\n"])
+def test_a_trailing_newline_is_not_a_valid_id(value):
+    # `$` would match before a final newline: the alphabet check must anchor at the very end
+    assert valid_user_id(value) is False

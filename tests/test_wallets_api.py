@@ -431,3 +431,4 @@ class TestRenderedBodies:
         assert client.get("/v1/wallets/u", headers=AUTH).get_data() == first.get_data()
         clock.tick(2)  # 2 days left became 1 day 23:59:59
         assert client.get("/v1/wallets/u", headers=AUTH).get_json()["offers"][0]["expires_in_days"] == 1
+

@@ -6,7 +6,7 @@ from flask import Flask
 
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
-    from . import http, services
+    from . import fastpath, http, services
     from .routes import ops, preview, tags, trigger, wallets
     from .settings import Settings
 
@@ -21,4 +21,6 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     http.init_app(app)
     for blueprint in (ops.bp, wallets.bp, tags.bp, trigger.bp, preview.bp):
         app.register_blueprint(blueprint)
+    # Fresh, already rendered wallet reads (most of a send) skip Flask; everything else goes through.
+    app.wsgi_app = fastpath.HitFastPath(app.wsgi_app, app.extensions["wallet_proxy"])
     return app

@@ -17,7 +17,7 @@ from .errors import (ApiError, Internal, InvalidRequest, MethodNotAllowed, NotCo
 
 log = logging.getLogger("wallet_proxy.http")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}\Z")
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -102,7 +102,7 @@ def init_app(app: Flask) -> None:
     def _start():
         g.started = time.monotonic()
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
         g.cache_status = None
 
     @app.after_request

@@ -207,18 +207,27 @@ def request_fields(response, seconds: float) -> dict:
     return {k: v for k, v in fields.items() if v is not None}
 
 
+def level_for(status: int, route: str | None) -> int:
+    """The level of a request's line: errors stand out, probe and scrape successes stay at DEBUG."""
+    if status >= 500:
+        return logging.ERROR if status == 500 else logging.WARNING
+    return logging.DEBUG if status < 400 and route in QUIET_ROUTES else logging.INFO
+
+
+def log_request(level: int, fields: dict) -> None:
+    """Write one request's line (fields as request_fields makes them)."""
+    ACCESS.log(level, f"{fields['method']} {fields.get('route') or '-'} {fields['status']}", extra=fields)
+
+
 def init_app(app: Flask) -> None:
     """Log one line per request of `app`, whichever blueprint added its route."""
 
     @app.after_request
     def _log(response):
-        status = response.status_code
-        level = logging.ERROR if status == 500 else logging.WARNING if status > 500 else logging.INFO
-        if status < 400 and request.url_rule is not None and request.url_rule.rule in QUIET_ROUTES:
-            level = logging.DEBUG
+        rule = request.url_rule
+        level = level_for(response.status_code, rule.rule if rule is not None else None)
         if not ACCESS.isEnabledFor(level):
             return response
         started = g.get("started")
-        fields = request_fields(response, time.monotonic() - started if started else 0.0)
-        ACCESS.log(level, f"{fields['method']} {fields.get('route') or '-'} {status}", extra=fields)
+        log_request(level, request_fields(response, time.monotonic() - started if started else 0.0))
         return response

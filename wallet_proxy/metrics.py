@@ -115,16 +115,19 @@ class Metrics:
     def observe(self, response, seconds: float) -> None:
         """Count one answered request (called from the app's after_request hook)."""
         rule = request.url_rule
-        route = rule.rule if rule is not None else UNMATCHED
-        method = request.method
-        key = (route, method, response.status_code)
+        self.record(rule.rule if rule is not None else UNMATCHED, request.method, response.status_code,
+                    seconds, g.get("cache_status"))
+
+    def record(self, route: str, method: str, status: int, seconds: float, cache_status: str | None) -> None:
+        """Count one answer of `route` and its cache result."""
+        key = (route, method, status)
         children = self._children.get(key)
         if children is None:  # .labels() takes a lock and builds a key each time: resolve once
-            children = self._children[key] = (self.requests.labels(route, method, str(response.status_code)),
+            children = self._children[key] = (self.requests.labels(route, method, str(status)),
                                               self.latency.labels(route, method))
         children[0].inc()
         children[1].observe(seconds)
-        result = cache_result(g.get("cache_status"))
+        result = cache_result(cache_status)
         if result:
             child = self._children.get(result)
             if child is None:

@@ -18,7 +18,7 @@ CHUNK = 50  # Braze: at most 50 recipients per trigger call
 MAX_RECIPIENTS = 2500
 PROPERTIES = {"campaign": "trigger_properties", "canvas": "canvas_entry_properties"}
 ID_FIELD = {"campaign": "campaign_id", "canvas": "canvas_id"}
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 _ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL = re.compile(r"([a-z0-9])([A-Z])")

@@ -11,8 +11,8 @@ from .schemas import iso
 
 SORT_KEYS = ("expires_at", "title", "issued_at")
 DEFAULT_CULTURE = "en-US"
-_CULTURE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{4})?(?:-(?:[A-Za-z]{2}|[0-9]{3}))?$")
-_USER_ID = re.compile(r"^[A-Za-z0-9\-_.@:+]{1,128}$")
+_CULTURE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{4})?(?:-(?:[A-Za-z]{2}|[0-9]{3}))?\Z")
+_USER_ID = re.compile(r"^[A-Za-z0-9\-_.@:+]{1,128}\Z")
 
 
 def valid_user_id(user_id: str) -> bool:
