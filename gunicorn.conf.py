@@ -40,3 +40,17 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_request(worker, req):
+    """Yield to gevent's hub once per request.
+
+    A greenlet serving a keep-alive connection whose next request is already buffered never
+    blocks, so under a flood of cheap answers (an open breaker's 503s, cache hits) the hub would
+    not run for seconds: the timers behind every deadline and SessionM timeout fire late and the
+    requests waiting on them answer past Braze's 2 s. One switch per request keeps them on time.
+    """
+    if type(worker).__module__ == "gunicorn.workers.ggevent":
+        import gevent
+
+        gevent.sleep(0)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tests.conftest import OFFERS_PATH, make_settings
+from tests.fakes import Reply
 from wallet_proxy.auth import sign
 
 BASIC = {"Authorization": "Basic dGVzdDpzZWNyZXQ="}  # test:secret
@@ -111,3 +112,38 @@ def test_the_upstream_is_called_once_for_miss_then_fast_hits(pair, sessionm):
     for _ in range(5):
         assert client.get(url, headers=BASIC).status_code == 200
     assert fast.wsgi_app.served == 4 and len(sessionm.calls(OFFERS_PATH)) == 1
+
+
+def open_breaker(app):
+    breaker = app.extensions["wallet_proxy"].wallets.breaker
+    for _ in range(breaker.threshold):
+        breaker.failure()
+
+
+def test_breaker_open_503_is_the_same_answer_as_the_route(pair, sessionm):
+    fast, slow = pair
+    url = f"/v1/wallets/user-2?sig={sign('k', 'user-2')}"
+    answers = []
+    sessionm.on("POST", OFFERS_PATH, Reply(500, {}))
+    for app in (fast, slow):
+        client = app.test_client()
+        assert client.get(url, headers=BASIC).status_code == 503  # nothing cached; the query is now known
+        open_breaker(app)
+        answers.append(answer(client, url, BASIC))
+    assert fast.wsgi_app.served == 1
+    assert answers[0] == answers[1]
+    status, headers, body = answers[0]
+    assert status == 503 and json.loads(body)["error"]["code"] == "upstream_unavailable"
+    assert int(headers["Retry-After"]) >= 1
+
+
+def test_breaker_open_still_serves_a_stale_copy_through_the_route(pair, sessionm, clock):
+    fast, _ = pair
+    client = fast.test_client()
+    url = f"/v1/wallets/user-1?sig={sign('k', 'user-1')}"
+    client.get(url, headers=BASIC)
+    clock.tick(100)  # past the TTL, well inside the stale window
+    open_breaker(fast)
+    response = client.get(url, headers=BASIC)
+    assert fast.wsgi_app.served == 0
+    assert response.status_code == 200 and response.get_json()["stale"] is True

@@ -58,6 +58,8 @@ class TestRequestLine:
         assert [(l["status"], l.get("error")) for l in found] == [
             (503, "upstream_unavailable"), (401, "unauthorized"), (404, "not_found")]
         assert found[0]["level"] == "warning" and found[1]["level"] == "info"
+        assert found[0]["detail"] == "SessionM answered HTTP 500"  # the why, on the same line
+        assert "detail" not in found[1]
         assert "route" not in found[2]
 
     def test_signature_and_query_never_logged(self, sessionm, app_for, capsys):

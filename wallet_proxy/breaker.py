@@ -57,11 +57,17 @@ class Breaker:
             self._state = CLOSED
             self._probe_out = False
 
-    def failure(self) -> None:
-        """Record a failed call; open (or re-open after a failed probe) at the threshold."""
+    def failure(self) -> bool:
+        """Record a failed call; open (or re-open after a failed probe) at the threshold.
+
+        Returns True when this failure opened a closed breaker, so callers can wake their waiters.
+        """
         with self._lock:
             self._failures += 1
+            opened = False
             if self._state == OPEN or self._failures >= self.threshold:
+                opened = self._state != OPEN
                 self._state = OPEN
                 self._opened_at = self.clock()
             self._probe_out = False
+            return opened

@@ -203,6 +203,7 @@ def request_fields(response, seconds: float) -> dict:
         "user": hash_user_id(user_id) if isinstance(user_id, str) else None,
         "client": getattr(ctx.get("client"), "name", None),
         "error": ctx.get("error_code"),
+        "detail": ctx.get("error_detail"),
     }
     return {k: v for k, v in fields.items() if v is not None}
 

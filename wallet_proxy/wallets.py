@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
 MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
-SLOT_POLL = 0.05  # seconds between breaker checks while waiting for a slot
 
 
 @dataclass
@@ -81,8 +80,44 @@ class SingleFlight:
         flight.entry, flight.error = entry, error
         flight.done.set()
 
+    def running(self, key) -> bool:
+        """Whether a call for `key` is in flight in this process."""
+        return key in self._flights
+
     def __len__(self) -> int:
         return len(self._flights)
+
+
+class Slots:
+    """At most `size` SessionM calls in flight; waiters can be woken all at once to give up."""
+
+    def __init__(self, size: int):
+        self._cond = threading.Condition(threading.Lock())
+        self._free = size
+
+    def take(self, until: float, give_up=lambda: False) -> bool:
+        """Take a slot, waiting until `until` (monotonic) at most; False when none, or `give_up()`."""
+        with self._cond:
+            while self._free == 0:
+                left = until - time.monotonic()
+                if left <= 0 or give_up():
+                    return False
+                self._cond.wait(left)
+            if give_up():
+                return False
+            self._free -= 1
+            return True
+
+    def release(self) -> None:
+        """Give a slot back and wake one waiter."""
+        with self._cond:
+            self._free += 1
+            self._cond.notify()
+
+    def wake_all(self) -> None:
+        """Wake every waiter so each re-checks whether to give up (the breaker just opened)."""
+        with self._cond:
+            self._cond.notify_all()
 
 
 class WalletService:
@@ -96,7 +131,7 @@ class WalletService:
         self.clock = clock
         self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
         self.flights = SingleFlight()
-        self.slots = threading.BoundedSemaphore(settings.upstream_concurrency)
+        self.slots = Slots(settings.upstream_concurrency)
         self.spawn = spawn or _spawn_thread
         self.metrics = metrics
         # Optional cross-process lock (Redis): when another process holds it, wait for its result.
@@ -133,6 +168,24 @@ class WalletService:
             # The stale answer is already decided: never make its request wait for a slot.
             self._lead(flight, user_id, culture, deadline, wait_for_slot=False)
 
+    def breaker_open_error(self) -> UpstreamUnavailable:
+        """The answer while SessionM calls are paused: 503, retry when the next probe may go."""
+        return UpstreamUnavailable("SessionM is failing; calls are paused (circuit breaker open)",
+                                   retry_after=self.breaker.retry_after())
+
+    def fails_fast(self, user_id: str, culture: str, entry: Entry | None) -> bool:
+        """True when a read of (user, culture) can only be the breaker-open 503 right now.
+
+        The breaker is open (not half open: a probe may be due), no call for it is in flight to
+        wait for, and no cached copy is young enough to be served stale.
+        """
+        if self.breaker.state != "open" or self.flights.running((user_id, culture)):
+            return False
+        if entry is None:
+            return True
+        ttl = entry.ttl or self.settings.cache_ttl
+        return self.clock() - entry.fetched_at >= ttl + self.settings.stale_ttl
+
     def forget(self, user_id: str) -> None:
         """Drop every cached culture of a user."""
         self.store.forget(user_id)
@@ -149,15 +202,12 @@ class WalletService:
               wait_for_slot: bool = True) -> None:
         key = (user_id, culture)
         if not self.breaker.allow():
-            self.flights.finish(key, flight, error=UpstreamUnavailable(
-                "SessionM is failing; calls are paused (circuit breaker open)",
-                retry_after=self.breaker.retry_after()))
+            self.flights.finish(key, flight, error=self.breaker_open_error())
             return
         if not self._take_slot(deadline if wait_for_slot else 0.0):
             self.breaker.cancel()
             if self.breaker.state == "open":
-                error = UpstreamUnavailable("SessionM is failing; calls are paused (circuit breaker open)",
-                                            retry_after=self.breaker.retry_after())
+                error = self.breaker_open_error()
             else:
                 error = UpstreamUnavailable("too many SessionM calls in flight; no slot in time", retry_after=1)
             self.flights.finish(key, flight, error=error)
@@ -166,23 +216,14 @@ class WalletService:
         self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
-        """Wait for a free SessionM slot until shortly before `deadline`.
+        """Wait for a free SessionM slot until shortly before `deadline`, or until the breaker opens.
 
-        The wait is sliced so that a breaker opening meanwhile (every slot held by a hung SessionM,
-        say) ends it at once: those requests then answer a fast 503 instead of all waking at their
-        deadline together, which on a loaded worker is what pushes answers past Braze's 2 s.
+        With SessionM hung every slot is held until the calls time out; the breaker opening then
+        wakes every waiter at once (Slots.wake_all) to answer a fast 503, rather than each one
+        waking at its own deadline or handing a useless slot down a chain of waiters.
         """
-        if self.slots.acquire(blocking=False):
-            return True
-        while True:
-            # Leave the call itself some time: a slot won just before the deadline is useless.
-            left = deadline - time.monotonic() - MIN_CALL
-            if left <= 0 or self.breaker.state == "open":
-                return False
-            if self.slots.acquire(timeout=min(left, SLOT_POLL)):
-                if self.breaker.state != "open":
-                    return True
-                self.slots.release()  # freed by the very call whose failure opened the breaker
+        # Leave the call itself some time: a slot won just before the deadline is useless.
+        return self.slots.take(deadline - MIN_CALL, give_up=lambda: self.breaker.state == "open")
 
     def _run(self, flight: Flight, user_id: str, culture: str, timeout: float) -> None:
         key = (user_id, culture)
@@ -218,7 +259,8 @@ class WalletService:
             wallet = self.client.get_user_offers(user_id, culture, timeout)
         except BREAKER_FAILURES as exc:
             outcome = exc.code
-            self.breaker.failure()
+            if self.breaker.failure():
+                self.slots.wake_all()
             raise
         except ApiError as exc:
             outcome = exc.code
