@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
 MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
+ANSWER_MARGIN = 0.025  # seconds kept to turn a timeout into an answer before the deadline passes
 
 
 @dataclass
@@ -196,7 +197,7 @@ class WalletService:
             self._lead(flight, user_id, culture, deadline)
         elif self.metrics:
             self.metrics.coalesced()
-        return flight.wait(deadline), not leader
+        return flight.wait(deadline - ANSWER_MARGIN), not leader
 
     def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float,
               wait_for_slot: bool = True) -> None:
