@@ -10,6 +10,7 @@ Braze renders each message 2-3 times and gives up after 2 s, so:
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -89,36 +90,73 @@ class SingleFlight:
         return len(self._flights)
 
 
+class _Ticket:
+    """A place in the queue for a SessionM slot."""
+
+    __slots__ = ("event", "granted")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.granted = False
+
+
 class Slots:
-    """At most `size` SessionM calls in flight; waiters can be woken all at once to give up."""
+    """At most `size` SessionM calls in flight, handed out first come, first served.
+
+    A freed slot goes straight to the oldest waiter, never to a request that just arrived: during a
+    send the slots are oversubscribed, and with barging an unlucky waiter could lose every race
+    until its deadline (and its renders with it). `wake_all` makes every waiter re-check whether to
+    give up (the breaker just opened) at once, without handing a lock from waiter to waiter.
+    """
 
     def __init__(self, size: int):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._free = size
+        self._queue: collections.deque = collections.deque()  # waiting tickets, oldest first
 
     def take(self, until: float, give_up=lambda: False) -> bool:
         """Take a slot, waiting until `until` (monotonic) at most; False when none, or `give_up()`."""
-        with self._cond:
-            while self._free == 0:
-                left = until - time.monotonic()
-                if left <= 0 or give_up():
-                    return False
-                self._cond.wait(left)
+        with self._lock:
             if give_up():
                 return False
-            self._free -= 1
-            return True
+            if self._free > 0 and not self._queue:
+                self._free -= 1
+                return True
+            ticket = _Ticket()
+            self._queue.append(ticket)
+        while True:
+            left = until - time.monotonic()
+            if left > 0:
+                ticket.event.wait(left)
+            with self._lock:
+                if ticket.granted:
+                    if not give_up():
+                        return True
+                    self._hand_on()  # a slot we will not use goes to the next in line
+                    return False
+                if left <= 0 or give_up():
+                    self._queue.remove(ticket)
+                    return False
+                ticket.event.clear()  # woken to re-check, not granted: wait on
 
     def release(self) -> None:
-        """Give a slot back and wake one waiter."""
-        with self._cond:
-            self._free += 1
-            self._cond.notify()
+        """Give a slot back: to the oldest waiter, or to the pool."""
+        with self._lock:
+            self._hand_on()
 
     def wake_all(self) -> None:
         """Wake every waiter so each re-checks whether to give up (the breaker just opened)."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            for ticket in self._queue:
+                ticket.event.set()
+
+    def _hand_on(self) -> None:
+        if self._queue:
+            ticket = self._queue.popleft()
+            ticket.granted = True
+            ticket.event.set()
+        else:
+            self._free += 1
 
 
 class WalletService:

@@ -1,0 +1,79 @@
+"""Slots: bounded, first come first served, and a breaker opening wakes every waiter at once."""
+from __future__ import annotations
+
+import threading
+import time
+
+from wallet_proxy.wallets import Slots
+
+
+def test_bounded_and_a_freed_slot_goes_to_the_oldest_waiter():
+    slots = Slots(1)
+    assert slots.take(time.monotonic() + 1)
+    order = []
+
+    def waiter(name, delay):
+        time.sleep(delay)
+        if slots.take(time.monotonic() + 2):
+            order.append(name)
+            time.sleep(0.02)
+            slots.release()
+
+    threads = [threading.Thread(target=waiter, args=(n, d)) for n, d in (("first", 0.0), ("second", 0.05))]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    # a newcomer does not jump the queue while others wait
+    assert not slots.take(time.monotonic() + 0.01)
+    slots.release()
+    for t in threads:
+        t.join()
+    assert order == ["first", "second"]
+    assert slots.take(time.monotonic())  # all given back
+
+
+def test_waiters_time_out_without_leaking_a_slot():
+    slots = Slots(1)
+    assert slots.take(time.monotonic() + 1)
+    started = time.monotonic()
+    assert not slots.take(time.monotonic() + 0.1)
+    assert 0.09 <= time.monotonic() - started < 0.5
+    slots.release()
+    assert slots.take(time.monotonic())
+
+
+def test_wake_all_lets_every_waiter_give_up_at_once():
+    slots = Slots(1)
+    assert slots.take(time.monotonic() + 1)
+    stop = threading.Event()
+    results = []
+
+    def waiter():
+        started = time.monotonic()
+        results.append((slots.take(time.monotonic() + 5, give_up=stop.is_set), time.monotonic() - started))
+
+    threads = [threading.Thread(target=waiter) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.1)
+    stop.set()
+    slots.wake_all()
+    for t in threads:
+        t.join(2)
+    assert len(results) == 20
+    assert all(not got and waited < 1 for got, waited in results)
+
+
+def test_a_granted_slot_is_passed_on_when_its_waiter_gives_up():
+    slots = Slots(1)
+    assert slots.take(time.monotonic() + 1)
+    stop = threading.Event()
+    got = []
+    t = threading.Thread(target=lambda: got.append(slots.take(time.monotonic() + 2, give_up=stop.is_set)))
+    t.start()
+    time.sleep(0.05)
+    stop.set()
+    slots.release()  # granted to the waiter, who gives up: the slot must come back
+    t.join(2)
+    assert got == [False]
+    assert slots.take(time.monotonic())
