@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -58,6 +59,23 @@ def sessionm():
     fake.on("POST", OFFERS_PATH, Reply(200, fixture_json("get_user_offers.ok.json")))
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def braze():
+    """A fake Braze REST API on loopback; tests script its answers."""
+    fake = FakeUpstream()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def quiet_fakes():
+    """Silence the fakes' per-request access lines (over 10,000 rows they cost more than the work)."""
+    logger = logging.getLogger("werkzeug")
+    logger.disabled = True
+    yield
+    logger.disabled = False
 
 
 def make_settings(connect_url=None, core_url=None, braze_url=None, **env):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 import signal
@@ -20,6 +19,8 @@ from tests.fakes import FakeUpstream, Reply
 from wallet_proxy import cli, upstream
 from wallet_proxy.core import CoreClient
 from wallet_proxy.importer import FileError, RetryPolicy, import_tags
+
+pytestmark = pytest.mark.usefixtures("quiet_fakes")
 
 TAGS = re.compile(r"^/priv/v1/apps/core-key/users/(.+)/tags$")
 FAST = RetryPolicy(attempts=8, base=0.001, cap=0.01)
@@ -59,15 +60,6 @@ class FakeCore:
 
     def close(self):
         self.server.close()
-
-
-@pytest.fixture(autouse=True)
-def quiet_fakes():
-    """The fakes' per-request access log costs more than the import itself over 10,000 rows."""
-    logger = logging.getLogger("werkzeug")
-    logger.disabled = True
-    yield
-    logger.disabled = False
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import time
 import uuid
@@ -15,13 +14,7 @@ from wallet_proxy import cli, services
 from wallet_proxy.settings import parse
 
 
-@pytest.fixture(autouse=True)
-def quiet_fakes():
-    logger = logging.getLogger("werkzeug")
-    logger.disabled = True
-    yield
-    logger.disabled = False
-
+pytestmark = pytest.mark.usefixtures("quiet_fakes")
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, sessionm):

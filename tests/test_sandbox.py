@@ -12,7 +12,6 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from wallet_proxy import create_app
 from wallet_proxy.sandbox import SimState, make_sandbox_app
 from wallet_proxy.sandbox.connect import make_wallet
 from wallet_proxy.settings import parse

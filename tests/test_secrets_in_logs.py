@@ -12,7 +12,7 @@ import logging
 import pytest
 
 from tests.conftest import OFFERS_PATH, fixture_json, free_port, make_settings
-from tests.fakes import FakeUpstream, Reply
+from tests.fakes import Reply
 from wallet_proxy import logs
 from wallet_proxy.auth import sign
 
@@ -29,13 +29,6 @@ def basic(name: str) -> dict:
 
 def bearer(name: str) -> dict:
     return {"Authorization": f"Bearer {CLIENTS[name][0]}"}
-
-
-@pytest.fixture
-def braze():
-    fake = FakeUpstream()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import copy
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 import requests
@@ -185,20 +185,22 @@ class TestDeadlines:
         assert get(base, "hung-user").status_code == 504
         assert time.monotonic() - started < 0.8
 
-    def test_no_slot_in_time_is_a_fast_503_with_retry_after(self, sessionm, serve):
-        sessionm.on("POST", OFFERS_PATH, Reply(200, OK, delay=1.5))
+    def test_no_slot_in_time_is_a_fast_503_with_retry_after(self, sessionm, serve, clock):
         base, _ = serve(WALLET_PROXY_UPSTREAM_CONCURRENCY=1, WALLET_PROXY_DEADLINE=0.5)
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(get, base, "slow-user")
-            time.sleep(0.1)  # let the first request take the only slot
-            started = time.monotonic()
-            second = get(base, "other-user")
-            elapsed = time.monotonic() - started
-            first.result()
+        assert get(base, "cached-user").status_code == 200
+        # A background refresh (stale-while-revalidate) now holds the only slot for 1.5 s, far
+        # longer than the next request's whole 0.5 s deadline, so the outcome cannot race.
+        sessionm.on("POST", OFFERS_PATH, Reply(200, OK, delay=1.5))
+        clock.tick(61)
+        assert get(base, "cached-user").json()["stale"] is True
+        assert wait_for(lambda: len(sessionm.calls(OFFERS_PATH)) == 2)
+        started = time.monotonic()
+        second = get(base, "other-user")
+        elapsed = time.monotonic() - started
         assert second.status_code == 503 and "no slot" in second.json()["error"]["message"]
         assert second.headers["Retry-After"] == "1"
         assert elapsed < 0.6
-        assert len(sessionm.calls(OFFERS_PATH)) == 1
+        assert len(sessionm.calls(OFFERS_PATH)) == 2  # the refresh; the other user never got a call
 
     def test_slot_waiters_give_up_as_soon_as_the_breaker_opens(self, sessionm, serve):
         sessionm.on("POST", OFFERS_PATH, Reply(200, OK, delay=3))
