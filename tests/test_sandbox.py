@@ -108,3 +108,24 @@ def test_make_run_command_serves_the_sandbox(tmp_path):
         proc.terminate()
         output = proc.communicate(timeout=10)[0]
     assert "SANDBOX MODE" in output and "demo" in output
+
+
+def test_start_up_says_sandbox_and_demo_login_in_the_log(capsys):
+    """What the Procfile's gunicorn path logs too, not only `wallet-proxy serve`."""
+    from wallet_proxy import create_app
+
+    capsys.readouterr()
+    create_app(parse({}))
+    err = capsys.readouterr().err
+    assert "SANDBOX MODE" in err and "demo:demo" in err
+
+
+def test_start_up_says_when_no_client_can_call(capsys):
+    from wallet_proxy import create_app
+
+    capsys.readouterr()
+    create_app(parse({"SESSIONM_CONNECT_URL": "https://c.example", "SESSIONM_CONNECT_AUTH": "x",
+                      "SESSIONM_RETAILER_ID": "r"}))
+    err = capsys.readouterr().err
+    assert "WALLET_PROXY_CLIENTS is empty" in err
+    assert "connect (wallet) on" in err and "core (tags) off" in err

@@ -23,4 +23,24 @@ def create_app(settings=None, **services_kwargs) -> Flask:
         app.register_blueprint(blueprint)
     # Fresh, already rendered wallet reads (most of a send) skip Flask; everything else goes through.
     app.wsgi_app = fastpath.HitFastPath(app.wsgi_app, app.extensions["wallet_proxy"])
+    _report_start(settings)
     return app
+
+
+def _report_start(settings) -> None:
+    """Say at start what this deployment will do: mode, configured upstreams, who may call."""
+    import logging
+
+    log = logging.getLogger("wallet_proxy")
+    if settings.sandbox:
+        names = ", ".join(f"{c.name}:{c.secret}" if (c.name, c.secret) == ("demo", "demo") else c.name
+                          for c in settings.clients)
+        log.warning("SANDBOX MODE: no SessionM or Braze settings, answering from built-in simulators; "
+                    "clients: %s", names)
+    else:
+        groups = {"connect (wallet)": settings.connect_configured, "core (tags)": settings.core_configured,
+                  "braze (trigger)": settings.braze_configured}
+        log.info("upstreams: %s", ", ".join(f"{name} {'on' if on else 'off: 503 not_configured'}"
+                                            for name, on in groups.items()))
+    if not settings.clients:
+        log.warning("WALLET_PROXY_CLIENTS is empty: every API route answers 401 until a client is set")

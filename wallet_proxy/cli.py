@@ -19,9 +19,6 @@ def _serve(args) -> int:
     app = create_app(Settings.from_env())
     settings = app.extensions["wallet_proxy"].settings
     if settings.sandbox:
-        names = ", ".join(f"{c.name}:{c.secret}" if c.name == "demo" else c.name for c in settings.clients)
-        log.warning("SANDBOX MODE: no SessionM/Braze settings, answering from built-in simulators; "
-                    "clients: %s", names)
         print(f"\n  wallet-proxy (sandbox) on http://{args.host}:{args.port}/\n"
               f"  try: curl -u demo:demo http://{args.host}:{args.port}/v1/wallets/anyone\n", flush=True)
     run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
