@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from flask import Blueprint, current_app, jsonify, request
 
+from .faults import delay_headers, fault_response, latency_for, refuse_without_basic
+
 bp = Blueprint("sandbox_connect", __name__)
 
 GROUPS = [
@@ -102,36 +104,20 @@ def make_wallet(user_id: str, culture: str, now: datetime) -> dict:
     }
 
 
-def fault_response(fault: str | None, latency: float):
-    """Apply a named fault; return a response, or None to answer normally."""
-    headers = {"X-Sandbox-Delay": str(latency)} if latency else {}
-    if fault == "fault-500":
-        return jsonify(error="internal"), 500, headers
-    if fault == "fault-429":
-        return jsonify(error="throttled"), 429, {**headers, "Retry-After": "2"}
-    if fault == "fault-timeout":
-        return jsonify(status="ok", payload={}), 200, {"X-Sandbox-Delay": "30"}
-    if fault == "fault-garbage":
-        return "<html><body>Bad gateway</body></html>", 200, {**headers, "Content-Type": "text/html"}
-    if fault == "fault-auth":
-        return jsonify(error="unauthorized"), 401, headers
-    return None
-
-
 @bp.post("/offers/api/2.0/offers/get_user_offers")
 def get_user_offers():
     sim = current_app.config["SIM"]
-    sim.count("get_user_offers")
-    if not request.headers.get("Authorization", "").startswith("Basic "):
-        return jsonify(status="error", errors={"code": "unauthorized", "message": "Basic auth required"}), 401
+    refused = refuse_without_basic(sim, "get_user_offers")
+    if refused:
+        return refused
     body = request.get_json(silent=True) or {}
     user_id = str(body.get("user_id") or "")
     fault = sim.fault_for(user_id)
-    latency = 1.0 if fault == "fault-slow" else sim.latency
+    latency = latency_for(sim, fault)
     answer = fault_response(fault, latency)
     if answer is not None:
         return answer
-    headers = {"X-Sandbox-Delay": str(latency)} if latency else {}
+    headers = delay_headers(latency)
     if fault == "unknown" or not user_id:
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 200, headers
     now = datetime.fromtimestamp(sim.clock(), tz=timezone.utc)

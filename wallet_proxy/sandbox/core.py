@@ -5,6 +5,8 @@ import hashlib
 
 from flask import Blueprint, current_app, jsonify, request
 
+from .faults import delay_headers, fault_response, latency_for, refuse_without_basic
+
 bp = Blueprint("sandbox_core", __name__)
 
 
@@ -17,9 +19,9 @@ def seed_for_external(external_id: str) -> str:
 @bp.get("/priv/v1/apps/<api_key>/external/users/<path:external_id>")
 def external_user(api_key, external_id):
     sim = current_app.config["SIM"]
-    sim.count("external_user")
-    if not request.headers.get("Authorization", "").startswith("Basic "):
-        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    refused = refuse_without_basic(sim, "external_user")
+    if refused:
+        return refused
     if sim.fault_for(external_id) == "unknown":
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
     return jsonify(status="ok", user={"id": seed_for_external(external_id), "external_id": external_id})
@@ -35,20 +37,12 @@ def _add_tags(sim, user_id: str):
         return jsonify(status="error", errors={"code": "invalid_request",
                                                "message": "tags must be a non-empty list of strings"}), 400
     fault = sim.fault_for(user_id)
-    headers = {"X-Sandbox-Delay": str(1.0 if fault == "fault-slow" else sim.latency)} if (
-        sim.latency or fault == "fault-slow") else {}
+    headers = delay_headers(latency_for(sim, fault))
     if fault == "unknown":
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 200
-    if fault == "fault-500":
-        return jsonify(status="error", errors={"code": "internal"}), 500
-    if fault == "fault-429":
-        return jsonify(status="error", errors={"code": "rate_limited"}), 429, {"Retry-After": "2"}
-    if fault == "fault-timeout":
-        return jsonify(status="ok"), 200, {"X-Sandbox-Delay": "30"}
-    if fault == "fault-garbage":
-        return "<html>Service Unavailable</html>", 200, {"Content-Type": "text/html"}
-    if fault == "fault-auth":
-        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    answer = fault_response(fault, latency_for(sim, fault))
+    if answer is not None:
+        return answer
     # Core's tags expire after ttl seconds; the simulator keeps the expiry so a demo can show it.
     expires = sim.clock() + ttl if ttl else None
     # dict.setdefault and item assignment are atomic under the GIL: no lock needed for a simulator.
@@ -61,18 +55,15 @@ def _add_tags(sim, user_id: str):
 @bp.post("/priv/v1/apps/<api_key>/users/<path:user_id>/tags")
 def user_tags(api_key, user_id):
     sim = current_app.config["SIM"]
-    sim.count("user_tags")
-    if not request.headers.get("Authorization", "").startswith("Basic "):
-        return jsonify(status="error", errors={"code": "unauthorized"}), 401
-    return _add_tags(sim, user_id)
+    return refuse_without_basic(sim, "user_tags") or _add_tags(sim, user_id)
 
 
 @bp.post("/priv/v1/apps/<api_key>/external/users/<path:external_id>/tags")
 def external_user_tags(api_key, external_id):
     sim = current_app.config["SIM"]
-    sim.count("external_user_tags")
-    if not request.headers.get("Authorization", "").startswith("Basic "):
-        return jsonify(status="error", errors={"code": "unauthorized"}), 401
+    refused = refuse_without_basic(sim, "external_user_tags")
+    if refused:
+        return refused
     if sim.fault_for(external_id) == "unknown":
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
     return _add_tags(sim, seed_for_external(external_id))
