@@ -42,7 +42,9 @@ class MemoryStore:
     name = "memory"
 
     def __init__(self, maxsize: int, ttl: float, timer=time.time):
-        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001), timer=timer)
+        # Sized in wallets, not users (WALLET_PROXY_CACHE_SIZE counts wallets): a user's entry
+        # weighs as many as the cultures it holds.
+        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=max(ttl, 0.001), timer=timer, getsizeof=len)
         self._lock = threading.Lock()
 
     def get(self, user_id: str, culture: str) -> Entry | None:
@@ -56,6 +58,8 @@ class MemoryStore:
         with self._lock:
             cultures = dict(self._cache.get(user_id) or {})
             cultures[culture] = entry
+            if len(cultures) > self._cache.maxsize:  # more cultures than the whole cache holds
+                cultures = {culture: entry}
             self._cache[user_id] = cultures
 
     def forget(self, user_id: str) -> None:
