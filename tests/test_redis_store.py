@@ -85,6 +85,15 @@ class TestRedisStore:
         assert store.get(user, "fr") == Entry(dict(WALLET, available_points=6), 1001.0, 600)
         assert store.get(user, "de") is None
 
+    def test_the_same_stored_bytes_are_decoded_once(self, redis_url, user):
+        first, _ = make_store(redis_url)
+        second, _ = make_store(redis_url)
+        first.put(user, "en-US", Entry(WALLET, 5.0))
+        one, two = second.get(user, "en-US"), second.get(user, "en-US")
+        assert one == Entry(WALLET, 5.0) and one is two
+        first.put(user, "en-US", Entry(WALLET, 6.0))  # new bytes: decoded afresh
+        assert second.get(user, "en-US").fetched_at == 6.0
+
     def test_entries_are_shared_between_stores(self, redis_url, user):
         first, _ = make_store(redis_url)
         second, _ = make_store(redis_url)

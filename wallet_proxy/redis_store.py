@@ -13,6 +13,7 @@ import time
 import uuid
 
 import redis
+from cachetools import LRUCache
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -49,6 +50,9 @@ def make_client(url: str, concurrency: int) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+DECODED_MAX = 1024  # decoded entries kept per process
+
+
 class RedisStore:
     """Wallets in one Redis hash per user (a field per culture), falling back to memory on errors.
 
@@ -73,6 +77,9 @@ class RedisStore:
         self._retry_at = 0.0
         self.errors_total = 0  # Redis calls that failed
         self.fallbacks_total = 0  # healthy -> degraded transitions
+        # Stored JSON -> its decoded Entry: the renders of a send read the same bytes again and
+        # again, and decoding a wallet costs more than fetching it from Redis.
+        self._decoded: LRUCache = LRUCache(maxsize=DECODED_MAX)
 
     # -- the MemoryStore interface ------------------------------------------------------------
 
@@ -173,12 +180,19 @@ class RedisStore:
     def _decode(self, raw, user_id: str) -> Entry | None:
         if raw is None:
             return None
+        with self._lock:
+            known = self._decoded.get(raw)
+        if known is not None:
+            return known
         try:
-            return Entry.from_json(json.loads(raw))
+            entry = Entry.from_json(json.loads(raw))
         except (ValueError, KeyError, TypeError):
             # A cache problem is a miss (STYLE: cachecontrol), never a failed request.
             log.warning("unreadable cached wallet in Redis; treating as a miss")
             return None
+        with self._lock:
+            self._decoded[raw] = entry
+        return entry
 
 
 class RedisLocker:
