@@ -16,15 +16,21 @@ def seed_for_external(external_id: str) -> str:
     return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-8{digest[17:20]}-{digest[20:32]}"
 
 
-@bp.get("/priv/v1/apps/<api_key>/external/users/<path:external_id>")
-def external_user(api_key, external_id):
-    sim = current_app.config["SIM"]
-    refused = refuse_without_basic(sim, "external_user")
+def _refuse_external(sim, name: str, external_id: str):
+    """Count the call; refuse it without Basic credentials, or with a 404 for an unknown customer."""
+    refused = refuse_without_basic(sim, name)
     if refused:
         return refused
     if sim.fault_for(external_id) == "unknown":
         return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
-    return jsonify(status="ok", user={"id": seed_for_external(external_id), "external_id": external_id})
+    return None
+
+
+@bp.get("/priv/v1/apps/<api_key>/external/users/<path:external_id>")
+def external_user(api_key, external_id):
+    sim = current_app.config["SIM"]
+    return _refuse_external(sim, "external_user", external_id) or jsonify(
+        status="ok", user={"id": seed_for_external(external_id), "external_id": external_id})
 
 
 def _add_tags(sim, user_id: str):
@@ -61,9 +67,5 @@ def user_tags(api_key, user_id):
 @bp.post("/priv/v1/apps/<api_key>/external/users/<path:external_id>/tags")
 def external_user_tags(api_key, external_id):
     sim = current_app.config["SIM"]
-    refused = refuse_without_basic(sim, "external_user_tags")
-    if refused:
-        return refused
-    if sim.fault_for(external_id) == "unknown":
-        return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 404
-    return _add_tags(sim, seed_for_external(external_id))
+    return (_refuse_external(sim, "external_user_tags", external_id)
+            or _add_tags(sim, seed_for_external(external_id)))
