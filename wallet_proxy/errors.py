@@ -1,6 +1,9 @@
 """One error hierarchy; `wallet_proxy.http` maps it to the SPEC's JSON errors in one handler."""
 from __future__ import annotations
 
+import json
+import math
+
 
 class ApiError(Exception):
     """An error with an HTTP status and a stable code; `message` is safe to show a caller."""
@@ -24,6 +27,14 @@ class ApiError(Exception):
         if self.details:
             error["details"] = self.details
         return {"ok": False, "error": error}
+
+    def encode(self) -> bytes:
+        """The answer's body: compact JSON and a newline, whichever path answers."""
+        return (json.dumps(self.body(), separators=(",", ":")) + "\n").encode()
+
+    def retry_after_header(self) -> str | None:
+        """Whole seconds for `Retry-After` (at least 1), or None when there is none."""
+        return None if self.retry_after is None else str(max(1, math.ceil(self.retry_after)))
 
 
 class InvalidRequest(ApiError):

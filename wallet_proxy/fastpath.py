@@ -15,8 +15,6 @@ answer or error.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 
@@ -90,10 +88,9 @@ class HitFastPath:
     def _breaker_open(self, environ, started: float, user_id: str, client):
         """The route's 503 while the breaker is open and nothing can be served stale."""
         error = self.services.wallets.breaker_open_error()
-        body = (json.dumps(error.body(), separators=(",", ":")) + "\n").encode()  # as Flask's jsonify
-        return self._finish(environ, started, error.status, body, user_id, client, None,
-                            [("Retry-After", str(max(1, math.ceil(error.retry_after)))),
-                             ("Cache-Control", "no-store")], error=error)
+        return self._finish(environ, started, error.status, error.encode(), user_id, client, None,
+                            [("Retry-After", error.retry_after_header()), ("Cache-Control", "no-store")],
+                            error=error)
 
     def _finish(self, environ, started: float, status: int, body: bytes, user_id: str, client,
                 cache_status: str | None, extra: list, error=None):

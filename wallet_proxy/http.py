@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import re
 import time
 import uuid
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
@@ -51,10 +50,10 @@ def deadline() -> float:
 
 def error_response(exc: ApiError):
     """Render an ApiError as the SPEC's JSON error, with Retry-After when it has one."""
-    response = jsonify(exc.body())
-    response.status_code = exc.status
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    response = Response(exc.encode(), status=exc.status, mimetype="application/json")
+    retry_after = exc.retry_after_header()
+    if retry_after is not None:
+        response.headers["Retry-After"] = retry_after
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="wallet-proxy", charset="UTF-8"'
     return response
