@@ -22,7 +22,9 @@ from .auth import check_signature
 from .errors import ApiError
 from .http import HSTS, JSON_CSP, REQUEST_ID, SECURITY_HEADERS
 from .logs import ACCESS, hash_user_id, level_for, log_request
+from .routes.wallets import cache_status as route_cache_status
 from .view import valid_user_id
+from .wallets import HIT, Served
 
 PREFIX = "/v1/wallets/"
 ROUTE = "/v1/wallets/<anypath:user_id>"  # the rule's text, as the slow path logs and counts it
@@ -80,7 +82,7 @@ class HitFastPath:
             return None
         body, etag = rendered
 
-        cache_status = f"wallet-proxy; hit; ttl={int(ttl_left)}"
+        cache_status = route_cache_status(Served(entry, HIT, ttl_left))
         return self._finish(environ, started, 200, body, user_id, client, cache_status,
                             [("Cache-Status", cache_status), ("Cache-Control", f"private, max-age={int(ttl_left)}"),
                              ("ETag", f'"{etag}"')])
