@@ -1,2 +1,3 @@
 from wallet_proxy import create_app
+
 app = create_app()

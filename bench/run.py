@@ -243,10 +243,10 @@ def bench_memory(count: int = 100_000) -> dict:
     """
     from datetime import datetime, timezone
 
-    from wallet_proxy.cache import Entry, MemoryStore
     from wallet_proxy.sandbox.connect import make_wallet
-    from wallet_proxy.sessionm import interpret
-    from wallet_proxy.upstream import Reply
+    from wallet_proxy.upstream.connect import interpret
+    from wallet_proxy.upstream.transport import Reply
+    from wallet_proxy.wallet.stores import Entry, MemoryStore
 
     def resident() -> int:
         gc.collect()

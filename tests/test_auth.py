@@ -5,9 +5,9 @@ import base64
 
 import pytest
 
-from wallet_proxy.auth import Authenticator, check_signature, sign
 from wallet_proxy.errors import BadSignature, Forbidden, Unauthorized
 from wallet_proxy.settings import parse
+from wallet_proxy.web.auth import Authenticator, check_signature, sign
 
 
 def basic(name, secret):

@@ -6,9 +6,9 @@ import socket
 import pytest
 
 from tests.fakes import FakeClock, Reply
-from wallet_proxy.braze import BrazeClient, BrazeRejected, RateLimiter, retry_delay
 from wallet_proxy.errors import OutcomeUnknown, UpstreamError, UpstreamUnavailable
-from wallet_proxy.upstream import make_session
+from wallet_proxy.upstream.braze import BrazeClient, BrazeRejected, RateLimiter, retry_delay
+from wallet_proxy.upstream.transport import make_session
 
 CAMPAIGN = "/campaigns/trigger/send"
 BODY = {"campaign_id": "camp-1", "recipients": [{"external_user_id": "u1"}]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from tests.fakes import FakeClock
-from wallet_proxy.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
+from wallet_proxy.upstream.breaker import CLOSED, HALF_OPEN, OPEN, Breaker
 
 
 def opened(clock, failures=3, cooldown=10.0) -> Breaker:

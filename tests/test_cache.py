@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from tests.fakes import FakeClock
-from wallet_proxy.cache import Entry, MemoryStore
+from wallet_proxy.wallet.stores import Entry, MemoryStore
 
 
 def entry(points: int) -> Entry:

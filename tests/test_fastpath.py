@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import OFFERS_PATH, make_settings
 from tests.fakes import Reply
-from wallet_proxy.auth import sign
+from wallet_proxy.web.auth import sign
 
 BASIC = {"Authorization": "Basic dGVzdDpzZWNyZXQ="}  # test:secret
 BEARER = {"Authorization": "Bearer bz-secret"}
@@ -100,7 +100,7 @@ def test_fast_hits_are_logged_and_counted_like_the_route(pair, capsys):
 
 
 def test_the_fast_path_route_is_the_real_rule(app):
-    from wallet_proxy.fastpath import ROUTE
+    from wallet_proxy.wallet.fastpath import ROUTE
 
     assert ROUTE in {rule.rule for rule in app.url_map.iter_rules()}
 

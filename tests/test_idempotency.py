@@ -9,7 +9,7 @@ import redis
 from tests.conftest import make_settings
 from tests.fakes import FakeClock, FakeUpstream, Reply
 from wallet_proxy.errors import Conflict, UpstreamUnavailable
-from wallet_proxy.idempotency import MemoryIdempotency, RedisIdempotency
+from wallet_proxy.sends.idempotency import MemoryIdempotency, RedisIdempotency
 
 CHUNKS = [{"index": 0, "recipients": 50, "state": "new"}, {"index": 1, "recipients": 10, "state": "new"}]
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeUpstream, Reply
-from wallet_proxy import cli, upstream
-from wallet_proxy.core import CoreClient
-from wallet_proxy.importer import FileError, RetryPolicy, import_tags
+from wallet_proxy import cli
+from wallet_proxy.bulk.runner import FileError, RetryPolicy, import_tags
+from wallet_proxy.upstream import transport as upstream
+from wallet_proxy.upstream.core import CoreClient
 
 pytestmark = pytest.mark.usefixtures("quiet_fakes")
 

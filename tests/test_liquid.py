@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.conftest import NOW
-from wallet_proxy.liquid import Playground, TemplateProblem, braze_syntax
+from wallet_proxy.preview.liquid import Playground, TemplateProblem, braze_syntax
 
 WALLET = {
     "ok": True, "stale": False, "user_id": "u-1", "available_points": 1250, "offer_count": 2,
@@ -90,7 +90,7 @@ class TestFilters:
         assert render(play, source).output == expected
 
     def test_sig_matches_the_service_signature(self, play):
-        from wallet_proxy.auth import sign
+        from wallet_proxy.web.auth import sign
 
         out = render(play, "{{${user_id} | hmac_sha256_hex: 'k3y'}}", user_id="u-1").output
         assert out == sign("k3y", "u-1")

@@ -11,8 +11,8 @@ from flask import Blueprint
 
 from tests.conftest import OFFERS_PATH, make_settings
 from tests.fakes import Reply
-from wallet_proxy import logs
-from wallet_proxy.auth import sign
+from wallet_proxy.web import logs
+from wallet_proxy.web.auth import sign
 
 WALLET = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}
 

@@ -10,8 +10,8 @@ from openapi_spec_validator import validate
 
 from tests.conftest import OFFERS_PATH, make_settings
 from tests.fakes import Reply
-from wallet_proxy.http import require
-from wallet_proxy.openapi import AUTOMATIC_METHODS, openapi_path
+from wallet_proxy.web.http import require
+from wallet_proxy.web.openapi import AUTOMATIC_METHODS, openapi_path
 
 WALLET = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}
 VIEW_KEYS = {"ok", "stale", "user_id", "culture", "available_points", "total_points", "offer_count",
@@ -148,7 +148,7 @@ class TestAnswersMatchTheDocument:
 
 def test_every_route_has_its_own_declaration(full_app):
     """The generic fallback keeps a new route documented; its answers still deserve a declaration."""
-    from wallet_proxy.openapi import _routes
+    from wallet_proxy.web.openapi import _routes
 
     declared = _routes()
     missing = [f"{sorted(rule.methods - AUTOMATIC_METHODS)} {rule.rule} ({rule.endpoint})"

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import OFFERS_PATH, fixture_json, make_settings
 from tests.fakes import Reply
-from wallet_proxy.routes.preview import CSP, SESSION_COOKIE, connected_content_block, liquid_path, tree
+from wallet_proxy.preview.routes import CSP, SESSION_COOKIE, connected_content_block, liquid_path, tree
 
 OPS = {"Authorization": "Basic " + base64.b64encode(b"ops:ops-secret").decode()}
 BRAZE = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}

@@ -13,7 +13,6 @@ from tests.fakes import Reply
 from wallet_proxy import cli, services
 from wallet_proxy.settings import parse
 
-
 pytestmark = pytest.mark.usefixtures("quiet_fakes")
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import NOW, OFFERS_PATH, make_settings
 from tests.fakes import Reply
-from wallet_proxy import upstream
 from wallet_proxy.errors import ApiError
-from wallet_proxy.sessionm import interpret
-from wallet_proxy.view import flatten
+from wallet_proxy.upstream import transport as upstream
+from wallet_proxy.upstream.connect import interpret
+from wallet_proxy.wallet.view import flatten
 
 WALLET = {"Authorization": "Basic " + base64.b64encode(b"braze:bz-secret").decode()}
 UPSTREAM_ANSWERS = {404: "user_not_found", 502: "upstream_error", 503: "upstream_unavailable"}

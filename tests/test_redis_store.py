@@ -14,10 +14,10 @@ import redis
 
 from tests.conftest import free_port, need
 from tests.fakes import FakeClock
-from wallet_proxy import keys
-from wallet_proxy.cache import Entry, MemoryStore
 from wallet_proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from wallet_proxy.redis_store import RedisLocker, RedisStore, make_client
+from wallet_proxy.wallet import keys
+from wallet_proxy.wallet.redis_store import RedisLocker, RedisStore, make_client
+from wallet_proxy.wallet.stores import Entry, MemoryStore
 
 pytestmark = pytest.mark.redis
 

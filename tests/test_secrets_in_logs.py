@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import OFFERS_PATH, fixture_json, free_port, make_settings
 from tests.fakes import Reply
-from wallet_proxy import logs
-from wallet_proxy.auth import sign
+from wallet_proxy.web import logs
+from wallet_proxy.web.auth import sign
 
 CONNECT_AUTH = "Q29ubmVjdFVzZXI6Y29ubmVjdC1wYXNzLTkxMw=="
 SIGNING_KEY = "signing-key-5f1e2d"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
-from wallet_proxy.wallets import Slots
+from wallet_proxy.wallet.service import Slots
 
 
 def test_bounded_and_a_freed_slot_goes_to_the_oldest_waiter():

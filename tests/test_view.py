@@ -7,8 +7,9 @@ import pytest
 from marshmallow import ValidationError
 
 from tests.conftest import fixture_json
-from wallet_proxy.schemas import normalise_payload, parse_time
-from wallet_proxy.view import flatten, normalise_culture, valid_user_id
+from wallet_proxy.ids import normalise_culture, valid_user_id
+from wallet_proxy.wallet.payload import normalise_payload, parse_time
+from wallet_proxy.wallet.view import flatten
 
 NOW = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
 

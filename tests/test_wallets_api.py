@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import OFFERS_PATH, fixture_json, make_settings
 from tests.fakes import Reply
-from wallet_proxy.auth import sign
+from wallet_proxy.web.auth import sign
 
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"test:secret").decode()}
 VIEW_KEYS = ["ok", "stale", "user_id", "culture", "available_points", "total_points", "offer_count",

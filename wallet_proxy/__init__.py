@@ -6,12 +6,17 @@ from flask import Flask
 
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
-    from . import fastpath, http, services
-    from .routes import ops, preview, tags, trigger, wallets
+    from . import services
+    from .preview import routes as preview
+    from .sends import routes as trigger
     from .settings import Settings
+    from .tags import routes as tags
+    from .wallet import fastpath
+    from .wallet import routes as wallets
+    from .web import http, ops
 
     settings = settings or Settings.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder="preview/static", template_folder="preview/templates")
     app.json.sort_keys = False
     app.json.compact = True
     app.url_map.strict_slashes = False  # Braze must never get a redirect

@@ -41,7 +41,8 @@ def _positive(kind):
 
 def _bulk_services(args, label: str):
     """Settings and services for a bulk job: no Flask app, a connection pool sized to --concurrency."""
-    from . import services, upstream
+    from . import services
+    from .upstream import transport as upstream
 
     settings = Settings.from_env()
     if settings.sandbox:
@@ -60,7 +61,7 @@ def _install_sigterm() -> None:
 
 
 def _run_bulk(job, args, label: str, verb: str) -> int:
-    from .importer import FileError
+    from .bulk.runner import FileError
 
     _install_sigterm()
     try:
@@ -87,13 +88,13 @@ def _run_bulk(job, args, label: str, verb: str) -> int:
 
 
 def _retry(args):
-    from .importer import RetryPolicy
+    from .bulk.runner import RetryPolicy
 
     return RetryPolicy(attempts=args.max_attempts, base=args.backoff)
 
 
 def _tags_import(args) -> int:
-    from .importer import import_tags
+    from .bulk.runner import import_tags
 
     def job():
         settings, built = _bulk_services(args, "tags import")
@@ -109,10 +110,10 @@ def _tags_import(args) -> int:
 
 
 def _prewarm(args) -> int:
-    from .cache import Entry
+    from .bulk.runner import prewarm
     from .errors import UpstreamUnavailable
-    from .importer import prewarm
-    from .view import normalise_culture
+    from .ids import normalise_culture
+    from .wallet.stores import Entry
 
     try:
         culture = normalise_culture(args.culture)

@@ -1,4 +1,4 @@
-"""One error hierarchy; `wallet_proxy.http` maps it to the SPEC's JSON errors in one handler."""
+"""One error hierarchy; `wallet_proxy.web.http` maps it to the SPEC's JSON errors in one handler."""
 from __future__ import annotations
 
 import json

@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 import requests
 from cachetools import TTLCache
 
-from . import ratelimit, upstream
-from .auth import Authenticator
-from .cache import MemoryStore, RenderCache
-from .core import CoreClient
-from .metrics import Metrics, carry_context, instrument_session
-from .sessionm import ConnectClient
 from .settings import SANDBOX_BRAZE_URL, SANDBOX_CONNECT_URL, SANDBOX_CORE_URL, Settings
-from .wallets import WalletService
+from .upstream import transport as upstream
+from .upstream.connect import ConnectClient
+from .upstream.core import CoreClient
+from .wallet.service import WalletService
+from .wallet.stores import MemoryStore, RenderCache
+from .web import ratelimit
+from .web.auth import Authenticator
+from .web.metrics import Metrics, carry_context, instrument_session
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     memory = MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
     redis_client = locker = None
     if settings.redis_url:
-        from .redis_store import RedisLocker, RedisStore, make_client
+        from .wallet.redis_store import RedisLocker, RedisStore, make_client
 
         redis_client = make_client(settings.redis_url, settings.upstream_concurrency)
         if store is None:
@@ -115,9 +116,9 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
 
 def _build_trigger(settings: Settings, session, redis_client, clock, options: dict):
     """The Braze client and the at-most-once trigger engine (idempotency in Redis when configured)."""
-    from .braze import BrazeClient
-    from .idempotency import MemoryIdempotency, RedisIdempotency
-    from .trigger import TriggerEngine
+    from .sends.engine import TriggerEngine
+    from .sends.idempotency import MemoryIdempotency, RedisIdempotency
+    from .upstream.braze import BrazeClient
 
     options = dict(options)
     wait = options.pop("idempotency_wait", 30.0)

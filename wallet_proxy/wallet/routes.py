@@ -3,31 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 
-from ..auth import check_signature
 from ..errors import ApiError, InvalidRequest, NotConfigured
-from ..http import deadline, require, state
-from ..view import WalletQuery, empty_wallet, flatten, next_change, valid_user_id
-from ..wallets import HIT, MISS
+from ..ids import check_user_id
+from ..web.auth import check_signature
+from ..web.http import deadline, require, state
+from .service import cache_status
+from .view import WalletQuery, empty_wallet, flatten, next_change
 
 bp = Blueprint("wallets", __name__)
 
 _query = WalletQuery()
 # Errors that `on_error=empty` turns into a 200 the template can test (`wallet.ok`).
 _SOFT = ("user_not_found", "upstream_error", "upstream_unavailable", "upstream_timeout")
-
-
-def check_user_id(user_id: str) -> None:
-    """Raise InvalidRequest unless `user_id` is in the SPEC's alphabet (never sent upstream then)."""
-    if not valid_user_id(user_id):
-        raise InvalidRequest("user_id must be 1-128 ASCII letters, digits or -_.@:+ (not only dots)",
-                             details={"user_id": ["invalid characters or length"]})
 
 
 _PARSED_MAX = 1024
@@ -51,15 +44,6 @@ def parse_query() -> dict:
         _parsed.clear()
     _parsed[raw] = query
     return query
-
-
-def cache_status(served) -> str:
-    """RFC 9211 Cache-Status for how this wallet was obtained."""
-    if served.status == HIT:
-        return f"wallet-proxy; hit; ttl={int(served.ttl_left)}"
-    if served.status == MISS:
-        return "wallet-proxy; fwd=uri-miss; stored"
-    return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"
 
 
 def _json(body: dict, status: int = 200) -> Response:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from ..http import require, state
-from ..trigger import check_key, invalid, plan_flat, plan_native
+from ..web.http import require, state
+from .engine import check_key, invalid, plan_flat, plan_native
 
 bp = Blueprint("trigger", __name__)
 

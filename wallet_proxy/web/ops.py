@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from ..http import state
-from ..metrics import refresh_gauges
-from ..openapi import build_spec
+from .http import state
+from .metrics import refresh_gauges
+from .openapi import build_spec
 
 bp = Blueprint("ops", __name__)
 

@@ -18,9 +18,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..errors import UpstreamTimeout, UpstreamUnavailable
 from . import keys
-from .cache import Entry, MemoryStore
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .stores import Entry, MemoryStore
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from urllib.parse import quote
 
 import requests
 
-from . import upstream
-from .errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
+from ..errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
+from . import transport as upstream
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import math
 import threading
 import time
 
-from .errors import RateLimited
+from ..errors import RateLimited
 
 
 class RateLimiter:

@@ -21,7 +21,7 @@ import uuid
 
 from cachetools import TTLCache
 
-from .errors import Conflict, UpstreamUnavailable
+from ..errors import Conflict, UpstreamUnavailable
 
 RETENTION = 86400.0  # SPEC: a repeat within 24 h answers the first result
 LEASE = 300.0  # a request working on a key renews this with every chunk it records

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from .errors import ApiError, InvalidRequest, OutcomeUnknown
+from ..errors import ApiError, InvalidRequest, OutcomeUnknown
 
 CHUNK = 50  # Braze: at most 50 recipients per trigger call
 MAX_RECIPIENTS = 2500

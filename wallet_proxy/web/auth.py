@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import logging
 
-from .errors import BadSignature, Forbidden, Unauthorized
+from ..errors import BadSignature, Forbidden, Unauthorized
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from flask import Blueprint, Response, g, jsonify, redirect, render_template, re
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, Unauthorized
-from ..http import deadline, require, state
-from ..liquid import Playground, TemplateProblem
-from ..view import empty_wallet, flatten, normalise_culture
-from ..wallets import HIT, MISS
-from .wallets import cache_status, check_user_id
+from ..ids import check_user_id, normalise_culture
+from ..wallet.service import HIT, MISS, cache_status
+from ..wallet.view import empty_wallet, flatten
+from ..web.http import deadline, require, state
+from .liquid import Playground, TemplateProblem
 
 bp = Blueprint("preview", __name__)
 

@@ -21,8 +21,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from liquid import Environment, RenderContext
 from liquid.ast import Node
-from liquid.exceptions import (FilterArgumentError, LiquidError, LiquidSyntaxError, ResourceLimitError,
-                               UnknownFilterError)
+from liquid.exceptions import (
+    FilterArgumentError,
+    LiquidError,
+    LiquidSyntaxError,
+    ResourceLimitError,
+    UnknownFilterError,
+)
 from liquid.tag import Tag
 from liquid.token import TOKEN_EXPRESSION
 from liquid.undefined import is_undefined

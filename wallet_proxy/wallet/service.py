@@ -11,14 +11,15 @@ Braze renders each message 2-3 times and gives up after 2 s, so:
 from __future__ import annotations
 
 import collections
+import math
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
-from .breaker import Breaker
-from .cache import Entry
-from .errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
+from ..upstream.breaker import Breaker
+from .stores import Entry
 
 log = logging.getLogger(__name__)
 
@@ -317,3 +318,12 @@ class WalletService:
 def _spawn_thread(target, *args) -> None:
     """Run `target` in a daemon thread (a greenlet under gevent's monkey-patching)."""
     threading.Thread(target=target, args=args, daemon=True, name="sessionm-fetch").start()
+
+
+def cache_status(served) -> str:
+    """RFC 9211 Cache-Status for how this wallet was obtained."""
+    if served.status == HIT:
+        return f"wallet-proxy; hit; ttl={int(served.ttl_left)}"
+    if served.status == MISS:
+        return "wallet-proxy; fwd=uri-miss; stored"
+    return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"

@@ -14,9 +14,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields, validate
 
+from ..wallet.view import WalletQuery
 
-package = __name__.rpartition(".")[0]
-from .view import WalletQuery
+package = __name__.split(".")[0]
 
 VERSION = "1"
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every rule by itself
@@ -181,7 +181,7 @@ def _routes() -> dict:
     idem = [{"in": "header", "name": "Idempotency-Key", "required": False,
              "schema": {"type": "string", "maxLength": 255},
              "description": "a repeat within 24 h answers the first result without calling Braze"}]
-    native = _schema("trigger.NativeTrigger")
+    native = _schema("sends.engine.NativeTrigger")
     html = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
     see_other = {"description": "see other (the next page)",
                  "headers": {"Location": {"schema": {"type": "string"}}}}
@@ -270,8 +270,8 @@ def _routes() -> dict:
                           "502": _json("external id resolution failed")}}},
         "tags.add_tags": {"post": {
             "summary": "Add SessionM tags to a user (Braze webhook target)",
-            "parameters": [{"in": "query", "schema": _schema("routes.tags.TagsQuery") or IdTypeQuery}],
-            "requestBody": _body("routes.tags.TagsBody", "1-50 tags and an optional ttl in seconds"),
+            "parameters": [{"in": "query", "schema": _schema("tags.routes.TagsQuery") or IdTypeQuery}],
+            "requestBody": _body("tags.routes.TagsBody", "1-50 tags and an optional ttl in seconds"),
             "responses": {"200": _json("SessionM accepted the tags", TagsAnswer),
                           "400": _json("bad body or user id (SessionM not called)"),
                           "404": _json("SessionM does not know the user"),
@@ -281,7 +281,7 @@ def _routes() -> dict:
         "trigger.trigger": {"post": {
             "summary": "SessionM template fields to a Braze triggered send",
             "parameters": idem,
-            "requestBody": _body("trigger.FlatTrigger", "campaign_id or canvas_id, the audience, and any "
+            "requestBody": _body("sends.engine.FlatTrigger", "campaign_id or canvas_id, the audience, and any "
                                  "other fields (they become trigger properties)"),
             "responses": trigger_answers}},
         "trigger.campaigns_trigger_send": {"post": {
@@ -357,7 +357,7 @@ def build_spec(app: Flask) -> dict:
     spec = APISpec(title="wallet-proxy", version=VERSION, openapi_version="3.1.0", plugins=[plugin],
                    info={"description": "Braze Connected Content facade over SessionM's offer wallet, "
                                         "tags and triggered sends."})
-    for field_cls, kind in (("trigger.StrictBoolean", "boolean"),):
+    for field_cls, kind in (("sends.engine.StrictBoolean", "boolean"),):
         cls = _schema(field_cls)
         if cls is not None:
             plugin.map_to_openapi_type(cls, kind, None)

@@ -2,37 +2,14 @@
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
-from .schemas import iso
+from ..ids import DEFAULT_CULTURE, normalise_culture
+from .payload import iso
 
 SORT_KEYS = ("expires_at", "title", "issued_at")
-DEFAULT_CULTURE = "en-US"
-_CULTURE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{4})?(?:-(?:[A-Za-z]{2}|[0-9]{3}))?\Z")
-_USER_ID = re.compile(r"^[A-Za-z0-9\-_.@:+]{1,128}\Z")
-
-
-def valid_user_id(user_id: str) -> bool:
-    """SPEC: 1-128 ASCII letters, digits and `-_.@:+`, not made of dots alone."""
-    return bool(_USER_ID.match(user_id)) and user_id.strip(".") != ""
-
-
-def normalise_culture(value: str | None) -> str:
-    """Return a canonical BCP 47 tag (`fr-fr` -> `fr-FR`); empty means en-US; raise ValueError."""
-    if value is None or value.strip() == "":
-        return DEFAULT_CULTURE
-    value = value.strip().replace("_", "-")
-    if not _CULTURE.match(value):
-        raise ValueError("must be a BCP 47 language tag such as fr or fr-FR")
-    parts = value.split("-")
-    out = [parts[0].lower()]
-    for part in parts[1:]:
-        out.append(part.title() if len(part) == 4 else part.upper())
-    return "-".join(out)
-
 
 class CultureField(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):

@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 import requests
 from requests.adapters import HTTPAdapter
 
-from .errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 

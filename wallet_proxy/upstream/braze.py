@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3.exceptions
 
-from .errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from .core import CredentialsRefused
-from .errors import ApiError, UpstreamTimeout, UpstreamUnavailable
-from .view import valid_user_id
+from ..errors import ApiError, UpstreamTimeout, UpstreamUnavailable
+from ..ids import valid_user_id
+from ..upstream.core import CredentialsRefused
 
 log = logging.getLogger(__name__)
 

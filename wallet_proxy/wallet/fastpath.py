@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import time
 
-from .auth import check_signature
-from .errors import ApiError
-from .http import HSTS, JSON_CSP, REQUEST_ID, SECURITY_HEADERS
-from .logs import ACCESS, hash_user_id, level_for, log_request
-from .routes.wallets import cache_status as route_cache_status
-from .view import valid_user_id
-from .wallets import HIT, Served
+from ..errors import ApiError
+from ..ids import valid_user_id
+from ..web.auth import check_signature
+from ..web.http import HSTS, JSON_CSP, REQUEST_ID, SECURITY_HEADERS
+from ..web.logs import ACCESS, hash_user_id, level_for, log_request
+from .service import HIT, Served
+from .service import cache_status as cache_status_of
 
 PREFIX = "/v1/wallets/"
 ROUTE = "/v1/wallets/<anypath:user_id>"  # the rule's text, as the slow path logs and counts it
@@ -82,7 +82,7 @@ class HitFastPath:
             return None
         body, etag = rendered
 
-        cache_status = route_cache_status(Served(entry, HIT, ttl_left))
+        cache_status = cache_status_of(Served(entry, HIT, ttl_left))
         return self._finish(environ, started, 200, body, user_id, client, cache_status,
                             [("Cache-Status", cache_status), ("Cache-Control", f"private, max-age={int(ttl_left)}"),
                              ("ETag", f'"{etag}"')])

@@ -11,8 +11,16 @@ from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from .errors import (ApiError, Internal, InvalidRequest, MethodNotAllowed, NotConfigured, NotFound,
-                     PayloadTooLarge, RateLimited)
+from ..errors import (
+    ApiError,
+    Internal,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotConfigured,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+)
 
 log = logging.getLogger("wallet_proxy.http")
 

@@ -6,9 +6,9 @@ import logging
 import requests
 from marshmallow import ValidationError
 
-from . import upstream
-from .errors import UpstreamError, UpstreamUnavailable, UserNotFound
-from .schemas import normalise_payload
+from ..errors import UpstreamError, UpstreamUnavailable, UserNotFound
+from ..wallet.payload import normalise_payload
+from . import transport as upstream
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from flask import Blueprint, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from ..errors import InvalidRequest
-from ..http import deadline, require, state
-from .wallets import check_user_id
+from ..ids import check_user_id
+from ..web.http import deadline, require, state
 
 bp = Blueprint("tags", __name__)
 

@@ -1,0 +1,1 @@
+"""Bulk jobs over a CSV of users (tags import, prewarm)."""

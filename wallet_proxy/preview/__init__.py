@@ -1,0 +1,1 @@
+"""The marketers' preview page and its Liquid playground."""

@@ -1,0 +1,1 @@
+"""Flow 3: SessionM -> Braze triggered sends."""

@@ -1,0 +1,1 @@
+"""Flow 2: Braze segments -> SessionM tags (webhook relay)."""

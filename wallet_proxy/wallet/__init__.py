@@ -1,0 +1,1 @@
+"""Flow 1: the offer wallet at send time (Connected Content)."""

@@ -1,0 +1,1 @@
+"""Flask-only plumbing: request handling, auth, logs, metrics, OpenAPI, operator routes."""
