@@ -118,8 +118,15 @@ def get_user_offers():
     if answer is not None:
         return answer
     headers = delay_headers(latency)
-    if fault == "unknown" or not user_id:
-        return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 200, headers
+    # Errors come inside HTTP 200 with a code, upper case in SessionM's table and lower case in its
+    # example (https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm):
+    # the simulator sends both, so the service must compare them case-insensitively.
+    if fault == "unknown":
+        return jsonify(status="error", errors={"code": "USER_NOT_FOUND", "message": "User not found"}), 200, headers
+    if fault == "fault-invalid" or not user_id:
+        return jsonify(status="error", errors={"code": "validation" if user_id else "missing_data",
+                                               "message": "Invalid request"}), 200, headers
     now = datetime.fromtimestamp(sim.clock(), tz=timezone.utc)
     payload = make_wallet(user_id, str(body.get("culture") or "en-US"), now)
-    return jsonify(status="ok", payload=payload), 200, headers
+    # The api/2.0 offers pages spell the success status `OK` (Braze's SessionM page writes `ok`).
+    return jsonify(status="OK", payload=payload), 200, headers

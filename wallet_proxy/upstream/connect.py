@@ -50,14 +50,16 @@ def interpret(reply: upstream.Reply) -> dict:
     data = reply.data
     if not isinstance(data, dict):
         raise UpstreamError(f"SessionM answered HTTP {status} with a body that is not a JSON object")
-    if data.get("status") == "error" or (status >= 400 and data.get("status") != "ok"):
-        errors = data.get("errors")
-        code = errors.get("code") if isinstance(errors, dict) else None
-        if code == "user_not_found" or status == 404:
+    if not upstream.sessionm_ok(data):
+        # HTTP 200 can carry `"status": "error"` and a code: one mapping for every SessionM client.
+        code = upstream.sessionm_code(data)
+        if code is None and status == 404:
             raise UserNotFound()
-        raise UpstreamError(f"SessionM answered an error ({str(code)[:64] if code else 'no code'})")
-    if data.get("status") != "ok" or status != 200:
-        raise UpstreamError(f"SessionM answered HTTP {status} without status ok")
+        if code is None and str(data.get("status")).lower() != "error":
+            raise UpstreamError(f"SessionM answered HTTP {status} without status ok")
+        raise upstream.sessionm_error(code, "SessionM")
+    if status != 200:
+        raise UpstreamError(f"SessionM answered HTTP {status} with status ok")
     try:
         wallet, dropped = normalise_payload(data.get("payload"))
     except ValidationError as exc:

@@ -20,7 +20,7 @@ bp = Blueprint("wallets", __name__)
 
 _query = WalletQuery()
 # Errors that `on_error=empty` turns into a 200 the template can test (`wallet.ok`).
-_SOFT = ("user_not_found", "upstream_error", "upstream_unavailable", "upstream_timeout")
+_SOFT = ("user_not_found", "upstream_refused", "upstream_error", "upstream_unavailable", "upstream_timeout")
 
 
 _PARSED_MAX = 1024
