@@ -14,11 +14,12 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields, validate
 
+from ..version import __version__
 from ..wallet.view import WalletQuery
 
 package = __name__.split(".")[0]
 
-VERSION = "1"
+VERSION = __version__  # the package's one version number (wallet_proxy/version.py)
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every rule by itself
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-zA-Z_]+)(?:\([^>]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
 
