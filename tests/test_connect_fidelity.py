@@ -216,7 +216,10 @@ class TestOfferFields:
 class TestBrazeSizeLimit:
     """Braze cannot use an answer over 1 MB (Connected Content): the last offers are left out."""
 
-    def test_body_stays_under_1_mb_and_says_truncated(self, client, sessionm):
+    def test_body_stays_under_1_mb_and_says_truncated(self, sessionm, app_for):
+        # a 1.3 MB SessionM answer: time enough for it on a loaded machine (this test is about size)
+        client = app_for(make_settings(sessionm.url, WALLET_PROXY_UPSTREAM_TIMEOUT="8",
+                                       WALLET_PROXY_DEADLINE="10")).test_client()
         offers = many_offers(2500, description="x" * 400)
         body = fixture_json("get_user_offers.ok.json")
         body["payload"].update(user_offers=offers, total_records=len(offers))
