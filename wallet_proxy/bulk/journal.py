@@ -39,7 +39,8 @@ class Journal:
         self.db.execute("CREATE TABLE IF NOT EXISTS rows (key TEXT PRIMARY KEY, line INTEGER, state INTEGER)")
         stored = self.db.execute("SELECT value FROM meta WHERE name='identity'").fetchone()
         if stored is None:
-            self.db.execute("INSERT INTO meta VALUES ('identity', ?)", (json.dumps(identity, sort_keys=True),))
+            self.db.execute("INSERT INTO meta VALUES ('identity', ?)",
+                            (json.dumps(identity, sort_keys=True),))
         elif json.loads(stored[0]) != identity:
             old = json.loads(stored[0])
             changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))

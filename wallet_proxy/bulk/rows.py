@@ -70,8 +70,9 @@ def scan(path: str) -> int:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise FileError(f"{path}: line {number} is not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1}); save the file as UTF-8 (Braze exports are UTF-8)") from exc
+                raise FileError(f"{path}: line {number} is not UTF-8 (byte 0x{raw[exc.start]:02x} at "
+                                f"column {exc.start + 1}); save the file as UTF-8 (Braze exports are "
+                                f"UTF-8)") from exc
             if text.strip():
                 count += 1
     return max(0, count - 1)
@@ -132,10 +133,11 @@ def _parse(line, cells, user_at, tags_at, ttl_at, extra, default_ttl) -> Row | B
         except ValueError:
             ttl = None
         if ttl is None or ttl <= 0:
-            return BadRow(line, user_id, f"ttl: must be a positive whole number of seconds, got {ttl_text[:20]!r}",
-                          tags)
+            return BadRow(line, user_id,
+                          f"ttl: must be a positive whole number of seconds, got {ttl_text[:20]!r}", tags)
     if not valid_user_id(user_id):
-        return BadRow(line, user_id[:128], "user_id: must be 1-128 ASCII letters, digits or -_.@:+", tags, ttl)
+        return BadRow(line, user_id[:128], "user_id: must be 1-128 ASCII letters, digits or -_.@:+",
+                      tags, ttl)
     if tags_at is not None or extra:
         if not tags:
             return BadRow(line, user_id, "tags: none (empty tags cell and no --tag)", tags, ttl)

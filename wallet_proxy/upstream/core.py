@@ -55,7 +55,8 @@ class CoreClient:
                  external: bool = False) -> dict:
         """Add `tags` (optionally expiring after `ttl` seconds) to a user; raise the matching ApiError."""
         kind = "external/users" if external else "users"
-        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout, json=tags_body(tags, ttl))
+        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
+                           json=tags_body(tags, ttl))
         return interpret_tags(reply)
 
 
