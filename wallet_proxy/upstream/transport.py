@@ -5,12 +5,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from . import pacing
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,9 @@ class Reply:
 
 def retry_after_seconds(headers, default: float = 1.0) -> float:
     """Read `Retry-After` (seconds or HTTP date) or Braze's `X-RateLimit-Reset` (epoch seconds)."""
-    raw = headers.get("Retry-After") if headers else None
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            try:
-                return max(0.0, parsedate_to_datetime(raw).timestamp() - time.time())
-            except (TypeError, ValueError):
-                pass
+    told = pacing.parse_retry_after(headers.get("Retry-After")) if headers else None
+    if told is not None:
+        return told
     reset = headers.get("X-RateLimit-Reset") if headers else None
     if reset:
         try:
