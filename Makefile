@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: run test serve-prod bench install clean
+.PHONY: run test serve-prod bench mutate install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(VENV)/.installed tests/js/node_modules/.installed
 ## bench: the load benchmarks; results go to bench/RESULTS.md
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
+mutate: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,mutate]'
+	$(BIN)/python scripts/mutate.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules .pytest_cache

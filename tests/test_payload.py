@@ -219,3 +219,76 @@ def test_any_offer_either_normalises_or_is_dropped_never_raises(changes):
 def test_a_null_media_item_keeps_the_offer():
     offer = one_offer(logo_uri=None, media=[None, {"uri": "https://cdn.example.com/a.png", "content_type": 1}])
     assert offer["logo_url"] == "https://cdn.example.com/a.png"
+
+
+class TestEnvelope:
+    @pytest.mark.parametrize("body", [None, [], "ok", 1, {"user_offers": {"a": 1}}, {"user_offers": None},
+                                      {"user_offers": "x"}, {"total_points": "many"}])
+    def test_an_unusable_envelope_raises(self, body):
+        with pytest.raises(ValidationError):
+            normalise_payload(body)
+
+    def test_dropped_offers_are_reported_by_index_with_the_reason(self):
+        body = payload()
+        good = body["user_offers"][0]
+        body["user_offers"] = [good, "not an object", dict(good, expiration_date="never"), 7]
+        wallet, dropped = normalise_payload(body)
+        assert len(wallet["offers"]) == 1
+        assert [index for index, _ in dropped] == [1, 2, 3]
+        assert "expiration_date" in dropped[1][1]
+
+    def test_missing_lists_are_empty(self):
+        wallet, dropped = normalise_payload({"user_id": "u"})
+        assert wallet["offers"] == [] and wallet["groups"] == [] and dropped == []
+        assert wallet["total_points"] is None and wallet["available_points"] is None
+        assert wallet["user_id"] == "u"
+
+    def test_an_unreadable_user_object_keeps_the_wallet_without_flags(self):
+        body = payload()
+        body["user"] = {"opted_in": "perhaps", "activated": True}
+        wallet, _ = normalise_payload(body)
+        assert wallet["user"] == {"opted_in": None, "activated": None}
+        assert len(wallet["offers"]) == 1
+
+    def test_numeric_user_id_is_text(self):
+        body = payload()
+        body["user_id"] = 12345
+        assert normalise_payload(body)[0]["user_id"] == "12345"
+
+
+class TestTextFields:
+    @pytest.mark.parametrize("value, expected", [("Coffee", "Coffee"), (12, "12"), (1.5, "1.5"), ("", "")])
+    def test_text_accepts_strings_and_numbers(self, value, expected):
+        assert one_offer(name=value)["title"] == expected
+
+    @pytest.mark.parametrize("value", [True, ["a"], {"en": "Coffee"}])
+    def test_text_refuses_other_types_dropping_the_offer(self, value):
+        wallet, dropped = normalise_payload(payload(name=value))
+        assert wallet["offers"] == [] and "name" in dropped[0][1]
+
+    def test_garbled_start_date_does_not_drop_the_offer(self):
+        offer = one_offer(start_date="the other day")
+        assert offer["expires_at"] == "2026-12-31T23:59:59Z"
+
+    @pytest.mark.parametrize("text", ["2026-12-31T23:59:59Z" + " " * 50, "9" * 65])
+    def test_overlong_date_text_is_not_a_date(self, text):
+        with pytest.raises(ValidationError):
+            parse_time(text)
+
+    def test_a_date_text_of_64_characters_is_still_read(self):
+        text = "2026-12-31T23:59:59.000000+00:00".ljust(64)
+        assert parse_time(text) == datetime(2026, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+
+    def test_redeemed_is_any_non_empty_redeem_date(self):
+        assert one_offer(redeem_date="")["redeemed"] is False
+        assert one_offer(redeem_date=False)["redeemed"] is False
+        assert one_offer(redeem_date="2026-01-01")["redeemed"] is True
+
+    def test_logo_uri_wins_over_media(self):
+        offer = one_offer(logo_uri="https://cdn.example.com/logo.png",
+                          media=[{"uri": "https://cdn.example.com/m.png", "content_type": 1}])
+        assert offer["logo_url"] == "https://cdn.example.com/logo.png"
+
+    def test_an_empty_logo_uri_falls_back_to_media(self):
+        offer = one_offer(logo_uri="", media=[{"uri": ""}, {"uri": "https://cdn.example.com/m.png", "content_type": 1}])
+        assert offer["logo_url"] == "https://cdn.example.com/m.png"
