@@ -39,7 +39,7 @@ def _rate_headers(sim, spent: bool = False) -> dict:
     now = sim.clock()
     window = int(now // 3600)
     with _lock:
-        counted = current_app.config.setdefault("BRAZE_WINDOW", {})
+        counted = current_app.extensions.setdefault("sandbox_braze_window", {})
         used = counted.get(window, 0) + 1
         counted.clear()
         counted[window] = used

@@ -80,6 +80,18 @@ class RateLimiter:
         self.monotonic = monotonic
         self.sleep = sleep
 
+    @classmethod
+    def shared(cls, redis_client, api_key: str, hourly: int = HOURLY_LIMIT,
+               broadcast_per_minute: int = BROADCAST_PER_MINUTE, monotonic=time.monotonic, sleep=time.sleep):
+        """One budget for every process sharing `api_key` and this Redis (buckets in Redis, Lua-atomic)."""
+        from .budget import RedisTokenBucket, budget_name
+
+        buckets = (RedisTokenBucket.for_window(redis_client, budget_name(api_key, "hour"), hourly, 3600.0,
+                                               burst=max(1, hourly // 250)),
+                   RedisTokenBucket.for_window(redis_client, budget_name(api_key, "minute"), broadcast_per_minute,
+                                               60.0, burst=max(1, broadcast_per_minute // 25)))
+        return cls(hourly, broadcast_per_minute, monotonic=monotonic, sleep=sleep, buckets=buckets)
+
     def try_acquire(self, broadcast: bool) -> float:
         """Take a slot and answer 0.0, or take nothing and answer the seconds until one may be free."""
         if broadcast:
