@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.fakes import FakeClock, FakeUpstream, LiveServer, Reply
+from tests.fakes import FakeBraze, FakeClock, FakeUpstream, LiveServer, Reply
 from wallet_proxy import create_app
 from wallet_proxy.settings import parse
 
@@ -70,8 +70,8 @@ def sessionm():
 
 @pytest.fixture
 def braze():
-    """A fake Braze REST API on loopback; tests script its answers."""
-    fake = FakeUpstream()
+    """A fake Braze REST API on loopback (Braze's rate-limit headers on every answer); tests script it."""
+    fake = FakeBraze()
     yield fake
     fake.close()
 
