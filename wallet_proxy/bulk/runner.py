@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import ApiError, UpstreamTimeout, UpstreamUnavailable
+from ..upstream.pacing import TokenBucket, backoff
 from .journal import DONE, REJECTED, Journal
 from .progress import Progress
 from .rows import BadRow, Rejects, Row
@@ -24,33 +25,31 @@ log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    """At most `rate` calls per second across threads; `hold` pauses everyone (SessionM throttling)."""
+    """At most `rate` calls per second across threads, evenly spaced: each caller waits for its slot.
+
+    A token bucket of one token (upstream/pacing.py): a reservation queues callers one interval apart;
+    `hold` gives no slot for a while (SessionM said it is throttling us), for every worker at once.
+    """
 
     def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep):
-        self.interval = 1.0 / rate
-        self.clock = clock
+        self.bucket = TokenBucket(rate, 1.0, clock)
         self.sleep = sleep
-        self._next = clock()
-        self._lock = threading.Lock()
 
     def wait(self) -> None:
         """Block until this caller's slot comes."""
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            self.sleep(slot - now)
+        wait = self.bucket.reserve()
+        if wait > 0:
+            self.sleep(wait)
 
     def hold(self, seconds: float) -> None:
         """Give no slot for `seconds` from now."""
-        with self._lock:
-            self._next = max(self._next, self.clock() + seconds)
+        self.bucket.hold(seconds)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter on 429/5xx/timeouts; a Retry-After from SessionM is a floor."""
+    """How often and how long to retry on 429/5xx/timeouts (upstream/pacing.py's backoff with jitter);
+    a Retry-After from SessionM is a floor."""
 
     attempts: int = 8
     base: float = 0.5
@@ -58,10 +57,10 @@ class RetryPolicy:
     retry_after_cap: float = 600.0
 
     def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        backoff = min(self.cap, self.base * 2 ** (attempt - 1))
-        backoff = backoff / 2 + rng() * backoff / 2  # "equal jitter": spreads retries, keeps a floor
-        return max(backoff, min(retry_after or 0.0, self.retry_after_cap))
+        """Seconds to wait after failed attempt number `attempt` (1-based): the shared backoff, or
+        what SessionM asked for (capped) when that is longer."""
+        wait = backoff(attempt, base=self.base, cap=self.cap, rng=rng)
+        return max(wait, min(retry_after or 0.0, self.retry_after_cap))
 
 
 def is_retryable(exc: ApiError) -> bool:

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import requests
 
 from ..errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
+from . import pacing
 from . import transport as upstream
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def check(reply: upstream.Reply) -> dict:
                                     status=429 if status == 429 else None)
         # What Core itself asked for (None without a header): the importer's backoff honours it, while
         # `retry_after` always carries a value for the Retry-After answered to Braze.
-        error.upstream_retry_after = upstream.retry_after_seconds(reply.headers, None)
+        error.upstream_retry_after = pacing.parse_retry_after(reply.headers.get("Retry-After"))
         raise error
     if status in (401, 403):
         log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
