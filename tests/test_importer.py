@@ -253,8 +253,8 @@ class TestRetries:
         assert high == [1, 2, 4, 8, 16, 32, 60]
         assert policy.delay(1, 45.0) == 45.0
 
-    @pytest.mark.parametrize("status, code", [(404, "user_not_found"), (422, "invalid_request"),
-                                              (400, "invalid_request")])
+    @pytest.mark.parametrize("status, code", [(404, "user_not_found"), (422, "upstream_refused"),
+                                              (400, "upstream_refused")])
     def test_other_4xx_are_not_retried_and_are_rejected(self, tmp_path, status, code):
         core = FakeCore(lambda u, a: Reply(status, {"status": "error", "errors": {"code": "nope"}}))
         try:
@@ -273,6 +273,28 @@ class TestRetries:
         finally:
             core.close()
         assert summary.sent == 0 and summary.rejected == 1
+
+    @pytest.mark.parametrize("code, reason", [("VALIDATION", "upstream_refused"),
+                                              ("requires_registered_user", "user_not_found")])
+    def test_codes_inside_200_are_rejected_by_what_they_mean_and_not_retried(self, tmp_path, code, reason):
+        # https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm
+        core = FakeCore(lambda u, a: Reply(200, {"status": "error", "errors": {"code": code}}))
+        try:
+            summary = run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"])
+        finally:
+            core.close()
+        assert core.attempts["u1"] == 1 and summary.rejected == 1
+        assert rejects_of(tmp_path / "seg.rejects.csv")[1][4].startswith(reason + ":")
+
+    def test_credential_codes_inside_200_stop_the_run(self, tmp_path):
+        core = FakeCore(lambda u, a: Reply(200, {"status": "error", "errors": {"code": "invalid_api_key"}}))
+        try:
+            path = write(tmp_path / "seg.csv", "user_id\n" + "\n".join(f"u{i}" for i in range(50)) + "\n")
+            summary = run(path, core, tags=["vip"], concurrency=2)
+        finally:
+            core.close()
+        assert summary.fatal and "INVALID_API_KEY" in summary.fatal
+        assert sum(core.attempts.values()) <= 4, "no point sending 50 rows with a refused key"
 
     def test_persistent_5xx_gives_up_after_max_attempts(self, tmp_path):
         core = FakeCore(lambda u, a: Reply(503, {}))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 
@@ -165,13 +166,61 @@ class TestSessionMAnswers:
         core.on("POST", TAGS_PATH, Reply(422, {"status": "error", "errors": {"code": "invalid_tag"}}))
         response = post(client, body={"tags": ["vip"]})
         assert response.status_code == 422
-        assert "invalid_tag" in response.json["error"]["message"]
+        assert response.json["error"]["code"] == "upstream_refused"
+        assert "INVALID_TAG" in response.json["error"]["message"]
 
     def test_sessionm_refusing_our_credentials_is_502_without_the_secret(self, client, core):
         core.on("POST", TAGS_PATH, Reply(401, {"status": "error"}))
         response = post(client, body={"tags": ["vip"]})
         assert response.status_code == 502
         assert b"core-secret" not in response.data
+
+
+class TestSessionMCodes:
+    """Core answers errors inside HTTP 200 with a code, in either case (upper in SessionM's table, lower
+    in its example): https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm
+    """
+
+    @pytest.mark.parametrize("code", ["USER_NOT_FOUND", "user_not_found", "REQUIRES_REGISTERED_USER",
+                                      "requires_registered_user"])
+    def test_unknown_user_codes_are_404(self, client, core, code):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": code}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 404
+        assert response.json["error"]["code"] == "user_not_found"
+
+    @pytest.mark.parametrize("code", ["VALIDATION", "validation", "MISSING_DATA", "Argument_Error"])
+    def test_our_request_refused_as_invalid_is_422_which_braze_does_not_retry(self, client, core, code):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "ERROR", "errors": {"code": code}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 422
+        assert response.json["error"]["code"] == "upstream_refused"
+        assert code.upper() in response.json["error"]["message"]
+        assert len(core.calls("/tags$")) == 1
+
+    @pytest.mark.parametrize("code", ["INVALID_API_KEY", "invalid_auth_token", "ACCESS_DENIED"])
+    def test_credential_codes_are_502_and_logged_loudly(self, client, core, code, caplog):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": code}}))
+        with caplog.at_level(logging.ERROR):
+            response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert b"core-secret" not in response.data
+        loud = [r for r in caplog.records if r.levelno >= logging.ERROR and "credentials" in r.getMessage()]
+        assert loud and code.upper() in loud[0].getMessage()
+
+    def test_any_other_code_is_502(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": "NOT_AVAILABLE"}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert "NOT_AVAILABLE" in response.json["error"]["message"]
+
+    def test_status_ok_in_either_case_is_accepted(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "OK", "user": {"id": "user-1"}}))
+        assert post(client, body={"tags": ["vip"]}).status_code == 200
+
+    def test_an_answer_without_status_ok_is_never_a_2xx(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"user": {"id": "user-1"}}))
+        assert post(client, body={"tags": ["vip"]}).status_code == 502
 
 
 class TestAccess:
@@ -200,3 +249,13 @@ class TestSandbox:
                         headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
         assert response.status_code == 200
         assert set(app.extensions["wallet_proxy"].sandbox.tags["someone"]) == {"vip", "gold"}
+
+    @pytest.mark.parametrize("user_id, status, code", [("unknown-1", 404, "user_not_found"),
+                                                       ("fault-invalid-1", 422, "upstream_refused")])
+    def test_sandbox_core_answers_documented_codes_inside_200(self, app_for, user_id, status, code):
+        from wallet_proxy.settings import parse
+
+        app = app_for(parse({}))
+        response = post(app.test_client(), user_id=user_id, body={"tags": ["vip"]},
+                        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
+        assert (response.status_code, response.json["error"]["code"]) == (status, code)

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import requests
 
-from ..errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
+from ..errors import UpstreamError, UpstreamRefused, UpstreamUnavailable, UserNotFound
 from . import pacing
 from . import transport as upstream
 
@@ -18,10 +18,9 @@ class CredentialsRefused(UpstreamError):
     """Core refused this service's key/secret: no later call can succeed (the importer stops)."""
 
 
-class TagsRefused(InvalidRequest):
-    """Core refused the tags themselves (a 4xx other than 401/403/404/429): retrying cannot help."""
-
-    status = 422
+class TagsRefused(UpstreamRefused):
+    """Core refused the tags themselves (a 4xx other than 401/403/404/429, or VALIDATION, MISSING_DATA,
+    ARGUMENT_ERROR inside a 200): retrying cannot help, so a 422, which Braze does not retry."""
 
 
 def basic(key: str, secret: str) -> str:
@@ -72,16 +71,22 @@ def tags_body(tags: list, ttl: int | None) -> dict:
 def interpret_tags(reply: upstream.Reply) -> dict:
     """Map Core's answer to a tags call to its JSON object, or raise the matching ApiError."""
     if 400 <= reply.status < 500 and reply.status not in (401, 403, 404, 429):
-        errors = reply.data.get("errors") if isinstance(reply.data, dict) else None
-        code = errors.get("code") if isinstance(errors, dict) else None
-        if code not in ("user_not_found", "not_found"):
+        code = upstream.sessionm_code(reply.data)
+        if code not in upstream.USER_NOT_FOUND_CODES:
             raise TagsRefused(f"SessionM Core refused the tags (HTTP {reply.status}"
-                              f"{', ' + str(code)[:64] if code else ''})")
-    return check(reply)
+                              f"{', ' + code if code else ''})")
+    return check(reply, refused=TagsRefused)
 
 
-def check(reply: upstream.Reply) -> dict:
-    """Map a Core reply to its JSON object, or raise the matching ApiError."""
+def check(reply: upstream.Reply, refused=UpstreamRefused) -> dict:
+    """Map a Core reply to its JSON object, or raise the matching ApiError.
+
+    Core answers HTTP 200 with `"status": "ok"` or `"status": "error"` and a code, 401, 404 (not found
+    by id) or 500 (https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm).
+    Status and codes are read case-insensitively, and the codes inside a 200 mapped by the one shared
+    table (upstream/transport.py): unknown user 404, our request refused as invalid `refused` (422,
+    which Braze does not retry), our credentials refused 502 and logged loudly, anything else 502.
+    """
     status = reply.status
     if status == 429 or status >= 500:
         error = UpstreamUnavailable(f"SessionM Core answered HTTP {status}",
@@ -96,12 +101,15 @@ def check(reply: upstream.Reply) -> dict:
                   status)
         raise CredentialsRefused("SessionM Core refused this service's credentials")
     data = reply.data
+    code = upstream.sessionm_code(data)
+    if status == 404 or (status >= 400 and code in upstream.USER_NOT_FOUND_CODES):
+        raise UserNotFound()
     if not isinstance(data, dict):
         raise UpstreamError(f"SessionM Core answered HTTP {status} with a body that is not a JSON object")
-    errors = data.get("errors")
-    code = errors.get("code") if isinstance(errors, dict) else None
-    if status == 404 or code in ("user_not_found", "not_found"):
-        raise UserNotFound()
-    if status >= 400 or data.get("status") == "error":
-        raise UpstreamError(f"SessionM Core answered an error ({str(code)[:64] if code else status})")
+    if status >= 400:
+        raise UpstreamError(f"SessionM Core answered HTTP {status} ({code or 'no code'})")
+    if not upstream.sessionm_ok(data):
+        if code is None and str(data.get("status")).strip().lower() != "error":
+            raise UpstreamError(f"SessionM Core answered HTTP {status} without status ok")
+        raise upstream.sessionm_error(code, "SessionM Core", credentials=CredentialsRefused, refused=refused)
     return data
