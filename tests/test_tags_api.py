@@ -156,11 +156,49 @@ class TestSessionMAnswers:
         assert response.status_code == 503
         assert "Retry-After" in response.headers
 
-    def test_slow_sessionm_is_504_so_braze_retries(self, core, app_for):
+    def test_slow_sessionm_is_504_so_braze_retries_an_expiring_tag(self, core, app_for):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "ok"}, delay=1.0))
+        client = app_for(make_settings(core_url=core.url, WALLET_PROXY_UPSTREAM_TIMEOUT="0.2")).test_client()
+        response = post(client, body={"tags": ["vip"], "ttl": 60})
+        assert response.status_code == 504
+
+    def test_slow_sessionm_is_409_outcome_unknown_for_a_counter_tag(self, core, app_for):
+        # A tag without ttl counts once per call (https://docs.sessionm.com/developer/APIs/Core/Customers/
+        # customers_tags.htm): Core may have counted it, so Braze must not send it again (a 409 is not
+        # retried; a 504 would be, up to 5 times).
         core.on("POST", TAGS_PATH, Reply(200, {"status": "ok"}, delay=1.0))
         client = app_for(make_settings(core_url=core.url, WALLET_PROXY_UPSTREAM_TIMEOUT="0.2")).test_client()
         response = post(client, body={"tags": ["vip"]})
-        assert response.status_code == 504
+        assert response.status_code == 409
+        assert response.json["error"]["code"] == "outcome_unknown"
+        assert "Retry-After" not in response.headers
+
+    @pytest.mark.parametrize("ttl, status", [(None, 409), (60, 503)])
+    def test_connection_dropped_after_the_request_was_sent(self, app_for, ttl, status):
+        import socket
+        import threading
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        received = []
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                received.append(conn.recv(65536))  # read the request, then hang up without an answer
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            client = app_for(make_settings(core_url=url)).test_client()
+            response = post(client, body={"tags": ["vip"], "ttl": ttl})
+        finally:
+            thread.join(5)
+            listener.close()
+        assert received and b"/tags" in received[0]
+        assert response.status_code == status
+        if ttl is None:
+            assert response.json["error"]["code"] == "outcome_unknown"
 
     def test_sessionm_refusing_the_tags_is_a_4xx_braze_does_not_retry(self, client, core):
         core.on("POST", TAGS_PATH, Reply(422, {"status": "error", "errors": {"code": "invalid_tag"}}))
@@ -249,6 +287,38 @@ class TestSandbox:
                         headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
         assert response.status_code == 200
         assert set(app.extensions["wallet_proxy"].sandbox.tags["someone"]) == {"vip", "gold"}
+
+    def test_sandbox_core_counts_counter_tags_and_renews_expiring_ones(self, app_for):
+        from wallet_proxy.settings import parse
+
+        now = [1_000_000.0]
+        app = app_for(parse({}))
+        sim = app.extensions["wallet_proxy"].sandbox
+        sim.clock = lambda: now[0]
+        basic = {"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()}
+        for _ in range(3):
+            assert post(app.test_client(), user_id="counted", body={"tags": ["visit"]},
+                        headers=basic).status_code == 200
+        assert sim.tags["counted"]["visit"] == {"count": 3}
+        assert post(app.test_client(), user_id="counted", body={"tags": ["promo"], "ttl": 60},
+                    headers=basic).status_code == 200
+        now[0] += 30
+        assert post(app.test_client(), user_id="counted", body={"tags": ["promo"], "ttl": 60},
+                    headers=basic).status_code == 200
+        assert sim.tags["counted"]["promo"] == {"expires_at": 1_000_000.0 + 30 + 60}, "renewed, not counted"
+        now[0] += 100
+        post(app.test_client(), user_id="counted", body={"tags": ["visit"]}, headers=basic)
+        assert "promo" not in sim.tags["counted"], "an expired tag disappears"
+        assert sim.tags["counted"]["visit"] == {"count": 4}
+
+    def test_sandbox_core_counts_a_counter_tag_whose_answer_never_came(self, app_for):
+        from wallet_proxy.settings import parse
+
+        app = app_for(parse({"WALLET_PROXY_UPSTREAM_TIMEOUT": "0.2"}))
+        response = post(app.test_client(), user_id="fault-timeout-7", body={"tags": ["visit"]},
+                        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
+        assert (response.status_code, response.json["error"]["code"]) == (409, "outcome_unknown")
+        assert app.extensions["wallet_proxy"].sandbox.tags["fault-timeout-7"]["visit"] == {"count": 1}
 
     @pytest.mark.parametrize("user_id, status, code", [("unknown-1", 404, "user_not_found"),
                                                        ("fault-invalid-1", 422, "upstream_refused")])

@@ -1,4 +1,9 @@
-"""SessionM Core client: external-id lookup and user tags. No Flask here: the CLI reuses it."""
+"""SessionM Core client: external-id lookup and user tags. No Flask here: the CLI reuses it.
+
+Tags (https://docs.sessionm.com/developer/APIs/Core/Customers/customers_tags.htm): a tag sent without a
+TTL is a counter, created at 1 and incremented by one on each call; with a TTL it is an expiring tag,
+which a second call only renews. So a counter tag is never sent again once a call may have reached Core.
+"""
 from __future__ import annotations
 
 import base64
@@ -6,8 +11,10 @@ import logging
 from urllib.parse import quote
 
 import requests
+import urllib3
 
-from ..errors import UpstreamError, UpstreamRefused, UpstreamUnavailable, UserNotFound
+from ..errors import (OutcomeUnknown, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
+                      UserNotFound)
 from . import pacing
 from . import transport as upstream
 
@@ -16,6 +23,15 @@ log = logging.getLogger(__name__)
 
 class CredentialsRefused(UpstreamError):
     """Core refused this service's key/secret: no later call can succeed (the importer stops)."""
+
+
+class CounterOutcomeUnknown(OutcomeUnknown):
+    """A counter tag (no ttl) was sent and Core did not answer: it may have been counted, so it must not
+    be sent again. 409, which Braze does not retry (an expiring tag is a retryable 504 instead)."""
+
+    status = 409
+    message = ("SessionM Core did not answer after the counter tag was sent: it may have been counted, "
+               "so it is not retried")
 
 
 class TagsRefused(UpstreamRefused):
@@ -55,9 +71,31 @@ class CoreClient:
                  external: bool = False) -> dict:
         """Add `tags` (optionally expiring after `ttl` seconds) to a user; raise the matching ApiError."""
         kind = "external/users" if external else "users"
-        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
-                           json=tags_body(tags, ttl))
+        try:
+            reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
+                               json=tags_body(tags, ttl))
+        except (UpstreamTimeout, UpstreamUnavailable) as exc:
+            if ttl is None and may_have_landed(exc):
+                # A counter tag counts once per call it reaches: sending it again could count it twice.
+                raise CounterOutcomeUnknown() from exc
+            raise
         return interpret_tags(reply)
+
+
+def may_have_landed(exc: Exception) -> bool:
+    """Whether a failed call may have reached Core: true unless the connection was never made.
+
+    A timeout waiting for the answer, or a connection dropped after the request went out, leaves the
+    outcome unknown; a refused or timed-out connect (or a failed DNS lookup) sent nothing.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        inner = cause.args[0] if cause.args else None
+        reason = getattr(inner, "reason", inner)
+        return not isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError too
+    return isinstance(exc, UpstreamTimeout)
 
 
 def tags_body(tags: list, ttl: int | None) -> dict:
