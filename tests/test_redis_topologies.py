@@ -220,6 +220,27 @@ class TestTls:
         assert not store.healthy()
 
 
+# --- one server: the near cache across processes ------------------------------------------------
+
+def test_hits_skip_redis_and_a_purge_reaches_the_other_process(redis_url, sessionm, services, quiet_fakes):
+    processes = services(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+
+    def hgets() -> int:
+        return admin.info("commandstats").get("cmdstat_hget", {}).get("calls", 0)
+
+    user = new_user("near")
+    assert processes[0].get(user).status_code == 200  # fetched (and stored) through the first
+    assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")  # from Redis
+    before = hgets()
+    for _ in range(5):
+        assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
+    assert hgets() == before, "hits are served from the process's near cache, not Redis"
+    assert processes[0].delete(user).status_code == 204
+    assert processes[1].get(user).headers["Cache-Status"] == "wallet-proxy; fwd=uri-miss; stored"
+    assert calls_for(sessionm, user) == 2, "the purge through one process reached the other at once"
+
+
 # --- Sentinel ---------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -338,7 +359,8 @@ class TestCluster:
         for user in [new_user("cl") for _ in range(3)]:  # users in different slots
             assert burst_on_both(processes, user) == [200] * 12
             assert calls_for(sessionm, user) == 1, "one SessionM call for both processes"
-            assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
+            for _ in range(2):  # the second read is served from the process's near cache
+                assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
             assert processes[0].delete(user).status_code == 204
             assert processes[1].get(user).status_code == 200
             assert calls_for(sessionm, user) == 2, "the purge through one process reached the other"
