@@ -214,6 +214,12 @@ class TestTls:
         store.put(new_user(), "en-US", Entry(WALLET, 5.0))
         assert not store.healthy() and store.errors_total == 1
 
+    def test_the_certificate_must_name_the_host(self, tls_redis):
+        # The certificate names IP 127.0.0.1 only: trusted, but not for the name "localhost".
+        client = make_client(f"rediss://localhost:{tls_redis['port']}/0?ssl_ca_certs={tls_redis['ca']}", 8)
+        with pytest.raises(redis.ConnectionError, match="(?i)mismatch"):
+            client.ping()
+
     def test_plain_redis_on_a_tls_port_fails(self, tls_redis):
         store, _ = store_for(f"redis://127.0.0.1:{tls_redis['port']}/0")
         store.put(new_user(), "en-US", Entry(WALLET, 5.0))
@@ -352,6 +358,16 @@ class TestCluster:
             first.record(key, claim.owner, [{"state": "sent", "dispatch_id": "d"}], done=True)
             replay = second.begin(key, "digest", [{"state": "new"}])
             assert replay.replay and replay.record["chunks"][0]["dispatch_id"] == "d"
+
+    def test_the_braze_rate_budget_script_is_shared_on_a_cluster(self, cluster):
+        from wallet_proxy.upstream.budget import RedisTokenBucket
+
+        name = f"test-{uuid.uuid4().hex}"
+        first = RedisTokenBucket(make_client(cluster.url, 8), name, rate=0.001, capacity=2)
+        second = RedisTokenBucket(make_client(cluster.url, 8), name, rate=0.001, capacity=2)
+        assert first.take() == 0 and second.take() == 0
+        assert first.take() > 0 and second.take() > 0, "one bucket for both clients"
+        assert not first._degraded and not second._degraded
 
     def test_coalescing_and_purge_across_two_processes(self, cluster, sessionm, services, quiet_fakes):
         processes = services(cluster.url)
