@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.fakes import FakeBraze, FakeClock, FakeUpstream, LiveServer, Reply
 from wallet_proxy import create_app
@@ -23,6 +24,12 @@ FIXTURES = next((p for p in (ROOT.parent / "shared" / "fixtures", ROOT / "tests"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=timezone.utc).timestamp()
 OFFERS_PATH = "/offers/api/2.0/offers/get_user_offers"
+# `make mutate` runs the tests under mutmut's tracing, many times over: fewer, repeatable examples and
+# no speed health checks there; the normal suite keeps hypothesis's defaults.
+settings.register_profile("mutate", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 CLIENTS = "test:secret,braze:bz-secret:wallet,tagger:tg-secret:tags,ops:ops-secret:admin"
 
 
