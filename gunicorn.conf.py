@@ -28,10 +28,38 @@ control_socket_disable = True
 
 # Prometheus with several workers: each writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
 # /metrics (whichever worker answers) sums them. Set before the workers import prometheus_client.
+# A folder made here is ours: on_exit removes it, so restarts do not pile folders up in the temp dir.
+_made_metrics_dir = None
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+
+
+def on_starting(server):
+    """Refuse to start, in one clear line, when the settings cannot serve customers.
+
+    The production entry never falls back to the sandbox by itself (wsgi.py): a deploy that lost its
+    environment must fail, not answer made-up wallets. Checked here, in the master, before any
+    worker boots, so the operator reads the reason instead of a worker's traceback.
+    """
+    import sys
+
+    from wallet_proxy.settings import ConfigError, Settings
+
+    try:
+        Settings.from_env(implicit_sandbox=False)
+    except ConfigError as exc:
+        print(f"wallet-proxy: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def on_exit(server):
+    """Remove the metrics folder this configuration made (not one the operator chose)."""
+    if _made_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):
