@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -37,7 +36,9 @@ def _credentials(header: str | None) -> tuple[str | None, str | None]:
     if scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # binascii.Error (bad base64) and UnicodeDecodeError are ValueErrors, and so is what
+            # b64decode raises for a str holding a non-ASCII character (a latin-1 header byte)
             return None, None
         name, sep, secret = decoded.partition(":")
         return (name, secret) if sep else (None, None)
