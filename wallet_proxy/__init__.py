@@ -1,11 +1,16 @@
 """wallet-proxy: Braze Connected Content facade over SessionM's offer wallet, tags and triggered sends."""
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Flask is imported when an app is built, not by every module of the package
+    from flask import Flask  # (the playground's render processes start without it)
 
 
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
+    from flask import Flask
+
     from . import services
     from .preview import routes as preview
     from .sends import routes as trigger

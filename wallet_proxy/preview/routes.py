@@ -21,12 +21,13 @@ from urllib.parse import quote, urlsplit
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, Unauthorized
+from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, RateLimited, Unauthorized
 from ..ids import check_user_id, normalise_culture
 from ..wallet.service import HIT, MISS, cache_status
 from ..wallet.view import empty_wallet, flatten
 from ..web.http import deadline, require, state
-from .liquid import Playground, TemplateProblem
+from .isolate import IsolatedPlayground, PlaygroundBusy
+from .liquid import TemplateProblem
 
 bp = Blueprint("preview", __name__)
 
@@ -72,12 +73,13 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(_key(), salt="wallet-proxy-preview-session")
 
 
-def playground() -> Playground:
-    """The app's Liquid playground (built once per app, never a module global)."""
+def playground() -> IsolatedPlayground:
+    """The app's Liquid playground (built once per app, never a module global): each render runs in
+    its own process under memory and time limits, so no template can slow the workers serving Braze."""
     services = state()
     found = services.extras.get("playground")
     if found is None:
-        found = Playground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
+        found = IsolatedPlayground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
         services.extras["playground"] = found
     return found
 
@@ -403,5 +405,8 @@ def api_render():
         rendered = playground().render(template, data)
     except TemplateProblem as problem:
         raise TemplateInvalid(f"{problem.kind} error: {problem}", details=problem.as_dict()) from None
+    except PlaygroundBusy:
+        raise RateLimited("the playground is busy rendering other templates: try again in a moment",
+                          retry_after=2) from None
     return jsonify(ok=True, output=rendered.output, aborted=rendered.aborted,
                    elapsed_ms=round((time.monotonic() - started) * 1000, 2), wallet_error=wallet_error)
