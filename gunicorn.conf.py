@@ -9,11 +9,16 @@ cooperative.
 """
 import os
 
+# the worker class's own base; gunicorn imports it in the master anyway to load worker_class
+from gunicorn.workers.ggevent import GeventWorker
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Without WALLET_PROXY_REDIS_URL the cache, single flight and DELETE live in one process: run one.
 # With Redis, WEB_CONCURRENCY processes (and hosts) share the cache.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1")) if os.environ.get("WALLET_PROXY_REDIS_URL") else 1
-worker_class = "gevent"
+# gunicorn's gevent worker plus what it lacks (wallet_proxy/web/worker.py): a 10 s limit on a request
+# head, idle keep-alive connections that give way to new ones, JSON answers for its own 4xx.
+worker_class = "wallet_proxy.web.worker.WalletProxyWorker"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
 keepalive = 75  # Braze reuses connections during a send; outlive its idle timeout
 timeout = 30
@@ -78,7 +83,7 @@ def pre_request(worker, req):
     not run for seconds: the timers behind every deadline and SessionM timeout fire late and the
     requests waiting on them answer past Braze's 2 s. One switch per request keeps them on time.
     """
-    if type(worker).__module__ == "gunicorn.workers.ggevent":
+    if isinstance(worker, GeventWorker):
         import gevent
 
         gevent.sleep(0)

@@ -91,7 +91,7 @@ def test_serves_wallets_with_gevent_workers(sessionm, gunicorn_for):
     assert answer.status_code == 200 and answer.json()["ok"] is True
     assert answer.json()["available_points"] == OK["payload"]["available_points"]
     log = server.stop()
-    assert "Using worker: gevent" in log
+    assert "Using worker: wallet_proxy.web.worker.WalletProxyWorker" in log
     assert "MonkeyPatchWarning" not in log
 
 
