@@ -413,3 +413,60 @@ class TestThroughGunicorn:
         status, _, reply = parse_answer(answer)
         assert (status, reply["ok"]) == (200, True), reply
         assert sessionm.calls("/tags$")[0].json == {"tags": ["vip"], "ttl": 60}
+
+
+class TestSlowAndIdleConnections:
+    """#11 item 4, over real sockets against the real worker (SPEC: Connections)."""
+
+    def test_a_head_not_complete_within_10_s_is_closed(self, gunicorn):
+        server = gunicorn()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=1)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        closed_after = None
+        try:
+            while time.monotonic() - started < 20:
+                try:
+                    sock.sendall(b"X")  # one header byte a second, never the blank line
+                    if sock.recv(1024) == b"":
+                        closed_after = time.monotonic() - started
+                        break
+                except socket.timeout:
+                    continue
+                except OSError:  # reset by the server
+                    closed_after = time.monotonic() - started
+                    break
+        finally:
+            sock.close()
+        # gunicorn's gevent worker gave the head its keepalive (75 s) and a fresh 75 s per request
+        assert closed_after is not None and 9 <= closed_after <= 14, closed_after
+        assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
+
+    def test_idle_keep_alive_connections_give_way_to_new_ones(self, gunicorn):
+        server = gunicorn(WALLET_PROXY_WORKER_CONNECTIONS="20")
+        idle = []
+        try:
+            for _ in range(30):  # more idle keep-alive connections than the worker has slots
+                sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "a connection was not served"
+                idle.append(sock)
+            started = time.monotonic()
+            answer = requests.get(server.url + "/healthz", timeout=5, headers={"Connection": "close"})
+            assert answer.status_code == 200 and time.monotonic() - started < 2
+            closed = 0
+            for sock in idle:
+                sock.settimeout(0.2)
+                try:
+                    while sock.recv(4096):  # the rest of the answer, then the server's close
+                        pass
+                    closed += 1
+                except socket.timeout:
+                    pass  # still open
+                except OSError:
+                    closed += 1
+            # the longest idle gave way; the most recent are still open for their client
+            assert 10 <= closed < 30, closed
+        finally:
+            for sock in idle:
+                sock.close()

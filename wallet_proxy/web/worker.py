@@ -103,9 +103,9 @@ class WalletProxyWorker(GeventWorker):
             return super().handle(listener, client, addr)
         client.setblocking(1)
         self.connections += 1
-        self._make_room()
         req = None
         try:
+            self._make_room()
             parser = http.get_parser(self.cfg, client, addr)
             listener_name = listener.getsockname()
             proxy_protocol_info = {}
@@ -163,7 +163,7 @@ class WalletProxyWorker(GeventWorker):
         excess = self.connections - (self.worker_connections - reserve)
         while excess > 0 and self._idle:
             idle, _ = self._idle.popitem(last=False)
-            gevent.kill(idle, Evicted, block=False)
+            idle.kill(Evicted, block=False)
             excess -= 1
 
     def handle_exit(self, sig, frame):
@@ -174,7 +174,7 @@ class WalletProxyWorker(GeventWorker):
     def _close_idle(self) -> None:
         while self._idle:
             idle, _ = self._idle.popitem(last=False)
-            gevent.kill(idle, Evicted, block=False)
+            idle.kill(Evicted, block=False)
 
     # -- gunicorn's own answers ---------------------------------------------------------------------
 
