@@ -112,7 +112,9 @@ class TestRetryDelay:
     def test_backoff_is_jittered_and_capped(self):
         delays = [retry_delay({}, n, base=0.5, cap=4, clock=lambda: 0, rng=lambda: 1.0) for n in range(1, 7)]
         assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-        assert retry_delay({}, 3, base=0.5, cap=4, clock=lambda: 0, rng=lambda: 0.25) == 0.5
+        # pacing.backoff's "equal jitter": half of the delay is a floor, the other half random
+        assert retry_delay({}, 3, base=0.5, cap=4, clock=lambda: 0, rng=lambda: 0.25) == 1.25
+        assert retry_delay({}, 3, base=0.5, cap=4, clock=lambda: 0, rng=lambda: 0.0) == 1.0
 
 
 class TestRateLimiter:

@@ -6,6 +6,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # Flask is imported when an app is built, not by every module of the package
     from flask import Flask  # (the playground's render processes start without it)
 
+from .version import __version__
+
+__all__ = ["__version__", "create_app"]
+
 
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
-import threading
 import time
-from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3.exceptions
 
 from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
+from .pacing import TokenBucket, backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -32,83 +32,65 @@ class BrazeRejected(ApiError):
     status, code, message = 400, "braze_rejected", "Braze rejected the send"
 
 
-class TokenBucket:
-    """A token bucket whose burst plus refill over `window` never exceeds `limit` in any window.
+class RateLimiter:
+    """Keeps us under Braze's request limits; waits for a slot or says how long to wait.
 
-    With capacity C and rate r, any window T admits at most C + r*T calls; choosing
-    r = (limit - C) / window keeps every window at or under Braze's limit.
+    Two buckets of `pacing.TokenBucket`'s interface: the hourly one every call takes from, and the
+    per-minute one broadcasts and `audience` calls take from too. In-process buckets by default; the
+    Redis-backed ones share the budget across processes.
     """
 
-    def __init__(self, limit: int, window: float, burst: int, monotonic=time.monotonic):
-        self.capacity = float(min(burst, limit))
-        self.rate = (limit - self.capacity) / window
-        self.tokens = self.capacity
-        self.monotonic = monotonic
-        self.stamp = monotonic()
-
-    def wait_time(self) -> float:
-        """Seconds until one token is free (0 when one is free now); refills first."""
-        now = self.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        # the epsilon stops float rounding from leaving 0.99999999 tokens and a wait too small to pass
-        return 0.0 if self.tokens >= 1 - 1e-9 else max(1e-3, (1 - self.tokens) / self.rate)
-
-    def take(self) -> None:
-        self.tokens -= 1
-
-
-class RateLimiter:
-    """Keeps this process under Braze's request limits; waits for a slot or says how long to wait."""
-
     def __init__(self, hourly: int = HOURLY_LIMIT, broadcast_per_minute: int = BROADCAST_PER_MINUTE,
-                 monotonic=time.monotonic, sleep=time.sleep):
-        self.hourly = TokenBucket(hourly, 3600.0, burst=max(1, hourly // 250), monotonic=monotonic)
-        self.broadcast = TokenBucket(broadcast_per_minute, 60.0, burst=max(1, broadcast_per_minute // 25),
-                                     monotonic=monotonic)
+                 monotonic=time.monotonic, sleep=time.sleep, buckets=None):
+        if buckets is None:
+            buckets = (TokenBucket.for_window(hourly, 3600.0, burst=max(1, hourly // 250), clock=monotonic),
+                       TokenBucket.for_window(broadcast_per_minute, 60.0, burst=max(1, broadcast_per_minute // 25),
+                                              clock=monotonic))
+        self.hourly, self.broadcast = buckets
         self.monotonic = monotonic
         self.sleep = sleep
-        self._lock = threading.Lock()
+
+    def try_acquire(self, broadcast: bool) -> float:
+        """Take a slot and answer 0.0, or take nothing and answer the seconds until one may be free."""
+        if broadcast:
+            wait = self.broadcast.take()
+            if wait > 0:
+                return wait
+        wait = self.hourly.take()
+        if wait > 0 and broadcast:
+            self.broadcast.refund()  # the call is not made: its per-minute token goes back
+        return wait
 
     def acquire(self, broadcast: bool, deadline: float) -> None:
         """Take a slot, sleeping at most until `deadline` (monotonic); else raise UpstreamUnavailable."""
-        buckets = (self.hourly, self.broadcast) if broadcast else (self.hourly,)
         while True:
-            with self._lock:
-                wait = max(bucket.wait_time() for bucket in buckets)
-                if wait <= 0:
-                    for bucket in buckets:
-                        bucket.take()
-                    return
+            wait = self.try_acquire(broadcast)
+            if wait <= 0:
+                return
             if self.monotonic() + wait > deadline:
-                raise UpstreamUnavailable("Braze's request limit for this process is used up; retry later",
-                                          retry_after=wait)
+                raise UpstreamUnavailable("Braze's request limit is used up; retry later", retry_after=wait)
             self.sleep(wait)
 
 
+def reset_in(value, clock) -> float | None:
+    """Seconds until Braze's `X-RateLimit-Reset` (epoch seconds of the window's end), None if garbage."""
+    try:
+        epoch = float(str(value).strip())
+    except ValueError:
+        return None
+    return max(0.0, epoch - clock()) if math.isfinite(epoch) else None
+
+
 def retry_delay(headers, attempt: int, *, base: float, cap: float, clock, rng) -> float:
-    """Seconds before retry `attempt` (1-based): Braze's reset time if given, else full-jitter backoff."""
-    backoff = rng() * min(cap, base * (2 ** (attempt - 1)))  # AWS "full jitter"
-    told = None
-    raw = headers.get("Retry-After") if headers else None
-    if raw:
-        try:
-            told = float(raw)
-        except ValueError:
-            try:
-                told = parsedate_to_datetime(raw).timestamp() - clock()
-            except (TypeError, ValueError):
-                told = None
+    """Seconds before retry `attempt` (1-based): Braze's reset time if given, else backoff with jitter."""
+    told = parse_retry_after(headers.get("Retry-After"), now=clock) if headers else None
     reset = headers.get("X-RateLimit-Reset") if headers else None
     if told is None and reset:
-        try:  # Braze: epoch seconds at which the hourly window resets
-            told = float(reset) - clock()
-        except ValueError:
-            told = None
+        told = reset_in(reset, clock)
     if told is not None:
         # a little jitter on top, so many waiting senders do not return in the same instant
         return max(0.0, told) + rng() * min(base, 1.0)
-    return backoff
+    return backoff(attempt, base=base, cap=cap, rng=rng)
 
 
 def _nothing_sent(exc: requests.exceptions.ConnectionError) -> bool:

@@ -1,7 +1,8 @@
 """Optional per-client rate limit (WALLET_PROXY_CLIENT_RATE): a token bucket per client name.
 
 Off by default: Braze is one client sending thousands of requests a second. When on, a client may
-burst up to one second's worth of requests, then is answered 429 with Retry-After.
+burst up to one second's worth of requests, then is answered 429 with Retry-After. The bucket is
+the one of `upstream.pacing`, as for every other rate in the service.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 import time
 
 from ..errors import RateLimited
+from ..upstream.pacing import TokenBucket
 
 
 class RateLimiter:
@@ -20,21 +22,18 @@ class RateLimiter:
         self.burst = burst if burst is not None else max(1.0, rate)
         self.clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, last refill)
+        self._buckets: dict[str, TokenBucket] = {}
 
     def check(self, client: str) -> None:
         """Take a token for `client` or raise RateLimited with the seconds until one is free."""
         with self._lock:
-            now = self.clock()
-            tokens, last = self._buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[client] = (tokens - 1.0, now)
-                return
-            self._buckets[client] = (tokens, now)
-            wait = (1.0 - tokens) / self.rate
-        raise RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
-                          retry_after=max(1, math.ceil(wait)))
+            bucket = self._buckets.get(client)
+            if bucket is None:
+                bucket = self._buckets[client] = TokenBucket(self.rate, self.burst, self.clock)
+        wait = bucket.take()
+        if wait > 0:
+            raise RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
+                              retry_after=max(1, math.ceil(wait)))
 
 
 def build(settings, clock=time.monotonic) -> RateLimiter | None:
