@@ -106,3 +106,13 @@ class TestSandboxMustBeAskedFor:
         assert not parse({**CONNECT, "WALLET_PROXY_SANDBOX": "0"}).sandbox
         with pytest.raises(ConfigError, match="WALLET_PROXY_SANDBOX must be 1 or 0"):
             parse({"WALLET_PROXY_SANDBOX": "maybe"})
+
+
+def test_short_client_secrets_are_warned_about_at_start_by_name_only(capsys):
+    from wallet_proxy import create_app
+
+    capsys.readouterr()
+    create_app(parse({**CONNECT, "WALLET_PROXY_CLIENTS": "braze:short-one,ops:a-long-enough-secret-42:admin"}))
+    err = capsys.readouterr().err
+    assert "shorter than 16 characters" in err and "braze" in err
+    assert "short-one" not in err and "ops" not in err.split("shorter than")[1].split("\n")[0]

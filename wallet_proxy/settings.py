@@ -7,7 +7,9 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
-SCOPES = frozenset({"wallet", "tags", "trigger", "admin"})
+SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "preview", "admin"})
+# `admin` (purge, metrics) includes the marketers' `preview`; `preview` alone is the page and nothing else
+IMPLIED = {"admin": frozenset({"preview"})}
 
 # Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
 # (RFC 2606), so a sandbox URL can never leak a request onto the network.
@@ -33,6 +35,10 @@ class Client:
     name: str
     secret: str = field(repr=False)
     scopes: frozenset = SCOPES
+
+    def __post_init__(self):
+        implied = frozenset().union(*(IMPLIED.get(scope, ()) for scope in self.scopes))
+        object.__setattr__(self, "scopes", frozenset(self.scopes) | implied)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -152,6 +153,19 @@ class AnyPathConverter(PathConverter):
 def state():
     """The per-app services object (see wallet_proxy.services)."""
     return current_app.extensions["wallet_proxy"]
+
+
+def client_address() -> str:
+    """The caller's address: the peer, or, when the peer is a trusted proxy (gunicorn's
+    FORWARDED_ALLOW_IPS, default 127.0.0.1 and ::1), the last hop it added to X-Forwarded-For."""
+    peer = request.remote_addr or "-"
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    if trusted.strip() == "*" or peer in {t.strip() for t in trusted.split(",")}:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return peer
 
 
 def deadline() -> float:
