@@ -26,6 +26,7 @@ from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, RateLim
 from ..ids import check_user_id, normalise_culture
 from ..wallet.service import HIT, MISS, cache_status
 from ..wallet.view import empty_wallet, flatten
+from ..web.auth import signing_keys
 from ..web.http import client_address, deadline, require, state
 from .isolate import IsolatedPlayground, PlaygroundBusy
 from .session import SESSION_MAX_AGE, LoginThrottle, Sessions
@@ -315,6 +316,15 @@ def connected_content_block(base_url: str, signing: bool) -> str:
             "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}")
 
 
+def signing_key_id(setting: str | None) -> str | None:
+    """A short fingerprint of the current (first) signing key, so a marketer can tell which key the
+    block wants without the page ever printing one."""
+    keys = signing_keys(setting)
+    if not keys:
+        return None
+    return hashlib.sha256(b"wallet-proxy signing key id\x00" + keys[0].encode()).hexdigest()[:8]
+
+
 def liquid_path(parent: str, key) -> str:
     """`wallet` + `offers` -> `wallet.offers`; + 0 -> `wallet.offers[0]`; odd keys are quoted."""
     if isinstance(key, int):
@@ -358,6 +368,8 @@ def _page_context(**extra) -> dict:
     return {"csrf": csrf_token(), "client_name": g.client.name, "via": g.preview_via,
             "sandbox": services.settings.sandbox,
             "block": connected_content_block(request.host_url, bool(services.settings.signing_key)),
+            "signing_key_id": signing_key_id(services.settings.signing_key),
+            "signing_key_count": len(signing_keys(services.settings.signing_key)),
             "sample_template": SAMPLE_TEMPLATE, **extra}
 
 
