@@ -193,3 +193,35 @@ def test_sandbox_together_with_upstream_settings_is_refused():
     assert code not in (None, 0)
     assert "WALLET_PROXY_SANDBOX=1 is refused together with upstream settings" in output
     assert "BRAZE_REST_URL" in output and "BRAZE_API_KEY" in output
+
+
+@pytest.mark.redis
+def test_several_workers_leave_no_metrics_folder_behind(redis_url, tmp_path):
+    """#11 item 12: every start with WEB_CONCURRENCY>1 left a wallet-proxy-metrics-* folder in the temp dir."""
+    env = {"WALLET_PROXY_SANDBOX": "1", "WALLET_PROXY_REDIS_URL": redis_url, "WEB_CONCURRENCY": "2",
+           "TMPDIR": str(tmp_path)}
+    saved = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    try:
+        port = free_port()
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_", "PROMETHEUS_"))}
+        environ.update(PORT=str(port), **env)
+        proc = subprocess.Popen(procfile_web(), cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        made = list(tmp_path.glob("wallet-proxy-metrics-*"))
+        assert len(made) == 1 and any(made[0].iterdir())  # the workers wrote their samples there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert list(tmp_path.glob("wallet-proxy-metrics-*")) == []
+    finally:
+        if saved is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = saved
