@@ -57,14 +57,6 @@ def secret_values(settings) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def redact(text: str, secrets) -> str:
-    """Replace every secret in `text`."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
 class RedactSecrets(logging.Filter):
     """Just in case a message, argument or traceback holds a configured secret: redact it."""
 
