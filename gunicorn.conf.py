@@ -38,7 +38,8 @@ _made_metrics_dir = None
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+    _made_metrics_dir = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_metrics_dir
 
 
 def on_starting(server):

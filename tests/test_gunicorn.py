@@ -147,7 +147,8 @@ def run_procfile(env: dict, timeout: float = 20) -> tuple[int | None, str, str]:
     """Start the Procfile's web line with exactly `env` (upstream settings cleared); return
     (exit code or None while still serving, its output, the base URL)."""
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
     environ.update(PORT=str(port), **env)
     proc = subprocess.Popen(procfile_web(), cwd=ROOT, env=environ, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -197,7 +198,7 @@ def test_sandbox_together_with_upstream_settings_is_refused():
 
 @pytest.mark.redis
 def test_several_workers_leave_no_metrics_folder_behind(redis_url, tmp_path):
-    """#11 item 12: every start with WEB_CONCURRENCY>1 left a wallet-proxy-metrics-* folder in the temp dir."""
+    """#11 item 12: each start with WEB_CONCURRENCY>1 left a wallet-proxy-metrics-* folder in the temp dir."""
     env = {"WALLET_PROXY_SANDBOX": "1", "WALLET_PROXY_REDIS_URL": redis_url, "WEB_CONCURRENCY": "2",
            "TMPDIR": str(tmp_path)}
     saved = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -98,7 +98,8 @@ class TestBadAuthorizationBytes:
         routes = list(api_routes(full_app))
         assert len(routes) >= 8, routes  # wallets, tags, trigger, relay, preview API, metrics...
         for method, path in routes:
-            response = client.open(f"{path}?sig={SIG}", method=method, headers={"Authorization": NON_ASCII_BASIC})
+            response = client.open(f"{path}?sig={SIG}", method=method,
+                                   headers={"Authorization": NON_ASCII_BASIC})
             assert_json_4xx(response, 401)
         assert_nothing_sensitive(logged())
 
@@ -134,7 +135,8 @@ class TestJsonBodies:
     @pytest.mark.parametrize("path, auth", ROUTES)
     @pytest.mark.parametrize("body, reason", [
         (b'{"a":' * 33 + b"1" + b"}" * 33, "nested deeper than 32"),
-        (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 32"),  # was a RecursionError 500
+        # was a RecursionError 500
+        (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 32"),
         (b'{"tags": ["a"], "tags": ["b"]}', "same key twice"),
         (b'{"tags": ["a"], "ttl": NaN}', "not valid JSON"),
         (b'{"tags": ["\xff"]}', "UTF-8"),
@@ -152,7 +154,8 @@ class TestJsonBodies:
         for _ in range(30):
             deep = {"x": deep}
         body = json.dumps({"tags": ["vip"], "deep": deep})  # 32 levels with the outer object
-        response = client.post("/v1/users/u1/tags", data=body, headers={**TAGGER, "Content-Type": "application/json"})
+        response = client.post("/v1/users/u1/tags", data=body,
+                               headers={**TAGGER, "Content-Type": "application/json"})
         assert response.status_code in (200, 400)  # accepted as JSON; the schema may refuse the extra field
         assert "nested" not in response.get_data(as_text=True)
 
@@ -276,7 +279,8 @@ class Gunicorn:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"gunicorn-{self.port}.log"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
         environ.update(PORT=str(self.port), SESSIONM_CONNECT_URL=connect_url,
                        SESSIONM_CONNECT_AUTH="Y29ubmVjdDpzZWNyZXQ=", SESSIONM_RETAILER_ID="retailer-1",
                        SESSIONM_CORE_URL=connect_url, SESSIONM_CORE_API_KEY="core-key",
@@ -367,14 +371,16 @@ class TestThroughGunicorn:
                                    "Host: x\r\n\r\n".encode())
         answers["431 size"] = raw(port, f"GET /v1/wallets/{USER}?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
                                         f"X-Big: {'b' * 9000}\r\n\r\n".encode())
+        many = "".join(f"X-{n}: {SECRET}\r\n" for n in range(120))
         answers["431 count"] = raw(port, (f"GET /v1/wallets/{USER}?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
-                                          + "".join(f"X-{n}: {SECRET}\r\n" for n in range(120)) + "\r\n").encode())
+                                          + many + "\r\n").encode())
         answers["bad request line"] = raw(port, f"GET /v1/wallets/{USER}?sig={SIG} HTTP/9.9\r\n\r\n".encode())
         answers["bad header"] = raw(port, f"GET /v1/wallets/{USER}?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
                                           f"Bad Header{SECRET}: x\r\n\r\n".encode())
         # item 6 and the body limit, through real sockets
-        answers["text/plain tags"] = raw(port, (f"POST /v1/users/{USER}/tags HTTP/1.1\r\nHost: x\r\nConnection: close"
-                                                f"\r\n{'Authorization: ' + TAGGER['Authorization']}\r\n"
+        answers["text/plain tags"] = raw(port, (f"POST /v1/users/{USER}/tags HTTP/1.1\r\nHost: x\r\n"
+                                                "Connection: close\r\n"
+                                                f"Authorization: {TAGGER['Authorization']}\r\n"
                                                 "Content-Type: text/plain\r\nContent-Length: 16\r\n\r\n"
                                                 '{"tags": ["x"]} ').encode())
         chunk = b"a" * 65536
@@ -407,7 +413,8 @@ class TestThroughGunicorn:
         server = gunicorn()
         body = b'{"tags": ["vip"], "ttl": 60}'
         answer = raw(server.port, (f"POST /v1/users/u1/tags HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                                   f"Authorization: {TAGGER['Authorization']}\r\nContent-Type: application/json\r\n"
+                                   f"Authorization: {TAGGER['Authorization']}\r\n"
+                                   "Content-Type: application/json\r\n"
                                    "Transfer-Encoding: chunked\r\n\r\n").encode()
                      + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
         status, _, reply = parse_answer(answer)

@@ -130,7 +130,8 @@ class TestAccess:
         second.set_cookie(SESSION_COOKIE, token, path="/preview")
         assert second.get("/preview").status_code == 200  # another worker accepts the cookie
         rotated = app_for(make_settings(
-            sessionm.url, WALLET_PROXY_CLIENTS="ops:new-secret:admin", WALLET_PROXY_REDIS_URL=redis_url)).test_client()
+            sessionm.url, WALLET_PROXY_CLIENTS="ops:new-secret:admin",
+            WALLET_PROXY_REDIS_URL=redis_url)).test_client()
         rotated.set_cookie(SESSION_COOKIE, token, path="/preview")
         assert rotated.get("/preview").status_code == 401
 
@@ -151,7 +152,8 @@ class TestAccess:
         settings = make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url)
         first, second = app_for(settings).test_client(), app_for(settings).test_client()
         sign_in(first)
-        second.set_cookie(SESSION_COOKIE, first.get_cookie(SESSION_COOKIE, path="/preview").value, path="/preview")
+        token = first.get_cookie(SESSION_COOKIE, path="/preview").value
+        second.set_cookie(SESSION_COOKIE, token, path="/preview")
         html = first.get("/preview").get_data(as_text=True)
         assert first.post("/preview/logout", data={"csrf_token": csrf_of(html)}).status_code == 303
         assert second.get("/preview").status_code == 401
@@ -352,8 +354,8 @@ class TestPreviewScope:
 
     @pytest.fixture
     def client(self, sessionm, app_for):
-        return app_for(make_settings(sessionm.url, WALLET_PROXY_CLIENTS="marketer:m-secret-0123456789:preview,"
-                                                                        "ops:ops-secret:admin")).test_client()
+        clients = "marketer:m-secret-0123456789:preview,ops:ops-secret:admin"
+        return app_for(make_settings(sessionm.url, WALLET_PROXY_CLIENTS=clients)).test_client()
 
     def test_a_preview_client_signs_in_and_uses_the_page_but_not_admin_routes(self, client):
         assert sign_in(client, "marketer", "m-secret-0123456789").status_code == 303

@@ -136,7 +136,8 @@ def serve_output(env_extra: dict, port: int, tmp_path, wait_for_answer: bool) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
     env.update(env_extra)
     proc = subprocess.Popen([sys.executable, "-m", "wallet_proxy.cli", "serve", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     try:
         deadline = time.monotonic() + 20
         while wait_for_answer and time.monotonic() < deadline:
@@ -154,8 +155,9 @@ def serve_output(env_extra: dict, port: int, tmp_path, wait_for_answer: bool) ->
 
 
 def test_serve_prints_demo_demo_only_when_it_is_accepted(tmp_path):
-    """#11 item 12: with clients set, the sandbox no longer accepts demo:demo: the banner must not offer it."""
-    _, output = serve_output({"WALLET_PROXY_CLIENTS": "alice:alice-secret-0123456"}, free_port(), tmp_path, True)
+    """#11 item 12: with clients set the sandbox no longer accepts demo:demo: the banner must not offer it."""
+    clients = {"WALLET_PROXY_CLIENTS": "alice:alice-secret-0123456"}
+    _, output = serve_output(clients, free_port(), tmp_path, True)
     assert "wallet-proxy (sandbox) on http://127.0.0.1:" in output
     assert "demo:demo" not in output
 

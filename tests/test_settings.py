@@ -112,7 +112,8 @@ def test_short_client_secrets_are_warned_about_at_start_by_name_only(capsys):
     from wallet_proxy import create_app
 
     capsys.readouterr()
-    create_app(parse({**CONNECT, "WALLET_PROXY_CLIENTS": "braze:short-one,ops:a-long-enough-secret-42:admin"}))
+    create_app(parse({**CONNECT,
+                      "WALLET_PROXY_CLIENTS": "braze:short-one,ops:a-long-enough-secret-42:admin"}))
     err = capsys.readouterr().err
     assert "shorter than 16 characters" in err and "braze" in err
     assert "short-one" not in err and "ops" not in err.split("shorter than")[1].split("\n")[0]

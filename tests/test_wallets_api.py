@@ -447,8 +447,8 @@ class TestSigningKeyRotation:
         response = client.get(f"/v1/wallets/user-9?sig={sign(key, 'user-9')}", headers=AUTH)
         assert response.status_code == 200, response.get_json()
 
-    @pytest.mark.parametrize("sig", ["", sign("new-key-2027, old-key-2026", "user-9"), sign("other", "user-9"),
-                                     sign("new-key-2027", "user-8")])
+    @pytest.mark.parametrize("sig", ["", sign("new-key-2027, old-key-2026", "user-9"),
+                                     sign("other", "user-9"), sign("new-key-2027", "user-8")])
     def test_anything_else_is_refused(self, client, sig):
         response = client.get(f"/v1/wallets/user-9?sig={sig}", headers=AUTH)
         assert response.status_code == 403 and response.get_json()["error"]["code"] == "bad_signature"

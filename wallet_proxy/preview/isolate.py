@@ -135,7 +135,8 @@ class IsolatedPlayground:
                                                "of memory or another limit of the render")
             raise TemplateProblem("limit", "the render process stopped without an answer")
         if answer.get("ok"):
-            return Rendered(output=answer["output"], aborted=answer["aborted"], elapsed_ms=answer["elapsed_ms"])
+            return Rendered(output=answer["output"], aborted=answer["aborted"],
+                            elapsed_ms=answer["elapsed_ms"])
         problem = answer.get("problem") or {}
         raise TemplateProblem(problem.get("kind") or "render", problem.get("reason") or "did not render",
                               problem.get("line"), problem.get("column"), problem.get("source_line"))

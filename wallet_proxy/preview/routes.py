@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
@@ -444,7 +443,6 @@ def api_render():
         wallet = empty_wallet(user_id=user_id, culture=culture, error=wallet_error)
     data = {"wallet": wallet, "user_id": user_id, "language": culture.split("-")[0],
             "custom_attribute": {"sessionm_user_id": user_id}}
-    started = time.monotonic()
     try:
         rendered = playground().render(template, data)
     except TemplateProblem as problem:
@@ -453,4 +451,4 @@ def api_render():
         raise RateLimited("the playground is busy rendering other templates: try again in a moment",
                           retry_after=2) from None
     return jsonify(ok=True, output=rendered.output, aborted=rendered.aborted,
-                   elapsed_ms=round((time.monotonic() - started) * 1000, 2), wallet_error=wallet_error)
+                   elapsed_ms=rendered.elapsed_ms, wallet_error=wallet_error)

@@ -83,7 +83,8 @@ def parse_json_object(data: bytes) -> dict:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidRequest("body: must be a JSON object in UTF-8", details={"_body": ["not UTF-8"]}) from None
+        raise InvalidRequest("body: must be a JSON object in UTF-8",
+                             details={"_body": ["not UTF-8"]}) from None
     try:
         value = json.loads(text, object_pairs_hook=_object, parse_constant=_refuse_constant)
     except _DuplicateKey:
@@ -136,7 +137,8 @@ class JsonRequest(Request):
         limit = self.max_content_length
         if self.content_length is not None or not self.environ.get("wsgi.input_terminated"):
             return self.get_data(cache=True)
-        data = self.environ["wsgi.input"].read(limit + 1) if limit is not None else self.environ["wsgi.input"].read()
+        stream = self.environ["wsgi.input"]
+        data = stream.read(limit + 1) if limit is not None else stream.read()
         if limit is not None and len(data) > limit:
             raise PayloadTooLarge()
         return data
