@@ -210,13 +210,17 @@ def _routes() -> dict:
         "preview.login_form": {"get": {"summary": "The marketers' sign-in form",
                                        "responses": {"200": html}}},
         "preview.login": {"post": {
-            "summary": "Sign in to the preview page with a client name and secret (admin scope)",
+            "summary": "Sign in to the preview page with a client name and secret (preview or admin scope); "
+                       "10 failed attempts a minute from one address, then 429",
             "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                 "type": "object", "required": ["name", "secret", "csrf_token"],
                 "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
                                "csrf_token": {"type": "string"}}}}}},
             "responses": {"303": see_other, "401": {**html, "description": "wrong name or secret"},
-                          "403": {**html, "description": "expired form, or a client without admin"}}}},
+                          "403": {**html,
+                                  "description": "expired form, or a client without the preview scope"},
+                          "429": {**html, "description": "too many failed sign-ins from this address",
+                                  "headers": _RETRY_AFTER}}}},
         "preview.logout": {"post": {"summary": "Sign out", "parameters": [csrf],
                                     "responses": {"303": see_other}}},
         "preview.page": {"get": {
@@ -358,6 +362,9 @@ def _operation(app: Flask, endpoint: str, method: str, declared: dict | None) ->
                                                        headers=_RETRY_AFTER))
     if method in ("post", "put", "patch"):
         operation["responses"].setdefault("400", _json("bad request body"))
+        if "application/json" in operation.get("requestBody", {}).get("content", {}):
+            # SPEC "All JSON POST routes": one strict reading (web/http.py JsonRequest)
+            operation["responses"].setdefault("415", _json("the body's Content-Type is not application/json"))
     for code, answer in COMMON_ERRORS.items():
         operation["responses"].setdefault(code, answer)
     # SPEC: every answer carries X-Request-ID (the caller's, when it sent a valid one)
