@@ -192,18 +192,29 @@ def request_fields(response, seconds: float) -> dict:
     rule = req.url_rule
     user_id = req.view_args.get("user_id") if req.view_args else None
     upstream = ctx.get("upstream_seconds")
+    return access_fields(ctx.get("request_id"), req.method, rule.rule if rule is not None else None,
+                         response.status_code, seconds, ctx.get("cache_status"),
+                         user_id if isinstance(user_id, str) else None,
+                         getattr(ctx.get("client"), "name", None), ctx.get("error_code"),
+                         ctx.get("error_detail"), upstream)
+
+
+def access_fields(request_id, method: str, route: str | None, status: int, seconds: float, cache: str | None,
+                  user_id: str | None, client: str | None, error: str | None = None, detail: str | None = None,
+                  upstream: float | None = None) -> dict:
+    """The fields of a request's log line, whichever path answered (the route or the fast path)."""
     fields = {
-        "request_id": ctx.get("request_id"),
-        "method": req.method,
-        "route": rule.rule if rule is not None else None,
-        "status": response.status_code,
+        "request_id": request_id,
+        "method": method,
+        "route": route,
+        "status": status,
         "duration_ms": round(seconds * 1000, 1),
-        "cache": ctx.get("cache_status"),
+        "cache": cache,
         "upstream_ms": round(upstream * 1000, 1) if upstream else None,
-        "user": hash_user_id(user_id) if isinstance(user_id, str) else None,
-        "client": getattr(ctx.get("client"), "name", None),
-        "error": ctx.get("error_code"),
-        "detail": ctx.get("error_detail"),
+        "user": hash_user_id(user_id) if user_id is not None else None,
+        "client": client,
+        "error": error,
+        "detail": detail,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
