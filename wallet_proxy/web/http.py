@@ -38,6 +38,11 @@ JSON_HEADERS = (("Cache-Control", "no-store"), ("Content-Security-Policy", JSON_
 HSTS = "max-age=31536000"  # only sent over https (RFC 6797 §7.2: ignored, and wrong, over http)
 
 
+def request_id(incoming: str | None) -> str:
+    """The request's id: the caller's X-Request-ID when well-formed, else a new random one."""
+    return incoming if incoming and REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
 class AnyPathConverter(PathConverter):
     """Like `path`, but also takes CR/LF and other controls, so a bad id is a 400 from validation
     rather than a 404 from routing."""
@@ -108,8 +113,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start():
         g.started = time.monotonic()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
         g.cache_status = None
 
     @app.after_request
