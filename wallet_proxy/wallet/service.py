@@ -261,10 +261,11 @@ class WalletService:
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
+            hit = self.hit(entry)
+            if hit is not None:
+                return hit
             ttl = entry_ttl(entry, self.settings)
             age = self.clock() - entry.fetched_at
-            if age < ttl:
-                return Served(entry, HIT, ttl - age)
             if age < ttl + self.settings.swr_window and self.breaker.state == "closed":
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
@@ -278,6 +279,11 @@ class WalletService:
                 if age < ttl + self.settings.stale_ttl:
                     return Served(entry, SIE, ttl - age)
             raise
+
+    def hit(self, entry: Entry) -> Served | None:
+        """A cached entry served as a fresh hit, or None once past its TTL (the fast path asks too)."""
+        ttl_left = entry_ttl(entry, self.settings) - (self.clock() - entry.fetched_at)
+        return Served(entry, HIT, ttl_left) if ttl_left > 0 else None
 
     def refresh(self, user_id: str, culture: str) -> None:
         """Start a background refresh unless one is already running; never raises."""
@@ -465,3 +471,14 @@ def cache_status(served) -> str:
     if served.status == MISS:
         return "wallet-proxy; fwd=uri-miss; stored"
     return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"
+
+
+def render_key(user_id: str, served: Served, raw_query: bytes) -> tuple:
+    """The rendered-body cache key of a served wallet: one fetch, stale or not, one query string."""
+    return user_id, served.entry.stamp, served.stale, raw_query
+
+
+def wallet_headers(served: Served, etag: str) -> list[tuple[str, str]]:
+    """The headers of a wallet answer (200 or 304): Cache-Status, Cache-Control and ETag (SPEC)."""
+    return [("Cache-Status", cache_status(served)),
+            ("Cache-Control", f"private, max-age={max(0, int(served.ttl_left))}"), ("ETag", f'"{etag}"')]
