@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -40,7 +40,7 @@ HSTS = "max-age=31536000"  # only sent over https (RFC 6797 §7.2: ignored, and 
 
 def request_id(incoming: str | None) -> str:
     """The request's id: the caller's X-Request-ID when well-formed, else a new random one."""
-    return incoming if incoming and REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if incoming and REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
 
 class AnyPathConverter(PathConverter):
@@ -136,7 +136,7 @@ def init_app(app: Flask) -> None:
             add += [(n, v) for n, v in JSON_HEADERS if n.lower() not in present]
         if request.is_secure and "strict-transport-security" not in present:
             add.append(("Strict-Transport-Security", HSTS))
-        headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        headers["X-Request-ID"] = g.get("request_id") or request_id(None)
         headers.extend(add)
         return response
 
