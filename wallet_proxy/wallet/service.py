@@ -31,7 +31,10 @@ ANSWER_MARGIN = 0.025  # seconds kept to turn a timeout into an answer before th
 # Admission control: a new SessionM call expected to wait longer than this for a slot is refused at
 # once (503 + Retry-After) instead of joining the queue. Long enough to keep every slot busy through
 # the bursts of a send, short enough that an admitted call starts with most of its deadline left.
-QUEUE_TARGET = 0.5
+QUEUE_TARGET = 0.75
+# What a SessionM call is taken to hold a slot for until the first calls say (a healthy call is
+# ~150 ms; pessimism here would refuse the first burst of a send for nothing).
+INITIAL_HOLD = 0.25
 # A SessionM timeout counts against the breaker only when SessionM had a fair chance: at least this
 # share of WALLET_PROXY_UPSTREAM_TIMEOUT (not a remnant left by our own queue) ...
 FAIR_SHARE = 0.5
@@ -129,8 +132,7 @@ class Slots:
 
     The slots also measure how long a call holds one (a moving average of `release(held=...)`), so
     `expected_wait()` says how long a newcomer would queue: its place in line times the time a slot
-    takes to free up (hold time / size). It starts pessimistic (`hold`, the longest a call may hold
-    a slot) and learns from the first calls.
+    takes to free up (hold time / size). It starts from `hold` and learns from the first calls.
     """
 
     SMOOTHING = 0.05  # weight of each new hold time in the moving average (~20 calls of memory)
@@ -246,7 +248,8 @@ class WalletService:
         self.monotonic = monotonic
         self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
         self.flights = SingleFlight(monotonic)
-        self.slots = Slots(settings.upstream_concurrency, hold=settings.upstream_timeout, monotonic=monotonic)
+        self.slots = Slots(settings.upstream_concurrency, hold=min(INITIAL_HOLD, settings.upstream_timeout),
+                           monotonic=monotonic)
         self.queue_target = queue_target
         self.pacer = Pacer(lambda: PACE_FACTOR * self.slots.size / max(self.slots.hold, 0.001), PACE_MAX,
                            monotonic)
