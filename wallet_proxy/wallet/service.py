@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
 from ..upstream.breaker import Breaker
-from .stores import Entry
+from .stores import Entry, Store
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class WalletService:
     slot waits and call timing: both injectable, so tests move time instead of sleeping.
     """
 
-    def __init__(self, client, store, settings, *, breaker: Breaker | None = None, clock=time.time,
+    def __init__(self, client, store: Store, settings, *, breaker: Breaker | None = None, clock=time.time,
                  monotonic=time.monotonic, spawn=None, metrics=None, locker=None,
                  queue_target: float = QUEUE_TARGET, sleep=time.sleep):
         self.client = client
