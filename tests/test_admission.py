@@ -158,3 +158,13 @@ class TestBreakerCountsSessionMsFailuresOnly:
         client.elapsed, client.error = 0.15, None
         wallets.get("after", "en-US", mono() + 1.8)
         assert wallets.breaker.state == "closed"
+
+
+class TestNoDoomedCalls:
+    def test_a_slot_granted_too_late_for_the_call_is_given_back_and_no_call_made(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        # the slot is free, but the loop ran this request so late that only 0.05 s of it is left
+        with pytest.raises(UpstreamUnavailable) as refused:
+            wallets.get("late", "en-US", mono() + MIN_CALL / 2 + 0.025)
+        assert "no slot" in refused.value.message and client.calls == []
+        assert wallets.slots.take(mono()), "the slot was given back"

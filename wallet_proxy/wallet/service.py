@@ -374,7 +374,14 @@ class WalletService:
                 error = self.overloaded_error(paced=wait_for_slot and not admitted)
             self.flights.finish(key, flight, error=error)
             return
-        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - self.monotonic()))
+        timeout = min(self.settings.upstream_timeout, deadline - self.monotonic())
+        if timeout < MIN_CALL:
+            # Granted, but woken too late (a busy loop) for the call to be worth making: a call
+            # with less time than SessionM needs only times out, spending a slot and the CPU.
+            self.slots.release()
+            self.breaker.cancel()
+            self.flights.finish(key, flight, error=self.overloaded_error(paced=False))
+            return
         self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
