@@ -175,8 +175,11 @@ def bench_hits(upstream: Server, rounds: int = 3, seconds: int = 4, connections:
         hit = requests.get(f"{svc.url}/v1/wallets/warm-0", auth=AUTH, timeout=5)
         assert "hit" in hit.headers["Cache-Status"]
         Path(body_path).write_bytes(hit.content)
-        servers = {"raw": Server(["-c", "gunicorn.conf.py", "bench.raw:app"], {"BENCH_RAW_BODY": body_path}),
-                   "hello": Server(["-c", "gunicorn.conf.py", "bench.hello:app"])}
+        # gunicorn.conf.py refuses to start without upstream settings unless the sandbox is asked for
+        sandbox = {"WALLET_PROXY_SANDBOX": "1"}
+        servers = {"raw": Server(["-c", "gunicorn.conf.py", "bench.raw:app"],
+                                 {"BENCH_RAW_BODY": body_path, **sandbox}),
+                   "hello": Server(["-c", "gunicorn.conf.py", "bench.hello:app"], sandbox)}
         runs = {"raw": [], "hello": [], "hits": []}
         cpu = {"raw": 0.0, "hello": 0.0, "hits": 0.0}
         targets = {"raw": (servers["raw"], "hello.lua"), "hits": (svc, "hits.lua"),
