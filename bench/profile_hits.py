@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "profile-hits.txt"
 
 
+# py-spy's "function (/path/to/site-packages/module.py:123)" -> "function (module.py)"
+FRAME = re.compile(r" \((?:/[^)]*/)?(?:site-packages/|lib/python3\.\d+/)?([^)]*?)(?::\d+)?\)$")
+
+
 def top_table(collapsed: str, rows: int = 30) -> str:
     """Self and inclusive shares per function from py-spy's collapsed stacks."""
     own, inclusive, total = collections.Counter(), collections.Counter(), 0
@@ -29,8 +33,7 @@ def top_table(collapsed: str, rows: int = 30) -> str:
             continue
         n = int(count)
         total += n
-        frames = [re.sub(r" \((?:/[^)]*/)?(?:site-packages/|lib/python3\.\d+/)?([^)]*?)(?::\d+)?\)$", r" (\1)", f)
-                  for f in stack.split(";")]
+        frames = [re.sub(FRAME, r" (\1)", f) for f in stack.split(";")]
         own[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
@@ -49,8 +52,8 @@ def sample_worker(seconds: int = 8) -> str:
     sys.path.insert(0, str(ROOT))
     from bench.run import AUTH, BENCH, Server, configure, requests, service, wrk
 
-    upstream = Server(["-k", "gevent", "-w", "1", "--chdir", str(BENCH), "--no-control-socket", "upstream:app"],
-                      probe="/_bench/calls")
+    upstream = Server(["-k", "gevent", "-w", "1", "--chdir", str(BENCH), "--no-control-socket",
+                       "upstream:app"], probe="/_bench/calls")
     try:
         configure(upstream, 0.0)
         svc = service(upstream.url)
@@ -60,8 +63,8 @@ def sample_worker(seconds: int = 8) -> str:
             worker = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True,
                                     text=True).stdout.split()[0]
             raw = Path(f"/tmp/wp-profile-{os.getpid()}.txt")
-            proc = subprocess.Popen([spy, "record", "-p", worker, "-d", str(seconds), "-r", "250", "-f", "raw",
-                                     "-o", str(raw), "--nonblocking"], stdout=subprocess.PIPE,
+            proc = subprocess.Popen([spy, "record", "-p", worker, "-d", str(seconds), "-r", "250",
+                                     "-f", "raw", "-o", str(raw), "--nonblocking"], stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
             run = wrk(svc.url, "hits.lua", 50, seconds + 1, env={"BENCH_WARM": "100"})
             proc.communicate(timeout=60)
@@ -117,7 +120,8 @@ def main() -> int:
     parts = [f"# Profile of a cache hit ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"load average {load[0]:.1f} on {os.cpu_count()} CPUs)", "",
              "## 1. py-spy, the whole gunicorn worker under wrk -c50 cache hits (wall-clock samples)", "",
-             sample_worker(), "", "## 2. cProfile (CPU time) of the fast path alone, in-process under gevent", "",
+             sample_worker(), "",
+             "## 2. cProfile (CPU time) of the fast path alone, in-process under gevent", "",
              profile_fast_path()]
     OUT.write_text("\n".join(parts) + "\n")
     print(OUT.read_text())

@@ -72,7 +72,8 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by this server's worker processes."""
         total = 0
-        for pid in subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split():
+        workers = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        for pid in workers.split():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
@@ -213,8 +214,9 @@ class Redis:
     def __init__(self):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + 10
         while time.monotonic() < end:
             try:
@@ -242,7 +244,8 @@ def bench_send(upstream: Server, users: int = 5000, renders: int = 3, connection
     marker = os.path.join(marker_dir, "done")
     prefix = f"send{time.time_ns()}"
     per = max(1, connections // instances)
-    stop = done_when(lambda: len(glob.glob(marker + ".*")) == 2 * instances or upstream_calls(upstream) >= users)
+    stop = done_when(lambda: len(glob.glob(marker + ".*")) == 2 * instances
+                     or upstream_calls(upstream) >= users)
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(instances) as pool:
@@ -259,8 +262,8 @@ def bench_send(upstream: Server, users: int = 5000, renders: int = 3, connection
         shutil.rmtree(marker_dir, ignore_errors=True)
     slots = 64 * instances
     little = users * LATENCY / min(connections, slots)  # each user needs one 150 ms call; this many at once
-    merged = {key: sum(r[key] for r in runs) for key in ("requests", "non2xx", "connect_errors", "read_errors",
-                                                           "write_errors", "timeouts")}
+    merged = {key: sum(r[key] for r in runs)
+              for key in ("requests", "non2xx", "connect_errors", "read_errors", "write_errors", "timeouts")}
     merged.update(p99_us=max(r["p99_us"] for r in runs), max_us=max(r["max_us"] for r in runs),
                   p50_us=max(r["p50_us"] for r in runs), command=runs[0]["command"])
     return {"run": merged, "runs": runs, "users": users, "renders": renders, "connections": connections,
@@ -278,7 +281,8 @@ def bench_prewarm(upstream: Server, redis_url: str, users: int = 3000, concurren
     prefix = f"pw{time.time_ns()}"
     with open(csv, "w") as out:
         out.write("user_id\n" + "".join(f"{prefix}-{n}\n" for n in range(users)))
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
     environ.update(SESSIONM_CONNECT_URL=upstream.url, SESSIONM_CONNECT_AUTH="YmVuY2g6YmVuY2g=",
                    SESSIONM_RETAILER_ID="bench", WALLET_PROXY_REDIS_URL=redis_url)
     argv = [str(BIN / "wallet-proxy"), "prewarm", csv, "--concurrency", str(concurrency), "--rate", "100000",
@@ -444,25 +448,29 @@ def targets(r: dict) -> list[tuple[str, str, str, bool]]:
         ("1. cache hits / raw WSGI (same gunicorn line, JSON log + metrics on)",
          f"{hits['rps']['hits']:.0f} / {hits['rps']['raw']:.0f} req/s = **{hits['ratio']:.2f}** "
          f"(CPU per answer: {hits['cpu_us']['raw']:.0f} / {hits['cpu_us']['hits']:.0f} µs = "
-         f"{hits['cpu_ratio']:.2f}; Flask hello-world {hits['hello_ratio']:.2f})", "≥ 0.75", hits["ratio"] >= 0.75),
+         f"{hits['cpu_ratio']:.2f}; Flask hello-world {hits['hello_ratio']:.2f})", "≥ 0.75",
+         hits["ratio"] >= 0.75),
         (f"2. overload: {OVERLOAD_AT:,} connections of distinct users, 64 slots, SessionM 150 ms",
          f"goodput {knee['goodput']:.0f}/s = **{knee['ratio']:.2f}** × {knee['capacity']:.0f}; max "
          f"**{ms(knee['run']['max_us'])}** at the client (p99 {ms(knee['run']['p99_us'])}, wrk timeouts "
-         f"{knee['run']['timeouts']}); refused {knee['run']['counts']['refused_retry_after']:,} × 503 + Retry-After, "
+         f"{knee['run']['timeouts']}); refused {knee['run']['counts']['refused_retry_after']:,} × 503 + "
+         "Retry-After, "
          f"other {knee['run']['counts']['503_without_retry_after'] + knee['run']['counts']['other']}",
          "≥ 0.90; 100 % < 2 s; only 503 + Retry-After",
          knee["ratio"] >= 0.9 and knee["within_2s"] and knee["only_503_retry_after"]),
-        (f"4. send: {send['users']:,} users × {send['renders']} renders, {send['instances']} instances sharing "
-         f"Redis, {send['connections']} connections, SessionM 150 ms",
+        (f"4. send: {send['users']:,} users × {send['renders']} renders, {send['instances']} instances "
+         f"sharing Redis, {send['connections']} connections, SessionM 150 ms",
          f"calls/users = **{send['calls_per_user']:.2f}** ({send['calls']:,}/{send['users']:,}); p99 "
          f"**{ms(s['p99_us'])}**; non-2xx **{s['non2xx']}**, socket errors "
-         f"{s['connect_errors'] + s['read_errors'] + s['write_errors'] + s['timeouts']}; wall {send['wall_s']:.0f} s "
+         f"{s['connect_errors'] + s['read_errors'] + s['write_errors'] + s['timeouts']}; "
+         f"wall {send['wall_s']:.0f} s "
          f"= {send['wall_vs_little']:.2f} × Little bound {send['little_s']:.0f} s",
          "1.00; < 500 ms; 0", send["answered"] and abs(send["calls_per_user"] - 1) < 0.005
          and s["p99_us"] < 500_000 and s["non2xx"] == 0),
         (f"4. prewarm: {warm['users']:,} users, --concurrency {warm['concurrency']}",
          f"{warm['rate']:.0f} users/s = **{warm['ratio']:.2f}** × Little bound "
-         f"({warm['concurrency']} ÷ 0.15 s = {warm['little_rate']:.0f}/s)", "≥ 0.80", warm["ratio"] >= 0.8),
+         f"({warm['concurrency']} ÷ 0.15 s = {warm['little_rate']:.0f}/s)", "≥ 0.80",
+         warm["ratio"] >= 0.8),
     ]
 
 
@@ -475,7 +483,8 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
          f"{misses['target_rps'] / 0.8:.0f})", "≥ 0.80", misses["ratio"] >= 0.80),
         ("SessionM hung, 200 connections",
          f"max **{ms(hung['run']['max_us'])}**, p99 {ms(hung['run']['p99_us'])} at the client; max "
-         f"**{hung['app_max_ms']:.0f} ms** in the app ({hung['app_answers']:,} answers, all 503/504 by design); "
+         f"**{hung['app_max_ms']:.0f} ms** in the app ({hung['app_answers']:,} answers, all 503/504 by "
+         "design); "
          f"wrk timeouts {hung['run']['timeouts']}", "100 % < 2 s", hung["under_2s"]),
         ("memory per cached wallet (resident set growth)",
          f"**{mem['bytes_per_wallet']:,.0f} B** per wallet (avg {mem['avg_offers']:.1f} offers); "
@@ -484,38 +493,44 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
     load = m["load"]
     lines = [
         "# Benchmark results", "",
-        f"One run of `make bench` (`.venv/bin/python bench/run.py`), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{total_seconds:.0f} s in total. Everything on loopback on one machine: wrk, the service (the Procfile's "
+        f"One run of `make bench` (`.venv/bin/python bench/run.py`), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {total_seconds:.0f} s in total. "
+        "Everything on loopback on one machine: wrk, the service (the Procfile's "
         "`gunicorn -c gunicorn.conf.py wsgi:app`, one gevent worker per instance), the SessionM stand-in "
-        "(`bench/upstream.py` under gunicorn gevent, real sleeps for latency) and Redis share the CPUs, so absolute "
-        "figures are low; every claim is a ratio measured in the same run.", "",
+        "(`bench/upstream.py` under gunicorn gevent, real sleeps for latency) and Redis share the CPUs, so "
+        "absolute figures are low; every claim is a ratio measured in the same run.", "",
         "## Machine", "",
         f"- nproc: {m['nproc']}; CPU: {m['cpu']}; memory: {m['memory_gib']} GiB",
         f"- Python {m['python']}, Linux {m['kernel']}, {m['wrk']}",
-        f"- load average (1 min) at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}: other processes "
-        "on the machine take CPU from the run when it is above the number of CPUs", "",
+        f"- load average (1 min) at the start {load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}: other "
+        "processes on the machine take CPU from the run when it is above the number of CPUs", "",
         "## Issue #14 targets", "",
         "| target | measured | target | met |", "| --- | --- | --- | --- |",
     ]
     lines += [f"| {a} | {b} | {c} | {'yes' if d else '**no**'} |" for a, b, c, d in rows]
-    lines += ["", "## Other scenarios", "", "| scenario | measured | target | met |", "| --- | --- | --- | --- |"]
+    lines += ["", "## Other scenarios", "", "| scenario | measured | target | met |",
+              "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {'yes' if d else '**no**'} |" for a, b, c, d in others]
     lines += ["", "## Overload: the knee", "",
-              "Distinct users only (every request a SessionM call or a refusal), 64 slots, SessionM at 150 ms "
-              "(capacity 427/s); wrk re-sends at once after a 503, where Braze would wait for Retry-After.", "",
+              "Distinct users only (every request a SessionM call or a refusal), 64 slots, SessionM at "
+              "150 ms (capacity 427/s); wrk re-sends at once after a 503, where Braze would wait for "
+              "Retry-After.", "",
               "| connections | goodput | × capacity | SessionM calls/s | refusals/s | p50 | p99 | max | "
               "all < 2 s | only 503 + Retry-After | the service's 5xx |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c, k in over.items():
         x = k["run"]
-        fives = "; ".join(f"{n:,} × {d}" for d, n in sorted(k["service_5xx"].items(), key=lambda i: -i[1])) or "-"
+        worst_first = sorted(k["service_5xx"].items(), key=lambda i: -i[1])
+        fives = "; ".join(f"{n:,} × {d}" for d, n in worst_first) or "-"
         lines.append(f"| {int(c):,} | {k['goodput']:.0f}/s | {k['ratio']:.2f} | {k['calls_per_s']:.0f} | "
-                     f"{k['refusals_per_s']:.0f} | {ms(x['p50_us'])} | {ms(x['p99_us'])} | {ms(x['max_us'])} | "
-                     f"{'yes' if k['within_2s'] else '**no**'} | {'yes' if k['only_503_retry_after'] else '**no**'} | "
+                     f"{k['refusals_per_s']:.0f} | {ms(x['p50_us'])} | {ms(x['p99_us'])} | "
+                     f"{ms(x['max_us'])} | {'yes' if k['within_2s'] else '**no**'} | "
+                     f"{'yes' if k['only_503_retry_after'] else '**no**'} | "
                      f"{fives} |")
     hits = r["hits"]
     lines += ["", "## Cache hits: per server", "",
-              f"wrk -c{hits['connections']}, {len(hits['runs']['raw'])} rounds visiting the three servers in turn "
+              f"wrk -c{hits['connections']}, {len(hits['runs']['raw'])} rounds visiting the three servers in "
+              "turn "
               f"(a spike from elsewhere lands on all three); the raw app answers the bytes of a real hit "
               f"({hits['body_bytes']:,} B).", "",
               "| server | req/s | CPU µs per answer | rounds (req/s) |", "| --- | --- | --- | --- |"]
@@ -529,20 +544,25 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, run in model["runs"].items():
         x = run["run"]
-        lines.append(f"| {name} | {x['rps']:.0f} | {ms(x['p50_us'])} | {ms(x['p99_us'])} | {ms(x['max_us'])} | "
-                     f"{x['non2xx']} | {x['connect_errors'] + x['read_errors'] + x['write_errors']}/{x['timeouts']} |")
+        errors = x["connect_errors"] + x["read_errors"] + x["write_errors"]
+        lines.append(f"| {name} | {x['rps']:.0f} | {ms(x['p50_us'])} | {ms(x['p99_us'])} | "
+                     f"{ms(x['max_us'])} | {x['non2xx']} | {errors}/{x['timeouts']} |")
     send, warm = r["send"], r["prewarm"]
     lines += ["", "## Commands", "",
-              f"- hits: `{hits['command']}` (100 prewarmed users); raw and hello: the same with bench/lua/hello.lua",
-              f"- overload: `wrk -t2 -cN -d{OVERLOAD_SECONDS}s --timeout=5s bench/lua/overload.lua URL`, after 64 "
+              f"- hits: `{hits['command']}` (100 prewarmed users); raw and hello: the same with "
+              "bench/lua/hello.lua",
+              f"- overload: `wrk -t2 -cN -d{OVERLOAD_SECONDS}s --timeout=5s bench/lua/overload.lua URL`, "
+              "after 64 "
               "warm-up misses",
-              f"- send: one `{send['run']['command']}` per instance (render r of user k on instance (k + r) mod "
-              f"{send['instances']}), stopped when every thread's share is answered ({send['extra_requests']:,} "
-              "extra requests to an already-cached user were in flight at the end and are in the latency figures)",
+              f"- send: one `{send['run']['command']}` per instance (render r of user k on instance "
+              f"(k + r) mod {send['instances']}), stopped when every thread's share is answered "
+              f"({send['extra_requests']:,} extra requests to an already-cached user were in flight at the "
+              "end and are in the latency figures)",
               f"- prewarm: `{warm['command']}` into the same Redis",
               f"- misses: `{misses['run']['command']}`",
               f"- hung: `{hung['run']['command']}` with the stand-in's `fault-timeout` (no answer for 30 s)",
-              f"- memory: {mem['count']:,} sandbox SessionM answers decoded and normalised into a `MemoryStore`, "
+              f"- memory: {mem['count']:,} sandbox SessionM answers decoded and normalised into a "
+              "`MemoryStore`, "
               f"in-process, {mem['seconds']:.1f} s", "",
               "Raw figures:", "", "```json", json.dumps(_trim(r), indent=1, default=str)[:12000], "```", "",
               NOTES_MARK, notes]

@@ -43,8 +43,8 @@ def test_the_direct_line_is_the_formatters_line(sole_handler):
     logs.log_request(logging.INFO, dict(FIELDS))
     (direct,) = [json.loads(line) for line in buffer.getvalue().splitlines()]
 
-    record = logs.ACCESS.makeRecord(logs.ACCESS.name, logging.INFO, "", 0, "GET /v1/wallets/<anypath:user_id> 200",
-                                    None, None, extra=dict(FIELDS))
+    record = logs.ACCESS.makeRecord(logs.ACCESS.name, logging.INFO, "", 0,
+                                    "GET /v1/wallets/<anypath:user_id> 200", None, None, extra=dict(FIELDS))
     assert handler.filter(record)
     expected = json.loads(handler.format(record))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", direct.pop("ts"))

@@ -9,10 +9,10 @@ validated-query memo, the store, the rendered-body cache, the same headers, log 
 It answers a plain 200 hit, and the two 503s a miss can only get at once: breaker open while
 SessionM is failing, and refused by admission control while more SessionM calls wait than can
 start in time (during an outage or an overload most of a send turns into those: at a quarter of
-the cost per answer, the requests that do wait on SessionM are not starved of the worker). Anything else -- a miss, a stale or not yet rendered
-wallet, bad or missing credentials, an unseen query string, `If-None-Match`, an external id,
-`on_error=empty`, a per-client rate limit -- falls through to Flask unchanged, which gives the full
-answer or error.
+the cost per answer, the requests that do wait on SessionM are not starved of the worker).
+Anything else -- a miss, a stale or not yet rendered wallet, bad or missing credentials, an unseen
+query string, `If-None-Match`, an external id, `on_error=empty`, a per-client rate limit -- falls
+through to Flask unchanged, which gives the full answer or error.
 """
 from __future__ import annotations
 
@@ -113,8 +113,9 @@ class HitFastPath:
         seconds = time.monotonic() - started
         level = level_for(status, ROUTE)
         if ACCESS.isEnabledFor(level):
-            log_request(level, access_fields(rid, "GET", ROUTE, status, seconds, cache_status, user_id, client.name,
-                                             error.code if error else None, error.message if error else None))
+            log_request(level, access_fields(rid, "GET", ROUTE, status, seconds, cache_status, user_id,
+                                             client.name, error.code if error else None,
+                                             error.message if error else None))
         if self.services.metrics is not None:
             self.services.metrics.record(ROUTE, "GET", status, seconds, cache_status)
         self.served += 1

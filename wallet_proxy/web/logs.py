@@ -190,9 +190,9 @@ def request_fields(response, seconds: float) -> dict:
                          ctx.get("error_detail"), upstream)
 
 
-def access_fields(request_id, method: str, route: str | None, status: int, seconds: float, cache: str | None,
-                  user_id: str | None, client: str | None, error: str | None = None, detail: str | None = None,
-                  upstream: float | None = None) -> dict:
+def access_fields(request_id, method: str, route: str | None, status: int, seconds: float,
+                  cache: str | None, user_id: str | None, client: str | None, error: str | None = None,
+                  detail: str | None = None, upstream: float | None = None) -> dict:
     """The fields of a request's log line, whichever path answered (the route or the fast path)."""
     fields = {
         "request_id": request_id,
@@ -227,7 +227,8 @@ def log_request(level: int, fields: dict) -> None:
     # The same line the record would make through RedactSecrets and JsonFormatter, without the
     # record: LogRecord, findCaller, the filter's pass over every attribute and the formatter's
     # were half of a cache hit's own cost (bench/profile-hits.txt).
-    line = {"ts": _timestamp(time.time()), "level": _LEVEL_NAMES[level], "logger": ACCESS.name, "msg": message}
+    line = {"ts": _timestamp(time.time()), "level": _LEVEL_NAMES[level], "logger": ACCESS.name,
+            "msg": message}
     line.update(fields)
     text = json.dumps(line, default=str, ensure_ascii=False)
     redactor = handler.filters[0]
