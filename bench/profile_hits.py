@@ -50,10 +50,9 @@ def sample_worker(seconds: int = 8) -> str:
     if not os.path.exists(spy):
         return "(py-spy is not installed: pip install py-spy)"
     sys.path.insert(0, str(ROOT))
-    from bench.run import AUTH, BENCH, Server, configure, requests, service, wrk
+    from bench.run import AUTH, configure, requests, service, stand_in, wrk
 
-    upstream = Server(["-k", "gevent", "-w", "1", "--chdir", str(BENCH), "--no-control-socket",
-                       "upstream:app"], probe="/_bench/calls")
+    upstream = stand_in()
     try:
         configure(upstream, 0.0)
         svc = service(upstream.url)

@@ -90,6 +90,12 @@ class Server:
             self.proc.wait()
 
 
+def stand_in() -> Server:
+    """The SessionM stand-in (bench/upstream.py) with its own gunicorn settings."""
+    return Server(["-c", str(BENCH / "upstream_gunicorn.py"), "--chdir", str(BENCH), "upstream:app"],
+                  probe="/_bench/calls")
+
+
 def service(upstream_url: str, extra_argv=(), log_path: str | None = None, **env) -> Server:
     """The service on the Procfile's line (`gunicorn -c gunicorn.conf.py wsgi:app`)."""
     settings = {"SESSIONM_CONNECT_URL": upstream_url, "SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=",
@@ -295,9 +301,11 @@ def bench_prewarm(upstream: Server, redis_url: str, users: int = 3000, concurren
     if proc.returncode != 0:
         raise RuntimeError(f"prewarm failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     bound = concurrency / LATENCY
-    # The job's own figure (rows/s from its first row to its last), not counting the CLI's start-up.
-    reported = [float(x) for x in re.findall(r"([0-9.]+) rows/s", proc.stdout + proc.stderr)]
-    rate = reported[-1] if reported else users / wall
+    # The job's own time (its summary line ends "..., N prewarmed, ..., 12.3s"), not the CLI's start-up.
+    summary = re.search(r"(\d+) prewarmed, .*, ([0-9.]+)s\s*$", proc.stdout, re.M)
+    if summary is None or int(summary.group(1)) != users:
+        raise RuntimeError(f"prewarm did not prewarm every user:\n{proc.stdout[-2000:]}")
+    rate = users / float(summary.group(2))
     return {"users": users, "concurrency": concurrency, "wall_s": wall, "rate": rate, "little_rate": bound,
             "ratio": rate / bound, "calls": calls,
             "command": f"wallet-proxy prewarm users.csv --concurrency {concurrency} --rate 100000"}
@@ -594,8 +602,7 @@ def main() -> int:
     results_path = BENCH / "RESULTS.md"
     old = results_path.read_text() if results_path.exists() else ""
     notes = old.split(NOTES_MARK, 1)[1].lstrip("\n") if NOTES_MARK in old else ""
-    upstream = Server(["-k", "gevent", "-w", "1", "--worker-connections", "10000", "--chdir", str(BENCH),
-                       "--no-control-socket", "upstream:app"], probe="/_bench/calls")
+    upstream = stand_in()
     redis = Redis()
     results = {}
     try:
@@ -603,7 +610,7 @@ def main() -> int:
             ("hits", lambda: bench_hits(upstream)),
             ("overload", lambda: {str(c): bench_overload(upstream, c, OVERLOAD_SECONDS) for c in KNEE}),
             ("send", lambda: bench_send(upstream, users=users, instances=2, redis_url=redis.url,
-                                        limit=max(120, int(users * 0.0035)))),  # 3x the Little bound
+                                        limit=max(120, int(users * 0.003)))),  # 2.5x the Little bound
             ("prewarm", lambda: bench_prewarm(upstream, redis.url)),
             ("misses", lambda: bench_misses(upstream)),
             ("hung", lambda: bench_hung(upstream)),
