@@ -12,10 +12,10 @@ attack against gunicorn's own gevent worker, for comparison.
 
 Measured 2026-11-29 on the shared 2-core machine (4100 tricklers, 500 idle, 400 reads, 8 at a time):
 
-| worker | tricklers closed by the server | idle gave way | wallet reads |
-| --- | --- | --- | --- |
-| WalletProxyWorker | 4100 of 4100 (median lifetime 12.1 s, max 19.4 s) | 500 of 500 | 400 × 200, p50 57 ms, p99 9.4 s |
-| gunicorn's gevent | 0 of 4100 after 30 s | (500) | some ReadTimeout (10 s), p50 33 ms, p99 10.1 s |
+- WalletProxyWorker: tricklers closed by the server 4100 of 4100 (median lifetime 12.1 s, max 19.4 s);
+  idle gave way 500 of 500; wallet reads 400 x 200, p50 57 ms, p99 9.4 s.
+- gunicorn's gevent worker: tricklers closed 0 of 4100 after 30 s; wallet reads: some ReadTimeout
+  (10 s), p50 33 ms, p99 10.1 s.
 
 More trickling connections than worker_connections (4100 > 4000) still make some reads wait for a
 slot until the oldest heads time out (10 s): per-address connection limits belong to the front
