@@ -182,14 +182,21 @@ def _routes() -> dict:
     trigger_answers = {
         "201": _json("Braze accepted the send: each chunk's dispatch_id (a repeat of a key answers the "
                      "first result, with Idempotent-Replayed: true)", {"type": "object"}),
-        "400": _json("bad body (Braze not called)"),
+        "200": _json("dry run (`dry_run: true` or `?dry_run=1`): the exact Braze bodies that would be sent; "
+                     "nothing sent or recorded", {"type": "object"}),
+        "400": _json("bad body, or a blank Idempotency-Key / message_id (Braze not called)"),
         "409": _json("same Idempotency-Key with a different body"),
+        "422": _json("braze_not_sent: Braze answered 201 with a notice (canvas paused or archived), "
+                     "nothing was sent (the relay answers Braze's 201 as is)"),
         "4XX": _json("Braze's own 4xx and its message (not retried)"),
         **UPSTREAM_ERRORS,
     }
     idem = [{"in": "header", "name": "Idempotency-Key", "required": False,
              "schema": {"type": "string", "maxLength": 255},
-             "description": "a repeat within 24 h answers the first result without calling Braze"}]
+             "description": "a repeat within 24 h answers the first result without calling Braze"},
+            {"in": "query", "name": "dry_run", "required": False,
+             "schema": {"type": "string", "enum": ["0", "1"]},
+             "description": "1: validate and answer the Braze bodies without sending"}]
     native = _schema("sends.plan.NativeTrigger")
     html = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
     see_other = {"description": "see other (the next page)",
