@@ -605,6 +605,8 @@ def main() -> int:
     upstream = stand_in()
     redis = Redis()
     results = {}
+    import redis_hits  # Redis-mode hits vs memory-mode hits (its own module and RESULTS section)
+
     try:
         steps = [
             ("hits", lambda: bench_hits(upstream)),
@@ -614,6 +616,7 @@ def main() -> int:
             ("prewarm", lambda: bench_prewarm(upstream, redis.url)),
             ("misses", lambda: bench_misses(upstream)),
             ("hung", lambda: bench_hung(upstream)),
+            ("redis_hits", lambda: redis_hits.bench_redis_hits(upstream)),
             ("model", lambda: {"connections": 1000, "runs": {
                 "gevent (4000 worker_connections)": bench_misses(upstream, 1000, duration=5),
                 "gthread (64 threads)": bench_misses(upstream, 1000, ["-k", "gthread", "--threads", "64"],
@@ -628,7 +631,10 @@ def main() -> int:
     print("bench: memory ...", flush=True)
     results["memory"] = bench_memory(50_000)
     total = time.monotonic() - started
-    results_path.write_text(report(m, results, total, notes))
+    generated, _, _ = report(m, results, total, "").partition(NOTES_MARK)
+    # Redis-mode hits vs memory-mode hits: its own module and section (the redis helper's)
+    generated = redis_hits.splice(generated.rstrip("\n") + "\n", redis_hits.section(results["redis_hits"]))
+    results_path.write_text(generated.rstrip("\n") + "\n\n" + NOTES_MARK + "\n" + notes)
     print()
     for name, measured, target, met in targets(results):
         print(f"{'MET   ' if met else 'MISSED'} {name}: {measured.replace('**', '')} (target {target})")
