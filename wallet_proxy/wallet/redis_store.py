@@ -215,6 +215,13 @@ class RedisLocker:
         self._release = client.register_script(_RELEASE)
         self.waits_total = 0  # calls served by another process's fetch
 
+    def _fresh(self, raw: bytes | None, user_id: str) -> Entry | None:
+        """The stored entry if it is still within its TTL (the wallet the caller wants), else None."""
+        entry = self.store.decode(raw, user_id) if raw is not None else None
+        if entry is None or self.store.clock() - entry.fetched_at >= (entry.ttl or self.store.cache_ttl):
+            return None
+        return entry
+
     def fetch_once(self, user_id: str, culture: str, timeout: float, call) -> Entry:
         """Run `call()` if this process wins the lock, else wait up to `timeout` for the winner's entry."""
         if not self.store.healthy():
@@ -250,6 +257,18 @@ class RedisLocker:
                 self.store.note_error(exc)
                 return call()
         try:
+            # The previous holder may have stored its entry and released the lock between our caller's
+            # cache read and our SET NX: a fresh entry there now is that one, not a reason to call
+            # SessionM again (one read, on misses only).
+            try:
+                entry = self._fresh(self.store.get_raw(user_id, culture), user_id)
+            except RedisError as exc:
+                self.store.note_error(exc)
+                entry = None
+            if entry is not None:
+                self.waits_total += 1
+                self.store.fallback.put(user_id, culture, entry)
+                return entry
             return call()
         finally:
             try:
