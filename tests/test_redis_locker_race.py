@@ -12,7 +12,8 @@ import pytest
 
 from tests.fakes import FakeClock
 from wallet_proxy.wallet import keys
-from wallet_proxy.wallet.redis_store import RedisLocker, RedisStore, make_client
+from wallet_proxy.redis_client import make_client
+from wallet_proxy.wallet.redis_store import RedisLocker, RedisStore
 from wallet_proxy.wallet.stores import Entry, MemoryStore
 
 WALLET = {"ok": True, "offers": []}
