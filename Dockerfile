@@ -34,6 +34,7 @@ USER 10001:10001
 EXPOSE 8000
 # /healthz: the process answers. (Readiness, /readyz, is for load balancers; see deploy/k8s.)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
+  CMD ["python", "-c", "import os, urllib.request; \
+urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=2)"]
 # The Procfile's web line. SIGTERM (docker stop) drains in-flight answers within graceful_timeout 10 s.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -102,7 +102,8 @@ def plan(bench: Bench, recipients: int, per_minute: float, latency: float, *, re
     if latency >= 1.0:
         reasons.append(f"SessionM at {latency:g} s leaves too little of Braze's {BRAZE_TIMEOUT:g} s")
     if sessionm_limit is not None and calls > sessionm_limit:
-        reasons.append(f"{calls:,.0f} SessionM calls/s exceed the {sessionm_limit:,.0f}/s agreed with SessionM")
+        reasons.append(f"{calls:,.0f} SessionM calls/s exceed the {sessionm_limit:,.0f}/s agreed with "
+                       "SessionM")
     if recipients > 500:
         reasons.append("over 500 recipients: raise the send with SessionM, and spare it the burst")
     return Plan(instances, for_hits, for_misses, requests, calls, in_flight, minutes, wallets, redis_mib,
@@ -121,8 +122,8 @@ EXAMPLES = [
 
 
 def examples_table(bench: Bench) -> str:
-    rows = ["| recipients | Braze speed (msg/min) | SessionM latency | prewarmed | requests/s | SessionM calls/s "
-            "| instances (hits / misses) | Redis | prewarm? |",
+    rows = ["| recipients | Braze speed (msg/min) | SessionM latency | prewarmed | requests/s "
+            "| SessionM calls/s | instances (hits / misses) | Redis | prewarm? |",
             "| ---: | ---: | ---: | :-: | ---: | ---: | :-: | ---: | :-: |"]
     for recipients, per_minute, latency, prewarmed in EXAMPLES:
         p = plan(bench, recipients, per_minute, latency, prewarmed=prewarmed)
@@ -170,12 +171,14 @@ def main(argv=None) -> int:
              cultures=args.cultures, prewarmed=args.prewarmed, concurrency=args.concurrency,
              sessionm_limit=args.sessionm_limit)
     print(f"send: {args.recipients:,} recipients in {p.send_minutes:,.1f} min; {p.requests_per_second:,.0f} "
-          f"requests/s; {p.sessionm_calls_per_second:,.0f} SessionM calls/s ({p.sessionm_in_flight:,.0f} in flight)")
+          f"requests/s; {p.sessionm_calls_per_second:,.0f} SessionM calls/s "
+          f"({p.sessionm_in_flight:,.0f} in flight)")
     print(f"instances (gevent worker processes): {p.instances} "
           f"(hits need {p.for_hits:.2f}, SessionM calls need {p.for_misses:.2f})")
     print(f"Redis: {p.redis_wallets:,} wallets, plan {p.redis_mib:,.0f} MiB; "
           f"per process cache: {p.process_cache_mib:,.0f} MiB")
-    print("prewarm: " + ("already" if args.prewarmed else "yes: " + "; ".join(p.reasons) if p.prewarm else "not needed"))
+    advice = "yes: " + "; ".join(p.reasons) if p.prewarm else "not needed"
+    print("prewarm: " + ("already" if args.prewarmed else advice))
     return 0
 
 

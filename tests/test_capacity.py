@@ -101,7 +101,8 @@ def test_redis_holds_a_wallet_in_less_than_the_planning_figure(redis_url):
     for n in range(300):
         user = f"cap-{prefix}-{n:04d}"
         answer = {"status": "ok", "payload": make_wallet(user, "en-US", now)}
-        store.put(user, "en-US", Entry(interpret(Reply(200, {}, json.loads(json.dumps(answer)), 0.0)), time.time()))
+        wallet = interpret(Reply(200, {}, json.loads(json.dumps(answer)), 0.0))
+        store.put(user, "en-US", Entry(wallet, time.time()))
         assert store.healthy(), "the write did not land"
         used.append(client.memory_usage(keys.wallet_key(user)))
     per_wallet = sum(used) / len(used)

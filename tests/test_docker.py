@@ -92,8 +92,8 @@ def shared_python() -> tuple[str, bool]:
                       "/usr/bin/python3"):
         if not (candidate and os.path.exists(candidate) and world_reachable(Path(candidate))):
             continue
-        check = subprocess.run([candidate, "-c", "import sys, venv, ensurepip; assert sys.version_info >= (3, 11)"],
-                               capture_output=True)
+        probe = "import sys, venv, ensurepip; assert sys.version_info >= (3, 11)"
+        check = subprocess.run([candidate, "-c", probe], capture_output=True)
         if check.returncode == 0:
             return candidate, True
     return getattr(sys, "_base_executable", sys.executable), False
@@ -148,7 +148,8 @@ class Replay:
             target.mkdir(parents=True, exist_ok=True)
         for source in sources:
             src = ROOT / source
-            into = target / src.name if target.is_dir() and (dest.endswith("/") or len(sources) > 1) else target
+            into_folder = target.is_dir() and (dest.endswith("/") or len(sources) > 1)
+            into = target / src.name if into_folder else target
             if src.is_dir():
                 shutil.copytree(src, into, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
             else:

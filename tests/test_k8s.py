@@ -36,7 +36,8 @@ def kinds() -> dict[str, dict]:
 
 
 def test_the_expected_manifests_are_there():
-    assert {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"} <= set(kinds())
+    expected = {"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"}
+    assert expected <= set(kinds())
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
@@ -68,7 +69,8 @@ def container() -> dict:
 
 
 def gunicorn_graceful_timeout() -> int:
-    return int(re.search(r"^graceful_timeout = (\d+)", (ROOT / "gunicorn.conf.py").read_text(), re.M).group(1))
+    text = (ROOT / "gunicorn.conf.py").read_text()
+    return int(re.search(r"^graceful_timeout = (\d+)", text, re.M).group(1))
 
 
 def test_probes_liveness_healthz_readiness_readyz():

@@ -91,7 +91,8 @@ def test_braze_timeouts_and_buffering_are_set():
     text = SITE.read_text()
     for directive in ("client_header_timeout 10s;", "client_max_body_size 1m;", "client_body_buffer_size 1m;",
                       "proxy_max_temp_file_size 0;", "proxy_next_upstream off;", "proxy_http_version 1.1;",
-                      'proxy_set_header Connection "";', "proxy_set_header X-Request-ID $wallet_proxy_request_id;",
+                      'proxy_set_header Connection "";',
+                      "proxy_set_header X-Request-ID $wallet_proxy_request_id;",
                       "keepalive 128;"):
         assert directive in text, directive
     wallet = text.split("location /v1/wallets/ {", 1)[1].split("}", 1)[0]
@@ -164,7 +165,8 @@ def front(sessionm, redis_url, tmp_path):
 def fallbacks(base: str) -> str:
     """An instance's Redis fallback count, to tell a degraded Redis from a coalescing bug."""
     text = requests.get(f"{base}/metrics", auth=("ops", "ops-secret"), timeout=5).text
-    return next((line for line in text.splitlines() if line.startswith("wallet_proxy_cache_fallback_total")), "")
+    lines = text.splitlines()
+    return next((line for line in lines if line.startswith("wallet_proxy_cache_fallback_total")), "")
 
 
 def wallet(base: str, user: str, **kwargs) -> requests.Response:

@@ -145,7 +145,8 @@ class Metrics:
         key = ("error", route, code)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = self.errors.labels(route, code if code in error_codes() else OTHER_CODE)
+            label = code if code in error_codes() else OTHER_CODE
+            child = self._children[key] = self.errors.labels(route, label)
         child.inc()
 
     def record(self, route: str, method: str, status: int, seconds: float, cache_status: str | None) -> None:
