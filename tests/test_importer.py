@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -438,8 +439,27 @@ class TestProgress:
         run(path, core, tags=["vip"], stream=stream, interval=0.0)
         lines = stream.getvalue().splitlines()
         assert lines and re.match(r"tags import: \d+/200 rows \([\d.]+%\), [\d.]+ rows/s, ETA \d+:\d\d:\d\d, "
-                                  r"0 rejected$", lines[-1])
+                                  r"0 rejected, 0 retries$", lines[-1])
         assert "\r" not in stream.getvalue()
+
+    def test_a_line_every_interval_even_while_every_row_is_retrying(self, tmp_path, caplog):
+        # SessionM fails the only row 5 times (about 0.2 + 0.4 + 0.8 + 1.6 s of backoff): no row
+        # finishes for seconds, yet a line must come every interval, and each retry is logged at debug.
+        core = FakeCore(lambda u, a: Reply(503, {"status": "error"}) if a <= 5 else None, in_process=True)
+        stream = io.StringIO()
+        path = write(tmp_path / "seg.csv", "user_id\nsecret-user-1\n")
+        with caplog.at_level(logging.DEBUG, logger="wallet_proxy.bulk.runner"):
+            summary = run(path, core, tags=["vip"], stream=stream, interval=0.2,
+                          retry=RetryPolicy(attempts=8, base=0.4, cap=10.0))
+        assert summary.sent == 1 and summary.retries == 5
+        waiting = [line for line in stream.getvalue().splitlines() if "0/1 rows" in line]
+        assert len(waiting) >= 4, stream.getvalue()
+        assert any(re.search(r", [1-5] retries$", line) for line in waiting)
+        retried = [r for r in caplog.records
+                   if r.levelno == logging.DEBUG and "retrying in" in r.getMessage()]
+        assert len(retried) == 5
+        assert retried[0].getMessage().startswith("line 2: upstream_unavailable (attempt 1 of 8)")
+        assert not any("secret-user-1" in r.getMessage() for r in caplog.records), "no user id in logs"
 
     def test_a_bar_with_rate_and_eta_on_a_terminal(self, tmp_path, core):
         class Terminal(io.StringIO):
