@@ -147,7 +147,8 @@ def machine() -> dict:
 def bench_hits(upstream: Server) -> dict:
     """(1) Cache hits vs a hello-world Flask app on the same gunicorn line."""
     configure(upstream, 0.0)
-    hello = Server(["-c", "gunicorn.conf.py", "bench.hello:app"])
+    # gunicorn.conf.py refuses to start without upstream settings unless the sandbox is asked for
+    hello = Server(["-c", "gunicorn.conf.py", "bench.hello:app"], {"WALLET_PROXY_SANDBOX": "1"})
     try:
         hello_run = wrk(hello.url, "hello.lua", 50, DURATION)
     finally:
