@@ -347,7 +347,7 @@ class TestSurvivorsOfTheMutationRun:
         body = payload()
         body["offer_groups"] = ["junk", {"name": "no id"}, {"id": "g", "name": "G"}]
         wallet, _ = normalise_payload(body)
-        assert wallet["groups"] == [{"id": "g", "name": "G"}]
+        assert wallet["groups"] == [{"id": "g", "name": "G", "sort_order": None}]
 
     def test_categories_follow_sort_order_too(self):
         body = payload()
