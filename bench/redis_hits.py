@@ -149,8 +149,11 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is required: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
+    # gunicorn reads ./gunicorn.conf.py, which refuses to start with no upstream settings unless
+    # the sandbox is asked for: the SessionM stand-in has none.
     upstream = Server(["-k", "gevent", "-w", "1", "--worker-connections", "10000", "--chdir",
-                       str(RUN_BENCH), "--no-control-socket", "upstream:app"], probe="/_bench/calls")
+                       str(RUN_BENCH), "--no-control-socket", "upstream:app"], {"WALLET_PROXY_SANDBOX": "1"},
+                      probe="/_bench/calls")
     try:
         result = bench_redis_hits(upstream)
     finally:
