@@ -139,7 +139,9 @@ def splice(text: str, new_section: str) -> str:
     start = text.find(TITLE)
     if start < 0:
         return text.rstrip("\n") + "\n\n" + new_section
-    end = text.find("\n## ", start + len(TITLE))
+    # The section ends at the next heading, or at a comment such as run.py's hand-written notes mark.
+    ends = [e for e in (text.find("\n## ", start + len(TITLE)), text.find("\n<!--", start)) if e >= 0]
+    end = min(ends) if ends else -1
     return text[:start] + new_section + ("\n" + text[end + 1:] if end >= 0 else "")
 
 
