@@ -91,9 +91,26 @@ class Flag(fields.Field):
         raise ValidationError("must be a boolean")
 
 
+@functools.lru_cache(maxsize=65536, typed=True)  # typed: True and 1 are different dates
+def _moment(value) -> tuple | None:
+    moment = parse_time(value)
+    return None if moment is None else (shared(iso(moment)), moment.timestamp())
+
+
+def moment(value) -> tuple | None:
+    """A SessionM date as (ISO 8601 UTC text with `Z`, epoch seconds), or None; ValidationError if
+    unreadable. Remembered per distinct value: thousands of wallets repeat the same few dates."""
+    try:
+        return _moment(value)
+    except TypeError as exc:  # unhashable: a list or an object is not a date
+        raise ValidationError("not a date") from exc
+
+
 class Timestamp(fields.Field):
+    """A date, loaded as `moment()` gives it."""
+
     def _deserialize(self, value, attr, data, **kwargs):
-        return parse_time(value)
+        return moment(value)
 
 
 # SessionM media items: content_type 1 image, 2 video, 4 audio, 5 web link.
@@ -168,49 +185,58 @@ class OfferSchema(Schema):
         # (an offer we cannot prove unexpired is never shown), so it is left to fail validation.
         if isinstance(data, dict):
             data = dict(data)
-            for name in ("start_date", "end_date", "acquire_date"):
+            for name in SOFT_DATES:
                 try:
-                    parse_time(data.get(name))
+                    moment(data.get(name))
                 except ValidationError:
                     data[name] = None
         return data
 
     @post_load
     def _normalise(self, data, **kwargs):
-        logo = data["logo_uri"] or image_uri(data["media"])
-        raw_cats = data["categories"] if data["categories"] is not None else data["category_ids"]
-        category_ids = []
-        for item in raw_cats or []:
-            if isinstance(item, dict):  # some clients send [{id, name}]
-                item = item.get("id")
-            if isinstance(item, (str, int)) and not isinstance(item, bool):
-                category_ids.append(shared(str(item)))
-        expires = data["expiration_date"]
-        # `start_date` is when the offer became available, not when this user got it: never issued_at.
-        issued = data["acquire_date"]
-        redeemed = data["redeem_date"] not in (None, "", False)
-        return {
-            "user_offer_id": data["user_offer_id"],
-            "offer_id": shared(data["offer_id"]),
-            "root_offer_id": shared(data["root_offer_id"]),
-            "logo_uri": shared(data["logo_uri"]),
-            "media": media_items(data["media"]),
-            "start_date": shared(iso(data["start_date"])),
-            "end_date": shared(iso(data["end_date"])),
-            "offer_type": shared(data["offer_type"]),
-            "title": shared(data["name"]),
-            "description": shared(data["description"]),
-            "terms": shared(data["terms"]),
-            "logo_url": shared(logo) or None,
-            "pos_discount_id": shared(data["pos_discount_id"]),
-            "group_id": shared(data["offer_group_id"]),
-            "category_ids": category_ids,
-            "issued_at": shared(iso(issued)),
-            "expires_at": shared(iso(expires)),
-            "expires_ts": expires.timestamp() if expires else None,
-            "redeemed": redeemed,
-            "redeemable": True if data["is_redeemable"] is None else data["is_redeemable"],
-        }
+        return offer_out(data)
+
+
+SOFT_DATES = ("start_date", "end_date", "acquire_date")
+
+
+def offer_out(data: dict) -> dict:
+    """The normalised offer from its loaded fields (texts as text, dates as `moment()` pairs)."""
+    logo = data["logo_uri"] or image_uri(data["media"])
+    raw_cats = data["categories"] if data["categories"] is not None else data["category_ids"]
+    category_ids = []
+    for item in raw_cats or []:
+        if isinstance(item, dict):  # some clients send [{id, name}]
+            item = item.get("id")
+        if isinstance(item, (str, int)) and not isinstance(item, bool):
+            category_ids.append(shared(str(item)))
+    expires = data["expiration_date"]
+    # `start_date` is when the offer became available, not when this user got it: never issued_at.
+    issued = data["acquire_date"]
+    start, end = data["start_date"], data["end_date"]
+    redeemed = data["redeem_date"] not in (None, "", False)
+    return {
+        "user_offer_id": data["user_offer_id"],
+        "offer_id": shared(data["offer_id"]),
+        "root_offer_id": shared(data["root_offer_id"]),
+        "logo_uri": shared(data["logo_uri"]),
+        "media": media_items(data["media"]),
+        "start_date": start and start[0],
+        "end_date": end and end[0],
+        "offer_type": shared(data["offer_type"]),
+        "title": shared(data["name"]),
+        "description": shared(data["description"]),
+        "terms": shared(data["terms"]),
+        "logo_url": shared(logo) or None,
+        "pos_discount_id": shared(data["pos_discount_id"]),
+        "group_id": shared(data["offer_group_id"]),
+        "category_ids": category_ids,
+        "issued_at": issued and issued[0],
+        "expires_at": expires and expires[0],
+        "expires_ts": expires and expires[1],
+        "redeemed": redeemed,
+        "redeemable": True if data["is_redeemable"] is None else data["is_redeemable"],
+    }
 
 
 class NamedSchema(Schema):
@@ -249,42 +275,167 @@ class PayloadSchema(Schema):
     available_points = _opt(Number)
 
 
+# -- the fast path ---------------------------------------------------------------------------------
+# A miss normalises every offer of a wallet. Loading each through marshmallow costs ~0.1 ms an offer,
+# most of a miss's CPU, although SessionM's offers nearly always arrive in one plain form. So each
+# item is first read by the functions below, which accept only that plain form (text as text, dates
+# as ISO text or epoch numbers, flags as booleans, lists as lists) and give exactly what the schemas
+# above give for it; anything else (a numeric string, "true", an unreadable expiry, a missing id...)
+# returns None and the schema decides, with its error messages. The schemas stay the contract;
+# tests/test_payload_fast.py holds the two paths equal on generated payloads.
+
+_MISSING = object()
+_TEXTS = ("user_offer_id", "offer_id", "root_offer_id", "offer_group_id", "offer_type", "name",
+          "description", "terms", "logo_uri", "pos_discount_id")
+_STR, _INT, _FLOAT, _BOOL, _LIST = str, int, float, bool, list
+
+
+def _text(value):
+    """What `Text` loads for a str/number/None, else _MISSING."""
+    kind = type(value)
+    if kind is _STR or value is None:
+        return value
+    if kind is _INT or kind is _FLOAT:
+        return str(value)
+    return _MISSING
+
+
+def _number(value):
+    """What `Number` loads for an int/float/None that needs no conversion doubt, else _MISSING."""
+    kind = type(value)
+    if value is None:
+        return None
+    if kind is _INT and -2**53 < value < 2**53:
+        return value
+    if kind is _FLOAT and value == value and value not in (float("inf"), float("-inf")):
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+    return _MISSING
+
+
+def fast_offer(item: dict) -> dict | None:
+    """`OfferSchema().load(item)` for an offer in the plain form, else None (let the schema decide)."""
+    get = item.get
+    data = {}
+    for key in _TEXTS:
+        value = _text(get(key))
+        if value is _MISSING:
+            return None
+        data[key] = value
+    media = get("media", _MISSING)
+    if media is _MISSING:
+        media = []
+    elif media is not None and type(media) is not _LIST:
+        return None
+    data["media"] = media
+    for key in ("categories", "category_ids"):
+        value = get(key)
+        if value is not None and type(value) is not _LIST:
+            return None
+        data[key] = value
+    flag = get("is_redeemable")
+    if flag is not None and type(flag) is not _BOOL:
+        return None
+    data["is_redeemable"] = flag
+    data["redeem_date"] = get("redeem_date")
+    try:
+        for key in SOFT_DATES:
+            try:
+                data[key] = moment(get(key))
+            except ValidationError:
+                data[key] = None
+        data["expiration_date"] = moment(get("expiration_date"))
+    except ValidationError:
+        return None
+    return offer_out(data)
+
+
+def fast_named(item: dict) -> dict | None:
+    """`NamedSchema().load(item)` for a plain catalogue entry, else None."""
+    ident = item.get("id")
+    if ident is None:
+        return None
+    ident, name, order = _text(ident), _text(item.get("name")), _number(item.get("sort_order"))
+    if ident is _MISSING or name is _MISSING or order is _MISSING:
+        return None
+    return {"id": ident, "name": name, "sort_order": order}
+
+
+def _has_none(items: list) -> bool:
+    return any(item is None for item in items)
+
+
+def fast_envelope(payload: dict) -> dict | None:
+    """`PayloadSchema().load(payload)` for a plain payload, else None."""
+    data = {"user": payload.get("user")}
+    offers = payload.get("user_offers", _MISSING)
+    if offers is _MISSING:
+        offers = []
+    elif type(offers) is not _LIST or _has_none(offers):  # a null entry refuses the envelope
+        return None
+    data["user_offers"] = offers
+    for key in ("offer_groups", "offer_categories"):
+        value = payload.get(key, _MISSING)
+        if value is _MISSING:
+            value = []
+        elif value is not None and (type(value) is not _LIST or _has_none(value)):
+            return None
+        data[key] = value
+    user_id = _text(payload.get("user_id"))
+    total, available = _number(payload.get("total_points")), _number(payload.get("available_points"))
+    if user_id is _MISSING or total is _MISSING or available is _MISSING:
+        return None
+    data.update(user_id=user_id, total_points=total, available_points=available)
+    return data
+
+
 _payload = PayloadSchema()
 _offer = OfferSchema()
 _named = NamedSchema()
 _user = UserSchema()
 
 
-def _load_many(schema: Schema, items, dropped: list) -> list:
+def _load_many(schema: Schema, items, dropped: list, fast=None) -> list:
     out = []
     for index, item in enumerate(items or []):
         try:
             if not isinstance(item, dict):
                 raise ValidationError("not an object")
-            out.append(schema.load(item))
+            loaded = fast(item) if fast is not None else None
+            out.append(schema.load(item) if loaded is None else loaded)
         except ValidationError as exc:
             dropped.append((index, exc.messages))
     return out
 
 
-def normalise_payload(payload) -> tuple[dict, list]:
+FAST = True  # bench/cpu_per_miss.py turns it off to measure the schema-only path in the same run
+
+
+def normalise_payload(payload, fast: bool | None = None) -> tuple[dict, list]:
     """Validate a get_user_offers `payload`; return (normalised wallet, dropped items).
 
     Raises ValidationError when the envelope itself is unusable (not an object, offers not a list).
+    `fast=False` loads everything through the schemas (the reference the fast path is tested against).
     """
     if not isinstance(payload, dict):
         raise ValidationError({"payload": ["must be an object"]})
-    data = _payload.load(payload)
+    fast = FAST if fast is None else fast
+    data = (fast_envelope(payload) if fast else None) or _payload.load(payload)
     dropped: list = []
-    offers = _load_many(_offer, data["user_offers"], dropped)
-    groups = sorted(_load_many(_named, data["offer_groups"], []), key=_order)
-    categories = sorted(_load_many(_named, data["offer_categories"], []), key=_order)
+    offers = _load_many(_offer, data["user_offers"], dropped, fast_offer if fast else None)
+    named = fast_named if fast else None
+    groups = sorted(_load_many(_named, data["offer_groups"], [], named), key=_order)
+    categories = sorted(_load_many(_named, data["offer_categories"], [], named), key=_order)
     user = {"opted_in": None, "activated": None}
-    if isinstance(data["user"], dict):
-        try:
-            user.update(_user.load(data["user"]))
-        except ValidationError:
-            pass
+    raw_user = data["user"]
+    if isinstance(raw_user, dict):
+        flags = (raw_user.get("opted_in"), raw_user.get("activated"))
+        if fast and all(flag is None or type(flag) is _BOOL for flag in flags):
+            user = {"opted_in": flags[0], "activated": flags[1]}
+        else:
+            try:
+                user.update(_user.load(raw_user))
+            except ValidationError:
+                pass
     wallet = {
         "user_id": data["user_id"],
         "total_points": data["total_points"],
