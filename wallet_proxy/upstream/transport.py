@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import requests
@@ -30,6 +32,13 @@ def make_session(pool_size: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.headers["User-Agent"] = "wallet-proxy/0.1"
+    if not urllib.request.getproxies():
+        # With trust_env, requests re-reads every environment variable (proxies) and stats ~/.netrc on
+        # each call -- a good part of a miss's CPU -- and a ~/.netrc entry would replace the
+        # Authorization header we set. Read the environment once instead; with a proxy configured,
+        # leave requests' own handling (NO_PROXY included) as it is.
+        session.trust_env = False
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     return session
 
 
