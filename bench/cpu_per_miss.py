@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZES = (5, 50, 500)
-MISSES = {5: 3000, 50: 2000, 500: 300}
+MISSES = {5: 800, 50: 500, 500: 80}
 MARK_BEGIN, MARK_END = "<!-- section:cpu-per-miss -->", "<!-- /section:cpu-per-miss -->"
 
 STAND_IN = textwrap.dedent('''
@@ -115,7 +115,7 @@ def per_miss(url: str, before: bool) -> dict:
     out = {}
     try:
         for size in SIZES:
-            for i in range(50):  # warm-up: imports, connection pool, caches of query strings
+            for i in range(20):  # warm-up: imports, connection pool, caches of query strings
                 assert client.get(f"/v1/wallets/n{size}-warm-{i}", headers=headers).status_code == 200
             count = MISSES[size]
             gc.collect()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -37,8 +36,10 @@ def make_session(pool_size: int) -> requests.Session:
         # each call -- a good part of a miss's CPU -- and a ~/.netrc entry would replace the
         # Authorization header we set. Read the environment once instead; with a proxy configured,
         # leave requests' own handling (NO_PROXY included) as it is.
+        # requests' own reading of its CA-bundle variables, done once
+        session.verify = session.merge_environment_settings("https://example.invalid/", {}, None, True,
+                                                            None)["verify"]
         session.trust_env = False
-        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     return session
 
 
