@@ -7,7 +7,7 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
-SCOPES = frozenset({"wallet", "tags", "trigger", "admin"})
+SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "admin"})
 
 # Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
 # (RFC 2606), so a sandbox URL can never leak a request onto the network.
