@@ -50,3 +50,43 @@ def sync_user(user_id: str):
     planned = services.attribute_sync.sync_one(user_id, seed_id, deadline(),
                                                time.monotonic() + BRAZE_SECONDS)
     return jsonify(ok=True, user_id=user_id, attributes=planned.attributes, changed=planned.changed_names)
+
+
+_ERROR = {"type": "object", "required": ["ok", "error"],
+          "properties": {"ok": {"const": False}, "error": {"type": "object", "required": ["code", "message"]}}}
+_RETRY = {"Retry-After": {"description": "seconds to wait before retrying",
+                          "schema": {"type": "integer", "minimum": 1}}}
+
+
+def _answer(description: str, schema=None, headers=None) -> dict:
+    answer = {"description": description, "content": {"application/json": {"schema": schema or _ERROR}}}
+    return {**answer, "headers": headers} if headers else answer
+
+
+sync_user.openapi = {"post": {
+    "summary": "Write a user's loyalty data to their Braze profile (Braze webhook or SessionM target)",
+    "parameters": [{"in": "query", "name": "id_type", "required": False,
+                    "schema": {"type": "string", "enum": list(ID_TYPES), "default": "seed"},
+                    "description": "`external`: the id is the customer's external id (resolved through Core); "
+                                   "the Braze profile is always external_id = the id in the URL"}],
+    "requestBody": {"required": False, "description": "empty, or {}",
+                    "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}}},
+    "responses": {
+        "200": _answer("Braze accepted the changed attributes (or nothing had changed)", {
+            "type": "object", "required": ["ok", "user_id", "attributes", "changed"],
+            "properties": {
+                "ok": {"const": True}, "user_id": {"type": "string"},
+                "attributes": {"type": "object", "properties": {
+                    "sessionm_available_points": {"type": ["number", "null"]},
+                    "sessionm_offer_count": {"type": "integer"},
+                    "sessionm_next_expiry": {"type": ["string", "null"], "format": "date-time"},
+                    "sessionm_offer_ids": {"type": "array", "maxItems": 25, "items": {"type": "string"}}}},
+                "changed": {"type": "array", "items": {"type": "string"},
+                            "description": "attributes written this time (empty: Braze already had them)"}}}),
+        "404": _answer("SessionM does not know the user"),
+        "422": _answer("Braze refused the profile's attributes (not retried)"),
+        "429": _answer("Braze's /users/track budget is spent", headers=_RETRY),
+        "502": _answer("an upstream answered something unusable, or refused this service's key"),
+        "503": _answer("Braze or SessionM down; or `not_configured`", headers=_RETRY),
+        "504": _answer("an upstream did not answer in time (safe to retry)"),
+    }}}
