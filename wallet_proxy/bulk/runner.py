@@ -397,17 +397,21 @@ class Rejects:
         self.append = append and os.path.exists(path)
         self._handle = None
         self._writer = None
+        self._lock = threading.Lock()
         if not append and os.path.exists(path):
             os.remove(path)  # a stale rejects file from an earlier run would mislead
 
     def write(self, line: int, user_id: str, tags: tuple, ttl, reason: str) -> None:
-        if self._writer is None:
-            self._handle = open(self.path, "a" if self.append else "w", encoding="utf-8", newline="")
-            self._writer = csv.writer(self._handle)
-            if not self.append:
-                self._writer.writerow(self.HEADER)
-        self._writer.writerow((line, user_id, ";".join(tags), "" if ttl is None else ttl, reason))
-        self._handle.flush()  # before the journal says "rejected", so kill -9 never loses a reject
+        # Workers reject rows concurrently (a refused batch rejects several at once): two first writes
+        # racing would each open the file and one would truncate the other's rows.
+        with self._lock:
+            if self._writer is None:
+                self._handle = open(self.path, "a" if self.append else "w", encoding="utf-8", newline="")
+                self._writer = csv.writer(self._handle)
+                if not self.append:
+                    self._writer.writerow(self.HEADER)
+            self._writer.writerow((line, user_id, ";".join(tags), "" if ttl is None else ttl, reason))
+            self._handle.flush()  # before the journal says "rejected", so kill -9 never loses a reject
 
     def close(self) -> None:
         if self._handle is not None:
