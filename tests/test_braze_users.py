@@ -167,9 +167,9 @@ class TestRetries:
 
 
 def test_the_rate_budget_is_never_exceeded_by_concurrent_callers():
-    """8 threads, 120 calls, a 20-per-0.5 s budget: no 0.5 s window sees more than 20 (the stand-in 429s
+    """8 threads, 120 calls, a 40-per-1 s budget: no 1 s window sees more than 40 arrive (the stand-in 429s
     any excess, and counts them)."""
-    limit, window = 20, 0.5
+    limit, window = 40, 1.0
     stamps, excess = [], []
     lock = threading.Lock()
 
@@ -195,3 +195,55 @@ def test_the_rate_budget_is_never_exceeded_by_concurrent_callers():
         assert len(stamps) == 120 and excess == []
     finally:
         fake.close()
+
+
+def test_processes_sharing_redis_share_one_budget(redis_url):
+    """Two 'processes' (separate Redis connections and buckets) with 4 threads each: together they stay
+    within one 40-per-1 s budget, which neither bucket alone would enforce."""
+    import redis
+
+    from wallet_proxy.upstream.braze_users import track_bucket_shape
+    from wallet_proxy.upstream.budget import RedisTokenBucket
+
+    limit, window = 40, 1.0
+    key = f"test:budget:{time.time_ns()}"
+    stamps, excess = [], []
+    lock = threading.Lock()
+
+    def answer(recorded):
+        now = time.monotonic()
+        with lock:
+            stamps.append(now)
+            if sum(1 for s in stamps if s > now - window) > limit:
+                excess.append(now)
+        return Reply(201, {"message": "success"})
+
+    fake = FakeUpstream()
+    fake.on("POST", "/users/track$", answer)
+    try:
+        clients = [BrazeUsersClient(fake.url, "k", transport.make_session(4), bucket=RedisTokenBucket(
+            redis.Redis.from_url(redis_url), key, *track_bucket_shape(limit, window))) for _ in range(2)]
+        threads = [threading.Thread(target=lambda c=c: [c.track(objects(1)) for _ in range(15)])
+                   for c in clients for _ in range(4)]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(stamps) == 120 and excess == []
+        # 120 calls at 36 a second (the budget less its headroom) take over 3 s: the budget was shared
+        assert time.monotonic() - started > 2.5
+    finally:
+        fake.close()
+
+
+def test_a_redis_budget_falls_back_to_this_process_when_redis_is_down():
+    import redis
+
+    from tests.conftest import free_port
+    from wallet_proxy.upstream.budget import RedisTokenBucket
+
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.1, socket_timeout=0.1)
+    bucket = RedisTokenBucket(down, "k", rate=1.0, capacity=2)
+    assert bucket.take() == 0.0 and bucket.take() == 0.0
+    assert bucket.take() > 0.5, "the local fallback still paces"

@@ -150,6 +150,13 @@ def build_attribute_sync(settings: Settings, session, redis_client, wallets, clo
     if state is None:
         state = RedisState(redis_client) if redis_client is not None else MemoryState(
             min(settings.cache_size, 100_000))
+    if bucket is None and redis_client is not None:
+        from .upstream.braze_users import LIMIT, WINDOW, track_bucket_shape
+        from .upstream.budget import RedisTokenBucket
+
+        # Braze counts /users/track calls per workspace: every process and CLI run shares one budget.
+        bucket = RedisTokenBucket(redis_client, "wp:v1:budget:braze:users_track",
+                                  *track_bucket_shape(LIMIT, WINDOW))
     client = BrazeUsersClient(settings.braze_url, settings.braze_api_key, session, bucket=bucket,
                               clock=clock, **client_options)
     return AttributeSync(wallets, client, state, clock=clock)

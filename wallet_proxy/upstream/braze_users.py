@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 PATH = "/users/track"
 MAX_OBJECTS = 75  # Braze: 75 attribute objects per /users/track request
 LIMIT, WINDOW = 3000, 3.0  # Braze: 3,000 /users/track requests per 3 seconds
+HEADROOM = 0.1  # of the budget left unused (see track_bucket)
 
 
 class BrazeKeyRefused(CredentialsRefused):
@@ -38,8 +39,19 @@ class BrazeKeyRefused(CredentialsRefused):
 
 
 def track_bucket(limit: int = LIMIT, window: float = WINDOW, clock=time.monotonic) -> TokenBucket:
-    """This process's share of Braze's budget: never more than `limit` calls in any `window`."""
-    return TokenBucket.for_window(limit, window, burst=max(1, limit // 30), clock=clock)
+    """A process's bucket for Braze's budget: never more than `limit` calls in any `window`.
+
+    Braze counts arrivals, we pace departures: a tenth of the budget is kept as headroom, so calls
+    that a slow network bunches up on the way still arrive under the limit.
+    """
+    planned = max(1, int(limit * (1 - HEADROOM)))
+    return TokenBucket.for_window(planned, window, burst=max(1, planned // 30), clock=clock)
+
+
+def track_bucket_shape(limit: int = LIMIT, window: float = WINDOW) -> tuple[float, float]:
+    """(rate, capacity) of `track_bucket`, for the Redis bucket every process shares."""
+    bucket = track_bucket(limit, window)
+    return bucket.rate, bucket.capacity
 
 
 @dataclass
