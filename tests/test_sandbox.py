@@ -84,7 +84,7 @@ def test_simulator_serves_real_http(live):
     reply = requests.post(url + "/offers/api/2.0/offers/get_user_offers", timeout=5,
                           json={"retailer_id": "r", "user_id": "u1", "culture": "en-US"},
                           headers={"Authorization": "Basic eDp5"})
-    assert reply.json()["status"] == "ok" and reply.json()["payload"]["user_id"] == "u1"
+    assert reply.json()["status"] == "OK" and reply.json()["payload"]["user_id"] == "u1"
     assert state.calls["get_user_offers"] == 1
 
 

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .version import __version__
+
+__all__ = ["__version__", "create_app"]
+
 
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""

@@ -69,6 +69,14 @@ class Conflict(ApiError):
     status, code, message = 409, "conflict", "conflict"
 
 
+class UpstreamRefused(ApiError):
+    """SessionM refused our request as invalid (VALIDATION, MISSING_DATA, ARGUMENT_ERROR inside a 200).
+
+    Retrying the same request cannot help, so it is a 422, which Braze does not retry."""
+
+    status, code, message = 422, "upstream_refused", "SessionM refused the request as invalid"
+
+
 class PayloadTooLarge(ApiError):
     status, code, message = 413, "payload_too_large", "request body too large"
 

@@ -23,7 +23,8 @@ from . import braze, connect, core, track
 
 # user-id prefix (or WALLET_PROXY_SANDBOX_FAULT value) -> what the simulator does
 FAULTS = {
-    "unknown": "user_not_found inside HTTP 200",
+    "unknown": "USER_NOT_FOUND inside HTTP 200",
+    "fault-invalid": "validation (our request refused as invalid) inside HTTP 200",
     "fault-500": "HTTP 500",
     "fault-429": "HTTP 429 with Retry-After: 2",
     "fault-timeout": "no answer for 30 s",

@@ -21,22 +21,23 @@ CATEGORIES = [
     ("9a82f973-0000-4000-8000-000000000002", "Retail", 1),
     ("9a82f973-0000-4000-8000-000000000003", "Points", 2),
 ]
-# (title, description, terms, offer_type, group index, category index, POS id, French title)
+# (title, description, terms, offer_type, group index, category index, POS id, French title);
+# offer types as SessionM documents them (manual_fulfillment, fixed_amount_discount, percent_discount).
 CATALOG = [
     ("Free medium coffee", "One medium coffee of your choice.", "Valid in participating stores. One per customer.",
      "manual_fulfillment", 0, 0, "POS-1001", "Café moyen offert"),
     ("10% off your next order", "Save 10% on any order over $20.", "Excludes gift cards.",
-     "pos_discount", 2, 1, "POS-2010", "10 % de remise sur votre prochaine commande"),
+     "percent_discount", 2, 1, "POS-2010", "10 % de remise sur votre prochaine commande"),
     ("Double points weekend", "Earn 2x points on every purchase this weekend.", "Points post within 48 hours.",
-     "points_multiplier", 2, 2, None, "Points doublés ce week-end"),
+     "manual_fulfillment", 2, 2, None, "Points doublés ce week-end"),
     ("Birthday treat", "A free pastry to celebrate your birthday.", "Valid for 30 days from issue.",
      "manual_fulfillment", 1, 0, "POS-3001", "Douceur d'anniversaire"),
     ("Free shipping", "Free standard shipping on your next online order.", "Online only.",
-     "pos_discount", 0, 1, "POS-4004", "Livraison offerte"),
+     "fixed_amount_discount", 0, 1, "POS-4004", "Livraison offerte"),
     ("$5 reward", "$5 off any purchase of $25 or more.", "Cannot be combined with other offers.",
-     "pos_discount", 0, 1, "POS-5005", "Récompense de 5 $"),
+     "fixed_amount_discount", 0, 1, "POS-5005", "Récompense de 5 $"),
     ("Bonus 500 points", "500 bonus points when you try a new menu item.", "One per customer.",
-     "points_award", 2, 2, None, "500 points bonus"),
+     "manual_fulfillment", 2, 2, None, "500 points bonus"),
     ("Free upsize", "Upsize any drink for free.", "Hot or iced drinks only.",
      "manual_fulfillment", 0, 0, "POS-6006", "Format supérieur offert"),
 ]
@@ -84,8 +85,12 @@ def make_wallet(user_id: str, culture: str, now: datetime) -> dict:
             "is_redeemable": True,
             "categories": [CATEGORIES[category][0]],
         }
-        if n % 2:
-            offer["media"] = [{"uri": f"https://cdn.example.com/offers/{index}.png", "category_name": "logo"}]
+        if n % 2:  # media as SessionM sends it: content_type 1 image, 2 video, 4 audio, 5 web link
+            offer["media"] = [
+                {"uri": f"https://cdn.example.com/offers/{index}.mp4", "content_type": 2, "category_id": "video",
+                 "category_name": "video"},
+                {"uri": f"https://cdn.example.com/offers/{index}.png", "content_type": 1, "category_id": "logo",
+                 "category_name": "logo"}]
         else:
             offer["logo_uri"] = f"https://cdn.example.com/offers/{index}.png"
         offers.append(offer)
@@ -118,8 +123,22 @@ def get_user_offers():
     if answer is not None:
         return answer
     headers = delay_headers(latency)
-    if fault == "unknown" or not user_id:
-        return jsonify(status="error", errors={"code": "user_not_found", "message": "User not found"}), 200, headers
+    # Errors come inside HTTP 200 with a code, upper case in SessionM's table and lower case in its
+    # example (https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm):
+    # the simulator sends both, so the service must compare them case-insensitively.
+    if fault == "unknown":
+        return jsonify(status="error", errors={"code": "USER_NOT_FOUND", "message": "User not found"}), 200, headers
+    if fault == "fault-invalid" or not user_id:
+        return jsonify(status="error", errors={"code": "validation" if user_id else "missing_data",
+                                               "message": "Invalid request"}), 200, headers
     now = datetime.fromtimestamp(sim.clock(), tz=timezone.utc)
     payload = make_wallet(user_id, str(body.get("culture") or "en-US"), now)
-    return jsonify(status="ok", payload=payload), 200, headers
+    # One page (`skip`, `take`), with `total_records` counting them all, as get_user_offers pages.
+    skip, take = _int(body.get("skip"), 0), _int(body.get("take"), 1000)
+    payload["user_offers"] = payload["user_offers"][skip:skip + take]
+    # The api/2.0 offers pages spell the success status `OK` (Braze's SessionM page writes `ok`).
+    return jsonify(status="OK", payload=payload), 200, headers
+
+
+def _int(value, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import requests
 from marshmallow import ValidationError
 
-from ..errors import UpstreamError, UpstreamUnavailable, UserNotFound
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, UserNotFound
 from ..wallet.payload import normalise_payload
 from . import transport as upstream
 
 log = logging.getLogger(__name__)
 
 GET_USER_OFFERS = "/offers/api/2.0/offers/get_user_offers"
+TAKE = 1000  # offers per page, as SessionM's own example asks
+MAX_PAGES = 10  # 10,000 offers: far more than fits in Braze's 1 MB anyway
+MIN_PAGE_TIME = 0.05  # seconds a further page needs at least to be worth asking for
 
 
 class ConnectClient:
@@ -21,24 +25,62 @@ class ConnectClient:
     def __init__(self, base_url: str, authorization: str, retailer_id: str, session: requests.Session):
         self.url = base_url.rstrip("/") + GET_USER_OFFERS
         self.retailer_id = retailer_id
+        self.take = TAKE
         self.session = session
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": authorization}
 
-    def fetch_raw(self, user_id: str, culture: str, timeout: float) -> upstream.Reply:
-        """POST get_user_offers and return the raw reply (used by the preview page)."""
-        body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": 0, "take": 1000,
+    def fetch_raw(self, user_id: str, culture: str, timeout: float, skip: int = 0) -> upstream.Reply:
+        """POST get_user_offers for one page and return the raw reply (the preview shows the first)."""
+        body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": skip, "take": self.take,
                 "include_pending_extended_data": False, "culture": culture}
         return upstream.call(self.session, "POST", self.url, json=body, headers=self._headers,
                              timeout=timeout, name="SessionM")
 
     def get_user_offers(self, user_id: str, culture: str, timeout: float) -> dict:
-        """Return the normalised wallet of `user_id`, or raise the matching ApiError."""
-        return interpret(self.fetch_raw(user_id, culture, timeout))
+        """Return the normalised wallet of `user_id`, or raise the matching ApiError.
+
+        SessionM answers one page (`skip`, `take`) and says how many offers there are in
+        `total_records`; while it holds more than we have, the next pages are fetched, all within
+        `timeout` seconds. A page that fails fails the whole wallet: a silently partial wallet would
+        be cached and served as complete.
+        """
+        until = time.monotonic() + timeout
+        payload = checked_payload(self.fetch_raw(user_id, culture, timeout))
+        offers = payload.get("user_offers")
+        total = payload.get("total_records")
+        pages = 1
+        while (isinstance(offers, list) and _count(total) > len(offers) and offers and pages < MAX_PAGES):
+            left = until - time.monotonic()
+            if left < MIN_PAGE_TIME:
+                raise UpstreamTimeout(f"page {pages + 1} of SessionM offers did not fit in {timeout:.2f}s")
+            # skip += take (what one full page holds); SessionM's pages are full but the last.
+            page = checked_payload(self.fetch_raw(user_id, culture, left, skip=pages * self.take))
+            more = page.get("user_offers")
+            if not isinstance(more, list) or not more:
+                break
+            offers = offers + more
+            pages += 1
+        if pages > 1:
+            payload = dict(payload, user_offers=offers)
+        wallet = normalised(payload)
+        if isinstance(offers, list) and _count(total) > len(offers):
+            log.warning("SessionM holds %s offers for one user; serving the first %d", total, len(offers))
+            wallet["truncated"] = True
+        return wallet
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def interpret(reply: upstream.Reply) -> dict:
-    """Map a get_user_offers reply to a normalised wallet or an ApiError (SPEC's error table)."""
+    """Map one get_user_offers reply to a normalised wallet or an ApiError (SPEC's error table)."""
+    return normalised(checked_payload(reply))
+
+
+def checked_payload(reply: upstream.Reply) -> dict:
+    """The `payload` object of an ok get_user_offers reply, or raise the matching ApiError."""
     status = reply.status
     if status == 429 or status >= 500:
         raise UpstreamUnavailable(f"SessionM answered HTTP {status}",
@@ -50,16 +92,26 @@ def interpret(reply: upstream.Reply) -> dict:
     data = reply.data
     if not isinstance(data, dict):
         raise UpstreamError(f"SessionM answered HTTP {status} with a body that is not a JSON object")
-    if data.get("status") == "error" or (status >= 400 and data.get("status") != "ok"):
-        errors = data.get("errors")
-        code = errors.get("code") if isinstance(errors, dict) else None
-        if code == "user_not_found" or status == 404:
+    if not upstream.sessionm_ok(data):
+        # HTTP 200 can carry `"status": "error"` and a code: one mapping for every SessionM client.
+        code = upstream.sessionm_code(data)
+        if code is None and status == 404:
             raise UserNotFound()
-        raise UpstreamError(f"SessionM answered an error ({str(code)[:64] if code else 'no code'})")
-    if data.get("status") != "ok" or status != 200:
-        raise UpstreamError(f"SessionM answered HTTP {status} without status ok")
+        if code is None and str(data.get("status")).lower() != "error":
+            raise UpstreamError(f"SessionM answered HTTP {status} without status ok")
+        raise upstream.sessionm_error(code, "SessionM")
+    if status != 200:
+        raise UpstreamError(f"SessionM answered HTTP {status} with status ok")
+    payload = data.get("payload")
+    if not isinstance(payload, dict):
+        raise UpstreamError("SessionM's payload does not match get_user_offers: payload: must be an object")
+    return payload
+
+
+def normalised(payload: dict) -> dict:
+    """The normalised wallet of a get_user_offers payload; a mismatched envelope is a 502."""
     try:
-        wallet, dropped = normalise_payload(data.get("payload"))
+        wallet, dropped = normalise_payload(payload)
     except ValidationError as exc:
         raise UpstreamError("SessionM's payload does not match get_user_offers: "
                             f"{_summary(exc.messages)}") from exc

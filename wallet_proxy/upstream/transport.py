@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
+                      UserNotFound)
 from . import pacing
 
 log = logging.getLogger(__name__)
@@ -81,3 +82,44 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
     except ValueError:
         data = None
     return Reply(response.status_code, response.headers, data, elapsed, text[:200])
+
+
+# SessionM's status and error codes inside an HTTP 200, one mapping for every SessionM client.
+# Codes: https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm ("200 ...
+# returned string can be either ok or error"). SessionM's api/2.0 pages spell the status `OK`, Braze's
+# SessionM page `ok`, and codes come in either case: every comparison is case-insensitive.
+USER_NOT_FOUND_CODES = frozenset({"USER_NOT_FOUND", "REQUIRES_REGISTERED_USER"})
+REFUSED_CODES = frozenset({"VALIDATION", "MISSING_DATA", "ARGUMENT_ERROR"})
+CREDENTIAL_CODES = frozenset({"INVALID_API_KEY", "INVALID_AUTH_TOKEN", "ACCESS_DENIED"})
+
+
+def sessionm_ok(data) -> bool:
+    """Whether a SessionM body says `"status": "ok"` (in any case)."""
+    status = data.get("status") if isinstance(data, dict) else None
+    return isinstance(status, str) and status.strip().upper() == "OK"
+
+
+def sessionm_code(data) -> str | None:
+    """The upper-cased `errors.code` of a SessionM body (`errors` an object, or a list of them)."""
+    errors = data.get("errors") if isinstance(data, dict) else None
+    if isinstance(errors, list) and errors:
+        errors = errors[0]
+    code = errors.get("code") if isinstance(errors, dict) else None
+    return (code.strip().upper()[:64] or None) if isinstance(code, str) else None
+
+
+def sessionm_error(code: str | None, name: str, *, credentials=UpstreamError,
+                   refused=UpstreamRefused) -> ApiError:
+    """The ApiError a SessionM error code stands for (SPEC's table); the caller raises it.
+
+    Unknown user -> 404; our request refused as invalid -> `refused` (422, never retried); our
+    credentials refused -> `credentials` (502), logged loudly; anything else -> 502.
+    """
+    if code in USER_NOT_FOUND_CODES:
+        return UserNotFound()
+    if code in REFUSED_CODES:
+        return refused(f"{name} refused the request as invalid ({code})")
+    if code in CREDENTIAL_CODES:
+        log.error("%s refused this service's credentials (%s): check its settings", name, code)
+        return credentials(f"{name} refused this service's credentials ({code})")
+    return UpstreamError(f"{name} answered an error ({code or 'no code'})")

@@ -12,8 +12,3 @@ def wallet_key(user_id: str) -> str:
 def flight_key(user_id: str, culture: str) -> str:
     """The single-flight lock of one (user, culture) fetch."""
     return f"{PREFIX}:lock:{user_id}:{culture}"
-
-
-def external_id_key(external_id: str) -> str:
-    """The cached external id -> SessionM user id mapping."""
-    return f"{PREFIX}:ext:{external_id}"

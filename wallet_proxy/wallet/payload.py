@@ -96,16 +96,29 @@ class Timestamp(fields.Field):
         return parse_time(value)
 
 
+# SessionM media items: content_type 1 image, 2 video, 4 audio, 5 web link.
+IMAGE = 1
+
+
+def image_uri(media) -> str | None:
+    """The uri of the first media item that is an image (`content_type` 1, or none given)."""
+    for item in media or ():
+        if not isinstance(item, dict):
+            continue
+        uri = item.get("uri")
+        kind = item.get("content_type")
+        if kind is not None and not isinstance(kind, bool):
+            try:
+                kind = int(kind)
+            except (TypeError, ValueError):
+                continue
+        if isinstance(uri, str) and uri and kind in (None, IMAGE):
+            return uri
+    return None
+
+
 def _opt(field_cls, **kw):
     return field_cls(load_default=None, allow_none=True, **kw)
-
-
-class MediaSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    uri = _opt(Text)
-    category_name = _opt(Text)
 
 
 class OfferSchema(Schema):
@@ -148,12 +161,7 @@ class OfferSchema(Schema):
 
     @post_load
     def _normalise(self, data, **kwargs):
-        logo = data["logo_uri"]
-        if not logo:
-            for item in data["media"] or []:
-                if isinstance(item, dict) and isinstance(item.get("uri"), str) and item["uri"]:
-                    logo = item["uri"]
-                    break
+        logo = data["logo_uri"] or image_uri(data["media"])
         raw_cats = data["categories"] if data["categories"] is not None else data["category_ids"]
         category_ids = []
         for item in raw_cats or []:
@@ -162,7 +170,8 @@ class OfferSchema(Schema):
             if isinstance(item, (str, int)) and not isinstance(item, bool):
                 category_ids.append(shared(str(item)))
         expires = data["expiration_date"]
-        issued = data["acquire_date"] or data["start_date"]
+        # `start_date` is when the offer became available, not when this user got it: never issued_at.
+        issued = data["acquire_date"]
         redeemed = data["redeem_date"] not in (None, "", False)
         return {
             "user_offer_id": data["user_offer_id"],
@@ -263,6 +272,7 @@ def normalise_payload(payload) -> tuple[dict, list]:
         "offers": offers,
         "groups": _catalogue(tuple((g["id"], g["name"]) for g in groups)),
         "categories": _catalogue(tuple((c["id"], c["name"]) for c in categories)),
+        "truncated": False,  # set when SessionM held more offers than were fetched
     }
     return wallet, dropped
 

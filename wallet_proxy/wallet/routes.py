@@ -1,8 +1,8 @@
 """GET/DELETE /v1/wallets/<user_id>: the Connected Content call and its purge."""
 from __future__ import annotations
 
+import functools
 import hashlib
-import json
 import time
 from datetime import datetime, timezone
 
@@ -14,13 +14,13 @@ from ..ids import check_user_id
 from ..web.auth import check_signature
 from ..web.http import deadline, require, state
 from .service import cache_status
-from .view import WalletQuery, empty_wallet, flatten, next_change
+from .view import WalletQuery, empty_wallet, encode, fit, flatten, next_change
 
 bp = Blueprint("wallets", __name__)
 
 _query = WalletQuery()
 # Errors that `on_error=empty` turns into a 200 the template can test (`wallet.ok`).
-_SOFT = ("user_not_found", "upstream_error", "upstream_unavailable", "upstream_timeout")
+_SOFT = ("user_not_found", "upstream_refused", "upstream_error", "upstream_unavailable", "upstream_timeout")
 
 
 _PARSED_MAX = 1024
@@ -47,8 +47,7 @@ def parse_query() -> dict:
 
 
 def _json(body: dict, status: int = 200) -> Response:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    return Response(data, status=status, mimetype="application/json")
+    return Response(encode(body), status=status, mimetype="application/json")
 
 
 def resolve_user(user_id: str, query: dict) -> str:
@@ -101,9 +100,8 @@ def render(services, served, seed_id: str, query: dict) -> tuple[bytes, str]:
     if cached is not None:
         return cached
     now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
-    body = flatten(entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
-                   fetched_at=entry.fetched_at, stale=served.stale, query=query)
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    data = fit(functools.partial(flatten, entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
+                                 fetched_at=entry.fetched_at, stale=served.stale, query=query))
     etag = hashlib.blake2b(data, digest_size=12).hexdigest()
     services.rendered.put(key, data, etag, next_change(entry.wallet, now_ts))
     return data, etag

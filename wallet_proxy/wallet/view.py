@@ -1,6 +1,7 @@
 """The flattened wallet view: pure functions from a normalised SessionM wallet to what Liquid reads."""
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
 
@@ -10,6 +11,7 @@ from ..ids import DEFAULT_CULTURE, normalise_culture
 from .payload import iso
 
 SORT_KEYS = ("expires_at", "title", "issued_at")
+MAX_BODY = 1_000_000  # bytes: Braze's Connected Content limit
 
 class CultureField(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
@@ -59,8 +61,11 @@ def _matches(value: str | None, wanted: str, names: dict) -> bool:
 
 
 def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_at: float,
-            stale: bool, query: dict | None = None) -> dict:
-    """Build the SPEC's 200 body: drop expired/redeemed offers, resolve names, filter, sort, limit."""
+            stale: bool, query: dict | None = None, keep: int | None = None) -> dict:
+    """Build the SPEC's 200 body: drop expired/redeemed offers, resolve names, filter, sort, limit.
+
+    `keep` leaves out the offers past that many (the body would not fit Braze's 1 MB): `truncated`.
+    """
     query = query or {}
     now_ts = now.timestamp()
     group_names = {g["id"]: g["name"] for g in wallet["groups"]}
@@ -110,6 +115,9 @@ def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_
         offers = present + absent
     if query.get("limit"):
         offers = offers[: query["limit"]]
+    truncated = bool(wallet.get("truncated"))
+    if keep is not None and keep < len(offers):
+        offers, truncated = offers[:keep], True
 
     group_counts: dict = {}
     category_counts: dict = {}
@@ -134,7 +142,39 @@ def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_
                        for c in wallet["categories"]],
         "user": {"opted_in": wallet["user"].get("opted_in"), "activated": wallet["user"].get("activated")},
         "fetched_at": iso(datetime.fromtimestamp(fetched_at, tz=timezone.utc)),
+        "truncated": truncated,
     }
+
+
+def encode(body: dict) -> bytes:
+    """The compact UTF-8 JSON every wallet answer is sent as."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def fit(build, limit: int = MAX_BODY) -> bytes:
+    """Encode `build(keep=None)`; when over `limit` bytes, leave out the last offers until it fits.
+
+    Braze cannot use a Connected Content answer over 1 MB, so the body says `truncated: true`
+    instead of being lost (https://www.braze.com/docs/user_guide/personalization_and_dynamic_content/
+    connected_content/making_an_api_call/). `build(keep=n)` returns the body with at most n offers.
+    """
+    body = build(keep=None)
+    data = encode(body)
+    if len(data) <= limit:
+        return data
+    sizes = [len(encode(offer)) + 1 for offer in body["offers"]]  # each offer and its comma
+    budget = limit - (len(data) - sum(sizes)) - 64  # room for `true`, smaller counts and the like
+    keep = 0
+    for size in sizes:
+        if budget < size:
+            break
+        budget -= size
+        keep += 1
+    while True:
+        data = encode(build(keep=keep))
+        if len(data) <= limit or keep == 0:
+            return data
+        keep -= 1
 
 
 def next_change(wallet: dict, now_ts: float) -> float:
@@ -169,4 +209,5 @@ def empty_wallet(*, user_id: str, culture: str, error: dict) -> dict:
         "categories": [],
         "user": {"opted_in": None, "activated": None},
         "fetched_at": None,
+        "truncated": False,
     }

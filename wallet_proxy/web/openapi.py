@@ -14,11 +14,12 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields, validate
 
+from ..version import __version__
 from ..wallet.view import WalletQuery
 
 package = __name__.split(".")[0]
 
-VERSION = "1"
+VERSION = __version__  # the package's one version number (wallet_proxy/version.py)
 AUTOMATIC_METHODS = {"HEAD", "OPTIONS"}  # Flask answers these for every rule by itself
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-zA-Z_]+)(?:\([^>]*\))?:)?(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)>")
 
@@ -81,14 +82,18 @@ class WalletView(Schema):
     stale = fields.Boolean(required=True, metadata={"description": "served past its TTL"})
     user_id = fields.String(required=True)
     culture = fields.String(required=True)
-    available_points = _n(fields.Float)
-    total_points = _n(fields.Float)
+    available_points = _n(fields.Float, metadata={"description": "points the user can spend now"})
+    total_points = _n(fields.Float, metadata={
+        "description": "SessionM's total_points: points the user has spent (SessionM's SDK documents it "
+                       "so), not a balance; use available_points for the balance"})
     offer_count = fields.Integer(required=True)
     offers = fields.List(fields.Nested(OfferView), required=True)
     groups = fields.List(fields.Nested(CountView), required=True)
     categories = fields.List(fields.Nested(CountView), required=True)
     user = fields.Nested(UserView, required=True)
     fetched_at = _n(fields.String, metadata={"format": "date-time"})
+    truncated = fields.Boolean(required=True, metadata={
+        "description": "true when the last offers were left out to keep the body under Braze's 1 MB"})
 
 
 class Ok(Schema):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from ..version import __version__
 from .http import state
 from .metrics import refresh_gauges
 from .openapi import build_spec
@@ -18,6 +19,7 @@ def index():
     body = {
         "ok": True,
         "service": "wallet-proxy",
+        "version": __version__,
         "mode": "sandbox" if settings.sandbox else "live",
         "routes": {
             "wallet": "/v1/wallets/<user_id>",
