@@ -124,6 +124,9 @@ def wrk(url: str, script: str, connections: int, duration: int, threads: int = 2
     if line is None:
         raise RuntimeError("wrk gave no summary:\n" + out)
     result = json.loads(line[6:])
+    counts = next((l for l in out.splitlines() if l.startswith("COUNTS ")), None)
+    if counts is not None:
+        result["counts"] = json.loads(counts[7:])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
     result["command"] = " ".join(argv[:-3] + [f"bench/lua/{script}", "URL"])
     return result
@@ -232,6 +235,43 @@ def bench_hung(upstream: Server, connections: int = 200, duration: int = 6) -> d
     os.unlink(log_path)
     return {"run": result, "under_2s": result["max_us"] < 2_000_000 and result["timeouts"] == 0,
             "app_max_ms": max(inside) if inside else None, "app_answers": len(inside)}
+
+
+def bench_overload(upstream: Server, connections: int, duration: int = 8, slots: int = 64) -> dict:
+    """(#14 target 2) Distinct users on `connections` connections against `slots` SessionM slots at
+    150 ms: goodput (200s per second) vs slots / latency, every answer within 2 s at the client,
+    every other answer a 503 with Retry-After. wrk re-sends at once after a 503 (Braze would wait
+    for Retry-After), the harshest case for the service."""
+    configure(upstream, LATENCY)
+    log_path = tempfile.mktemp(prefix="wp-bench-overload-", suffix=".log")
+    svc = service(upstream.url, log_path=log_path, WALLET_PROXY_UPSTREAM_CONCURRENCY=str(slots))
+    try:
+        warm_up(svc)
+        configure(upstream, LATENCY)  # resets the call counter
+        result = wrk(svc.url, "overload.lua", connections, duration, timeout=5,
+                     env={"BENCH_PREFIX": f"o{time.time_ns()}"})
+        calls = upstream_calls(upstream)
+    finally:
+        svc.close()
+    details = {}
+    with open(log_path) as lines:
+        for line in lines:
+            if line.startswith("{") and '"wallet_proxy.access"' in line:
+                entry = json.loads(line)
+                if entry["status"] >= 500:
+                    key = f"{entry['status']} {entry.get('detail', '')}"
+                    details[key] = details.get(key, 0) + 1
+    os.unlink(log_path)
+    seconds = result["duration_us"] / 1e6
+    counts = result["counts"]
+    capacity = slots / LATENCY
+    goodput = counts["ok"] / seconds
+    return {"run": result, "connections": connections, "slots": slots, "capacity": capacity,
+            "goodput": goodput, "ratio": goodput / capacity, "calls_per_s": calls / seconds,
+            "refusals_per_s": counts["refused_retry_after"] / seconds, "service_5xx": details,
+            "within_2s": result["max_us"] < 2_000_000 and result["timeouts"] == 0
+            and not (result["connect_errors"] + result["read_errors"] + result["write_errors"]),
+            "only_503_retry_after": counts["503_without_retry_after"] == 0 and counts["other"] == 0}
 
 
 def bench_memory(count: int = 100_000) -> dict:

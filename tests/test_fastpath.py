@@ -147,3 +147,24 @@ def test_breaker_open_still_serves_a_stale_copy_through_the_route(pair, sessionm
     response = client.get(url, headers=BASIC)
     assert fast.wsgi_app.served == 0
     assert response.status_code == 200 and response.get_json()["stale"] is True
+
+
+def test_overload_refusal_is_the_same_answer_as_the_route(pair):
+    fast, slow = pair
+    url = f"/v1/wallets/user-3?sig={sign('k', 'user-3')}"
+    answers = []
+    for app in (fast, slow):
+        client = app.test_client()
+        assert client.get(url, headers=BASIC).status_code == 200  # the query string is now known
+        wallets = app.extensions["wallet_proxy"].wallets
+        wallets.forget("user-3")  # and the next read a miss
+        wallets.sleep = lambda seconds: None  # paced refusals: no need to wait for the turn here
+        for _ in range(wallets.slots.size):  # every SessionM slot busy, and a call holds one long
+            assert wallets.slots.take(float("inf"))
+        wallets.slots.hold = 60.0
+        answers.append(answer(client, url, BASIC))
+    assert fast.wsgi_app.served == 1
+    assert answers[0] == answers[1]
+    status, headers, body = answers[0]
+    assert status == 503 and "no slot" in json.loads(body)["error"]["message"]
+    assert headers["Retry-After"] == "1" and headers["Cache-Control"] == "no-store"

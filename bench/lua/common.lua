@@ -1,5 +1,5 @@
 -- Shared by the bench scripts: thread ids, auth header, and a one-line JSON summary for run.py.
-local threads = {}
+threads = {}  -- global: a script's done() reads per-thread counters from it
 local counter = 0
 
 function setup(thread)

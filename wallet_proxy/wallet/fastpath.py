@@ -6,9 +6,10 @@ after-request hooks costs several times the work of the answer itself, so this m
 them directly, with the same pieces the route uses (Authenticator, id and signature checks, the
 validated-query memo, the store, the rendered-body cache, the same headers, log line and metrics).
 
-It answers a plain 200 hit, and the breaker-open 503 while SessionM is failing (during an outage
-the whole send turns into those: at a quarter of the cost per answer, the requests that do wait on
-SessionM are not starved of the worker). Anything else -- a miss, a stale or not yet rendered
+It answers a plain 200 hit, and the two 503s a miss can only get at once: breaker open while
+SessionM is failing, and refused by admission control while more SessionM calls wait than can
+start in time (during an outage or an overload most of a send turns into those: at a quarter of
+the cost per answer, the requests that do wait on SessionM are not starved of the worker). Anything else -- a miss, a stale or not yet rendered
 wallet, bad or missing credentials, an unseen query string, `If-None-Match`, an external id,
 `on_error=empty`, a per-client rate limit -- falls through to Flask unchanged, which gives the full
 answer or error.
@@ -70,8 +71,10 @@ class HitFastPath:
         except ApiError:
             return None
         entry = services.store.get(user_id, query["culture"])
-        if query["on_error"] == "status" and services.wallets.fails_fast(user_id, query["culture"], entry):
-            return self._breaker_open(environ, started, user_id, client)
+        if query["on_error"] == "status":
+            refusal = services.wallets.refusal(user_id, query["culture"], entry, started + settings.deadline)
+            if refusal is not None:
+                return self._refuse(environ, started, user_id, client, refusal)
         if entry is None:
             return None
         ttl_left = (entry.ttl or settings.cache_ttl) - (services.clock() - entry.fetched_at)
@@ -87,9 +90,8 @@ class HitFastPath:
                             [("Cache-Status", cache_status), ("Cache-Control", f"private, max-age={int(ttl_left)}"),
                              ("ETag", f'"{etag}"')])
 
-    def _breaker_open(self, environ, started: float, user_id: str, client):
-        """The route's 503 while the breaker is open and nothing can be served stale."""
-        error = self.services.wallets.breaker_open_error()
+    def _refuse(self, environ, started: float, user_id: str, client, error):
+        """The route's 503 when no SessionM call can be made now and nothing can be served stale."""
         return self._finish(environ, started, error.status, error.encode(), user_id, client, None,
                             [("Retry-After", error.retry_after_header()), ("Cache-Control", "no-store")],
                             error=error)

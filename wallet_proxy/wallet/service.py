@@ -4,7 +4,9 @@ Braze renders each message 2-3 times and gives up after 2 s, so:
 - concurrent requests for one (user, culture) share one SessionM call (single flight);
 - a SessionM call runs in its own worker and callers wait on it with their own deadline, so a hung
   or trickling SessionM never holds an answer past WALLET_PROXY_DEADLINE;
-- at most WALLET_PROXY_UPSTREAM_CONCURRENCY calls are in flight; no slot in time is a fast 503;
+- at most WALLET_PROXY_UPSTREAM_CONCURRENCY calls are in flight; a request that could not get a slot
+  soon (admission control from the measured queue and slot time) is refused at once with a 503;
+- the breaker counts only SessionM's own failures: a timeout caused by our own queueing is not one;
 - past its TTL a wallet is served while one refresh runs (stale-while-revalidate), and when SessionM
   fails it is served up to STALE_TTL old (stale-if-error).
 """
@@ -26,6 +28,20 @@ log = logging.getLogger(__name__)
 HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
 MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
 ANSWER_MARGIN = 0.025  # seconds kept to turn a timeout into an answer before the deadline passes
+# Admission control: a new SessionM call expected to wait longer than this for a slot is refused at
+# once (503 + Retry-After) instead of joining the queue. Long enough to keep every slot busy through
+# the bursts of a send, short enough that an admitted call starts with most of its deadline left.
+QUEUE_TARGET = 0.5
+# A SessionM timeout counts against the breaker only when SessionM had a fair chance: at least this
+# share of WALLET_PROXY_UPSTREAM_TIMEOUT (not a remnant left by our own queue) ...
+FAIR_SHARE = 0.5
+# ... and our own loop noticed the timeout on time. A timer that fires this much (share of the
+# timeout) past its time means the process was too busy to read: the answer may have been waiting.
+LATE_SHARE = 0.2
+# Overload refusals are answered at most this many times the SessionM capacity (slots / slot time)
+# per second, each waiting its turn (at most PACE_MAX seconds) before its 503 leaves.
+PACE_FACTOR = 2.0
+PACE_MAX = 1.0
 
 
 @dataclass
@@ -45,14 +61,15 @@ class Served:
 class Flight:
     """One SessionM call that several requests wait for."""
 
-    def __init__(self):
+    def __init__(self, monotonic=time.monotonic):
         self.done = threading.Event()
         self.entry: Entry | None = None
         self.error: ApiError | None = None
+        self.monotonic = monotonic
 
     def wait(self, deadline: float) -> Entry:
         """Wait until the call lands or `deadline` (monotonic) passes; raise its error or a timeout."""
-        if not self.done.wait(max(0.0, deadline - time.monotonic())):
+        if not self.done.wait(max(0.0, deadline - self.monotonic())):
             raise UpstreamTimeout("SessionM did not answer before this request's deadline")
         if self.error is not None:
             raise self.error
@@ -62,9 +79,10 @@ class Flight:
 class SingleFlight:
     """Registry of flights in progress, one per key, in this process."""
 
-    def __init__(self):
+    def __init__(self, monotonic=time.monotonic):
         self._lock = threading.Lock()
         self._flights: dict = {}
+        self.monotonic = monotonic
 
     def join(self, key) -> tuple[Flight, bool]:
         """Return (flight, True) to the caller who must start the call, (flight, False) to waiters."""
@@ -72,7 +90,7 @@ class SingleFlight:
             flight = self._flights.get(key)
             if flight is not None:
                 return flight, False
-            flight = self._flights[key] = Flight()
+            flight = self._flights[key] = Flight(self.monotonic)
             return flight, True
 
     def finish(self, key, flight: Flight, entry: Entry | None = None, error: ApiError | None = None):
@@ -108,12 +126,34 @@ class Slots:
     send the slots are oversubscribed, and with barging an unlucky waiter could lose every race
     until its deadline (and its renders with it). `wake_all` makes every waiter re-check whether to
     give up (the breaker just opened) at once, without handing a lock from waiter to waiter.
+
+    The slots also measure how long a call holds one (a moving average of `release(held=...)`), so
+    `expected_wait()` says how long a newcomer would queue: its place in line times the time a slot
+    takes to free up (hold time / size). It starts pessimistic (`hold`, the longest a call may hold
+    a slot) and learns from the first calls.
     """
 
-    def __init__(self, size: int):
+    SMOOTHING = 0.05  # weight of each new hold time in the moving average (~20 calls of memory)
+
+    def __init__(self, size: int, *, hold: float = 1.0, monotonic=time.monotonic):
         self._lock = threading.Lock()
+        self.size = size
+        self.hold = hold  # moving average of seconds a call holds a slot
+        self.monotonic = monotonic
         self._free = size
         self._queue: collections.deque = collections.deque()  # waiting tickets, oldest first
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot now."""
+        return len(self._queue)
+
+    def expected_wait(self) -> float:
+        """Seconds a request arriving now would wait for a slot (0 when one is free)."""
+        with self._lock:
+            if self._free > 0 and not self._queue:
+                return 0.0
+            return (len(self._queue) + 1) * self.hold / self.size
 
     def take(self, until: float, give_up=lambda: False) -> bool:
         """Take a slot, waiting until `until` (monotonic) at most; False when none, or `give_up()`."""
@@ -126,7 +166,7 @@ class Slots:
             ticket = _Ticket()
             self._queue.append(ticket)
         while True:
-            left = until - time.monotonic()
+            left = until - self.monotonic()
             if left > 0:
                 ticket.event.wait(left)
             with self._lock:
@@ -140,9 +180,11 @@ class Slots:
                     return False
                 ticket.event.clear()  # woken to re-check, not granted: wait on
 
-    def release(self) -> None:
-        """Give a slot back: to the oldest waiter, or to the pool."""
+    def release(self, held: float | None = None) -> None:
+        """Give a slot back (to the oldest waiter, or to the pool), with the seconds it was held."""
         with self._lock:
+            if held is not None:
+                self.hold += self.SMOOTHING * (held - self.hold)
             self._hand_on()
 
     def wake_all(self) -> None:
@@ -160,18 +202,55 @@ class Slots:
             self._free += 1
 
 
+class Pacer:
+    """Spaces answers out to at most `rate()` per second; none waits more than `max_delay` seconds.
+
+    Used for overload refusals. A refused client (a Braze connection) sends its next request as
+    soon as it has the answer, so refusals answered at once come back as fast as the process can
+    answer them: the CPU goes to refusing, the event loop's turns grow with the number of
+    connections, and the calls that were admitted are read late -- past their deadlines. Spacing the
+    refusals keeps the loop's turns short, so the admitted calls keep their place, and paces the
+    clients to what the process can do (back pressure), while each 503 still leaves in time.
+    """
+
+    def __init__(self, rate, max_delay: float, monotonic=time.monotonic):
+        self.rate = rate  # callable: answers per second now
+        self.max_delay = max_delay
+        self.monotonic = monotonic
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def delay(self) -> float:
+        """Reserve the next turn; return the seconds to wait for it."""
+        with self._lock:
+            now = self.monotonic()
+            at = min(max(now, self._next), now + self.max_delay)
+            self._next = at + 1.0 / self.rate()
+        return at - now
+
+
 class WalletService:
-    """Serves normalised wallets from the store, fetching from SessionM when needed."""
+    """Serves normalised wallets from the store, fetching from SessionM when needed.
+
+    `clock` is the wall clock of cache ages (epoch seconds); `monotonic` the clock of deadlines,
+    slot waits and call timing: both injectable, so tests move time instead of sleeping.
+    """
 
     def __init__(self, client, store, settings, *, breaker: Breaker | None = None, clock=time.time,
-                 spawn=None, metrics=None, locker=None):
+                 monotonic=time.monotonic, spawn=None, metrics=None, locker=None,
+                 queue_target: float = QUEUE_TARGET, sleep=time.sleep):
         self.client = client
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.monotonic = monotonic
         self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
-        self.flights = SingleFlight()
-        self.slots = Slots(settings.upstream_concurrency)
+        self.flights = SingleFlight(monotonic)
+        self.slots = Slots(settings.upstream_concurrency, hold=settings.upstream_timeout, monotonic=monotonic)
+        self.queue_target = queue_target
+        self.pacer = Pacer(lambda: PACE_FACTOR * self.slots.size / max(self.slots.hold, 0.001), PACE_MAX,
+                           monotonic)
+        self.sleep = sleep
         self.spawn = spawn or _spawn_thread
         self.metrics = metrics
         # Optional cross-process lock (Redis): when another process holds it, wait for its result.
@@ -182,7 +261,7 @@ class WalletService:
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
-            ttl = entry.ttl or ttl
+            ttl = entry_ttl(entry, self.settings)
             age = self.clock() - entry.fetched_at
             if age < ttl:
                 return Served(entry, HIT, ttl - age)
@@ -191,8 +270,8 @@ class WalletService:
                 return Served(entry, SWR, ttl - age)
         try:
             fresh, coalesced = self._fetch(user_id, culture, deadline)
-            fresh_ttl = fresh.ttl or self.settings.cache_ttl
-            return Served(fresh, MISS, fresh_ttl - (self.clock() - fresh.fetched_at), coalesced)
+            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at),
+                          coalesced)
         except BREAKER_FAILURES:
             if entry is not None:
                 age = self.clock() - entry.fetched_at
@@ -202,7 +281,7 @@ class WalletService:
 
     def refresh(self, user_id: str, culture: str) -> None:
         """Start a background refresh unless one is already running; never raises."""
-        deadline = time.monotonic() + self.settings.upstream_timeout + 0.5
+        deadline = self.monotonic() + self.settings.upstream_timeout + 0.5
         flight, leader = self.flights.join((user_id, culture))
         if leader:
             # The stale answer is already decided: never make its request wait for a slot.
@@ -213,18 +292,51 @@ class WalletService:
         return UpstreamUnavailable("SessionM is failing; calls are paused (circuit breaker open)",
                                    retry_after=self.breaker.retry_after())
 
-    def fails_fast(self, user_id: str, culture: str, entry: Entry | None) -> bool:
-        """True when a read of (user, culture) can only be the breaker-open 503 right now.
+    def overloaded_error(self, paced: bool = True) -> UpstreamUnavailable:
+        """The answer when this process has more SessionM calls queued than it can start in time.
 
-        The breaker is open (not half open: a probe may be due), no call for it is in flight to
-        wait for, and no cached copy is young enough to be served stale.
+        Paced (see Pacer): it leaves after its turn, not at once.
         """
-        if self.breaker.state != "open" or self.flights.running((user_id, culture)):
-            return False
-        if entry is None:
+        if paced:
+            wait = self.pacer.delay()
+            if wait > 0:
+                self.sleep(wait)
+        return UpstreamUnavailable("too many SessionM calls waiting; no slot in time", retry_after=1)
+
+    def refusal(self, user_id: str, culture: str, entry: Entry | None, deadline: float) -> ApiError | None:
+        """The 503 a read of (user, culture) can only get right now, or None when it may go on.
+
+        Either the breaker is open (not half open: a probe may be due) or the queue for a SessionM
+        slot is longer than admission control allows -- and no call for this key is in flight to
+        wait for, and no cached copy is young enough to be served stale. The route reaches the same
+        answer through `get`; the fast path asks here to give it without Flask.
+        """
+        if self.flights.running((user_id, culture)):
+            return None
+        if entry is not None:
+            age = self.clock() - entry.fetched_at
+            if age < entry_ttl(entry, self.settings) + self.settings.stale_ttl:
+                return None
+        if self.breaker.state == "open":
+            return self.breaker_open_error()
+        if not self.admits(deadline):
+            return self.overloaded_error()
+        return None
+
+    def admits(self, deadline: float) -> bool:
+        """Admission control: may a new SessionM call queue for a slot, or is it refused at once?
+
+        Admitted when a slot is free, or when the expected wait (place in line x measured slot time
+        / slots) is within QUEUE_TARGET and still leaves the call time before `deadline`. Refusing
+        at arrival is cheap and honest (503 + Retry-After at once); queueing past the point where the
+        call can still be made in time only turns the same refusal into a slow one, and crowds out
+        the calls that can.
+        """
+        wait = self.slots.expected_wait()
+        if wait == 0.0:
             return True
-        ttl = entry.ttl or self.settings.cache_ttl
-        return self.clock() - entry.fetched_at >= ttl + self.settings.stale_ttl
+        call = max(MIN_CALL, self.slots.hold)
+        return wait <= self.queue_target and self.monotonic() + wait + call <= deadline - ANSWER_MARGIN
 
     def forget(self, user_id: str) -> None:
         """Drop every cached culture of a user."""
@@ -244,15 +356,16 @@ class WalletService:
         if not self.breaker.allow():
             self.flights.finish(key, flight, error=self.breaker_open_error())
             return
-        if not self._take_slot(deadline if wait_for_slot else 0.0):
+        admitted = not wait_for_slot or self.admits(deadline)
+        if not admitted or not self._take_slot(deadline if wait_for_slot else 0.0):
             self.breaker.cancel()
             if self.breaker.state == "open":
                 error = self.breaker_open_error()
-            else:
-                error = UpstreamUnavailable("too many SessionM calls in flight; no slot in time", retry_after=1)
+            else:  # a refusal at arrival waits its turn; a waiter that timed out has waited enough
+                error = self.overloaded_error(paced=wait_for_slot and not admitted)
             self.flights.finish(key, flight, error=error)
             return
-        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - time.monotonic()))
+        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - self.monotonic()))
         self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
@@ -269,6 +382,7 @@ class WalletService:
         key = (user_id, culture)
         entry = error = None
         called = []
+        started = self.monotonic()
 
         def call() -> Entry:
             called.append(True)
@@ -288,19 +402,22 @@ class WalletService:
                     self.breaker.success()
                 else:
                     self.breaker.cancel()
-            self.slots.release()
+            self.slots.release(held=self.monotonic() - started if called else None)
             self.flights.finish(key, flight, entry, error)
 
     def _call(self, user_id: str, culture: str, timeout: float) -> Entry:
-        """One SessionM call: store the result, feed the breaker."""
-        started = time.monotonic()
+        """One SessionM call: store the result, feed the breaker with SessionM's own failures."""
+        started = self.monotonic()
         outcome = "ok"
         try:
             wallet = self.client.get_user_offers(user_id, culture, timeout)
         except BREAKER_FAILURES as exc:
             outcome = exc.code
-            if self.breaker.failure():
-                self.slots.wake_all()
+            if self.sessionm_failed(exc, timeout, self.monotonic() - started):
+                if self.breaker.failure():
+                    self.slots.wake_all()
+            else:
+                self.breaker.cancel()  # says nothing of SessionM's health either way
             raise
         except ApiError as exc:
             outcome = exc.code
@@ -308,11 +425,32 @@ class WalletService:
             raise
         finally:
             if self.metrics:
-                self.metrics.upstream("sessionm", outcome, time.monotonic() - started)
+                self.metrics.upstream("sessionm", outcome, self.monotonic() - started)
         self.breaker.success()
         entry = Entry(wallet, self.clock())
         self.store.put(user_id, culture, entry)
         return entry
+
+    def sessionm_failed(self, error: ApiError, timeout: float, elapsed: float) -> bool:
+        """Whether a failed call is SessionM's failure (counts against the breaker) or our own.
+
+        SessionM's status (5xx, 429), refused connections and garbage are always its own. A timeout
+        is only when SessionM had a fair chance: the call was given at least FAIR_SHARE of
+        WALLET_PROXY_UPSTREAM_TIMEOUT (not the remnant of a deadline spent queueing here), and the
+        timeout was noticed on time. Under local overload the loop reads sockets late: an answer
+        already waiting in the socket then loses the race to a timer that fires `elapsed - timeout`
+        late, and counting that would open the breaker on our own overload and shed everything.
+        """
+        if not isinstance(error, UpstreamTimeout):
+            return True
+        fair = timeout >= FAIR_SHARE * self.settings.upstream_timeout
+        on_time = elapsed - timeout <= LATE_SHARE * timeout
+        return fair and on_time
+
+
+def entry_ttl(entry: Entry, settings) -> float:
+    """Seconds an entry stays fresh: its own TTL (set by prewarm) or WALLET_PROXY_CACHE_TTL."""
+    return entry.ttl or settings.cache_ttl
 
 
 def _spawn_thread(target, *args) -> None:
