@@ -250,7 +250,7 @@ def test_killed_mid_way_then_resumed_syncs_every_profile_with_only_in_flight_one
 
 def test_rejects_written_by_many_workers_at_once_are_all_kept(tmp_path):
     """A refused batch rejects its rows in several workers at the same instant: none may be lost."""
-    from wallet_proxy.bulk.runner import Rejects
+    from wallet_proxy.bulk.rows import Rejects
 
     for attempt in range(5):
         path = tmp_path / f"r{attempt}.csv"

@@ -61,7 +61,7 @@ def _install_sigterm() -> None:
 
 
 def _run_bulk(job, args, label: str, verb: str) -> int:
-    from .bulk.runner import FileError
+    from .bulk.rows import FileError
 
     _install_sigterm()
     try:
@@ -97,7 +97,7 @@ def _retry(args):
 
 
 def _tags_import(args) -> int:
-    from .bulk.runner import import_tags
+    from .bulk.jobs import import_tags
 
     def job():
         settings, built = _bulk_services(args, "tags import")
@@ -113,7 +113,7 @@ def _tags_import(args) -> int:
 
 
 def _prewarm(args) -> int:
-    from .bulk.runner import prewarm
+    from .bulk.jobs import prewarm
     from .errors import UpstreamUnavailable
     from .ids import normalise_culture
     from .wallet.stores import Entry

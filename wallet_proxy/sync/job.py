@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from ..bulk.runner import (FileError, Journal, Progress, Rejects, RetryPolicy, Runner, Summary, default_rejects,
-                           file_identity, journal_path, read_rows, scan, stored_identity)
+from ..bulk.journal import Journal, file_identity, journal_path, stored_identity
+from ..bulk.progress import Progress
+from ..bulk.rows import FileError, Rejects, default_rejects, read_rows, scan
+from ..bulk.runner import RetryPolicy, Runner, Summary
 from ..upstream.core import CredentialsRefused
 from .batch import Batcher
 from .service import AttributesRefused
@@ -75,7 +77,7 @@ def sync_attributes(path: str, sync, *, resolve=None, user_column: str | None = 
 
     runner = Runner(task, journal, Rejects(rejects or default_rejects(path), append=resume),
                     Progress("attributes sync", total, stream, interval), concurrency=concurrency, rate=rate,
-                    retry=retry, sleep=sleep)
+                    retry=retry, fatal=(CredentialsRefused,), sleep=sleep)
     summary = runner.run(rows_then_flush())
     summary.braze_calls = batcher.calls
     summary.batch_sizes = batcher.sizes

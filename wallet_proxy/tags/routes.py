@@ -14,12 +14,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from ..errors import InvalidRequest
 from ..ids import check_user_id
 from ..web.http import deadline, require, state
+from .rules import MAX_TAG_LENGTH, MAX_TAGS, MAX_TTL
 
 bp = Blueprint("tags", __name__)
-
-MAX_TAGS = 50
-MAX_TAG_LENGTH = 128
-MAX_TTL = 2**31 - 1  # seconds (68 years): keeps the value a 32-bit int for SessionM
 
 
 def _not_blank(value: str) -> None:

@@ -55,17 +55,28 @@ class CoreClient:
                  external: bool = False) -> dict:
         """Add `tags` (optionally expiring after `ttl` seconds) to a user; raise the matching ApiError."""
         kind = "external/users" if external else "users"
-        body: dict = {"tags": list(tags)}
-        if ttl is not None:
-            body["ttl"] = int(ttl)
-        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout, json=body)
-        if 400 <= reply.status < 500 and reply.status not in (401, 403, 404, 429):
-            errors = reply.data.get("errors") if isinstance(reply.data, dict) else None
-            code = errors.get("code") if isinstance(errors, dict) else None
-            if code not in ("user_not_found", "not_found"):
-                raise TagsRefused(f"SessionM Core refused the tags (HTTP {reply.status}"
-                                  f"{', ' + str(code)[:64] if code else ''})")
-        return check(reply)
+        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
+                           json=tags_body(tags, ttl))
+        return interpret_tags(reply)
+
+
+def tags_body(tags: list, ttl: int | None) -> dict:
+    """Core's tags body: `ttl` only for expiring tags (without it each send counts the tag once more)."""
+    body: dict = {"tags": list(tags)}
+    if ttl is not None:
+        body["ttl"] = int(ttl)
+    return body
+
+
+def interpret_tags(reply: upstream.Reply) -> dict:
+    """Map Core's answer to a tags call to its JSON object, or raise the matching ApiError."""
+    if 400 <= reply.status < 500 and reply.status not in (401, 403, 404, 429):
+        errors = reply.data.get("errors") if isinstance(reply.data, dict) else None
+        code = errors.get("code") if isinstance(errors, dict) else None
+        if code not in ("user_not_found", "not_found"):
+            raise TagsRefused(f"SessionM Core refused the tags (HTTP {reply.status}"
+                              f"{', ' + str(code)[:64] if code else ''})")
+    return check(reply)
 
 
 def check(reply: upstream.Reply) -> dict:
