@@ -21,16 +21,26 @@ JS = Path(__file__).parent / "js"
 SECRETS = {"wallet_proxy": {"username": "braze", "password": "bz-secret"}}
 
 
-def render(template: str, **context) -> dict:
-    """Render with brazejs; returns {"output": …} or {"aborted": message}."""
+def render_full(template: str, **context) -> dict:
+    """Render with brazejs and Braze's `:retry` rules (tests/js/render.js).
+
+    Returns {"output": …, "retries": n} or {"aborted": message, "retries": n}.
+    """
     need("node", shutil.which("node") is not None, "apt-get install nodejs npm")
     need("brazejs", (JS / "node_modules" / "brazejs").is_dir(), "cd tests/js && npm ci")
     context.setdefault("__secrets", SECRETS)
     done = subprocess.run(["node", str(JS / "render.js")], input=json.dumps({"template": template,
                                                                             "context": context}),
-                          capture_output=True, text=True, timeout=30, check=False)
+                          capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
+
+
+def render(template: str, **context) -> dict:
+    """Render with brazejs; returns {"output": …} or {"aborted": message}."""
+    result = render_full(template, **context)
+    result.pop("retries", None)
+    return result
 
 
 def squash(text: str) -> str:
@@ -42,26 +52,112 @@ def base(sessionm, app_for, live):
     return live(app_for(make_settings(sessionm.url, core_url=sessionm.url)))
 
 
-def readme_block() -> str:
-    """The first Liquid block of the README: the one marketers copy."""
-    text = (ROOT / "README.md").read_text()
-    return re.search(r"```liquid\n(.*?)```", text, re.S).group(1)
+EXAMPLE_HOST = "https://wallet.example.com"
+# What a Braze profile gives the README's and docs' blocks.
+PROFILE = {"custom_attribute": {"sessionm_user_id": "user-1"}, "user_id": "user-1", "language": "fr",
+           "first_name": "Ada", "email_address": "ada@example.com"}
 
 
-def test_readme_block_renders_the_wallet(base, sessionm):
-    template = readme_block().replace("https://wallet.example.com", base)
-    result = render(template, custom_attribute={"sessionm_user_id": "user-1"}, language="fr")
+def liquid_blocks() -> list:
+    """Every ```liquid block of the README and of docs/ (Markdown): (where, text)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = path.read_text()
+        for n, match in enumerate(re.finditer(r"```liquid\n(.*?)```", text, re.S)):
+            found.append((f"{path.relative_to(ROOT)}#{n + 1}", match.group(1)))
+    return found
+
+
+def recipe(marker) -> str:
+    """The README block that `marker(text)` picks out (exactly one)."""
+    (block,) = [text for where, text in liquid_blocks() if where.startswith("README") and marker(text)]
+    return block
+
+
+def retry_recipe() -> str:
+    return recipe(lambda text: ":retry" in text)
+
+
+def abort_recipe() -> str:
+    return recipe(lambda text: "on_error=empty" in text and "abort_message" in text)
+
+
+def test_the_readme_and_docs_have_liquid_blocks():
+    assert len(liquid_blocks()) >= 3
+
+
+@pytest.mark.parametrize("where, block", liquid_blocks(), ids=[w for w, _ in liquid_blocks()])
+def test_every_liquid_block_renders_against_the_service(base, sessionm, where, block):
+    """Each block a marketer may copy renders in brazejs against a running wallet-proxy."""
+    result = render_full(block.replace(EXAMPLE_HOST, base), **PROFILE)
+    assert "output" in result or "aborted" in result, (where, result)
+    if EXAMPLE_HOST + "/v1/wallets/" in block:
+        assert sessionm.calls(OFFERS_PATH), f"{where} never reached the service"
+
+
+def test_no_block_lets_an_abort_cancel_its_own_retries():
+    """Braze: an abort_message testing the same failure as :retry takes precedence and cancels the
+    retries (https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/
+    connected_content/connected_content_retries/). A block with :retry must not abort on wallet.ok."""
+    for where, block in liquid_blocks():
+        if ":retry" in block:
+            assert "on_error=empty" not in block, where  # a 200 for every error: :retry could never fire
+            assert "abort_message" not in block, where
+
+
+def test_retry_recipe_renders_the_wallet(base, sessionm):
+    result = render_full(retry_recipe().replace(EXAMPLE_HOST, base), **PROFILE)
     assert squash(result["output"]) == (
         "You have 1 offers and 100 points. Free medium coffee — expires in 33 days")
+    assert result["retries"] == 0
     (call,) = sessionm.calls(OFFERS_PATH)
     assert call.json["user_id"] == "user-1" and call.json["culture"] == "fr"
 
 
-def test_readme_block_aborts_for_an_unknown_user(base, sessionm):
+def test_retry_recipe_retries_while_sessionm_fails(base, sessionm):
+    sessionm.on("POST", OFFERS_PATH, [Reply(503, {}), Reply(500, {}),
+                                      Reply(200, fixture_json("get_user_offers.ok.json"))])
+    result = render_full(retry_recipe().replace(EXAMPLE_HOST, base), **PROFILE)
+    assert result["retries"] == 2
+    assert squash(result["output"]).startswith("You have 1 offers and 100 points.")
+
+
+def test_retry_recipe_is_aborted_by_braze_only_after_its_retries(base, sessionm):
+    sessionm.on("POST", OFFERS_PATH, Reply(503, {}))
+    result = render_full(retry_recipe().replace(EXAMPLE_HOST, base), **PROFILE)
+    assert result == {"aborted": "connected content failed after 5 retries", "retries": 5}
+
+
+def test_retry_recipe_falls_back_for_an_unknown_user(base, sessionm):
     sessionm.on("POST", OFFERS_PATH, Reply(200, fixture_json("get_user_offers.user_not_found.json")))
-    template = readme_block().replace("https://wallet.example.com", base)
-    result = render(template, custom_attribute={"sessionm_user_id": "ghost"}, language="")
-    assert result == {"aborted": "wallet unavailable"}
+    result = render_full(retry_recipe().replace(EXAMPLE_HOST, base),
+                         **{**PROFILE, "custom_attribute": {"sessionm_user_id": "ghost"}})
+    assert squash(result["output"]) == "Check the app for your latest rewards." and result["retries"] == 0
+
+
+def test_abort_recipe_renders_the_wallet(base, sessionm):
+    result = render_full(abort_recipe().replace(EXAMPLE_HOST, base), **PROFILE)
+    assert squash(result["output"]) == (
+        "You have 1 offers and 100 points. Free medium coffee — expires in 33 days")
+
+
+@pytest.mark.parametrize("reply", [Reply(503, {}), Reply(200, {"status": "error",
+                                                                "errors": {"code": "USER_NOT_FOUND"}})])
+def test_abort_recipe_aborts_at_once(base, sessionm, reply):
+    sessionm.on("POST", OFFERS_PATH, reply)
+    result = render_full(abort_recipe().replace(EXAMPLE_HOST, base), **PROFILE)
+    assert result == {"aborted": "wallet unavailable", "retries": 0}
+    assert len(sessionm.calls(OFFERS_PATH)) == 1
+
+
+def test_the_harness_applies_brazes_abort_precedence(base, sessionm):
+    """The old README block (:retry and an abort on the same failure) never retried: Braze's rule."""
+    sessionm.on("POST", OFFERS_PATH, [Reply(503, {}), Reply(200, fixture_json("get_user_offers.ok.json"))])
+    old = ("{% connected_content " + base + "/v1/wallets/{{custom_attribute.${sessionm_user_id}}} "
+           ":basic_auth wallet_proxy :save wallet :no_cache :retry %}"
+           "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}"
+           "{{wallet.offer_count}}")
+    assert render_full(old, **PROFILE) == {"aborted": "wallet unavailable", "retries": 0}
 
 
 def test_on_error_empty_lets_the_template_fall_back(base, sessionm):
@@ -106,3 +202,15 @@ def test_signed_url_made_by_braze_filter_is_accepted(sessionm, app_for, live):
     assert render(template, user_id="cust-1") == {"output": "points=100"}
     forged = template.replace("'sig-key-1'", "'guess'")
     assert render(forged, user_id="cust-1") == {"aborted": "unsigned"}
+
+
+def test_the_preview_pages_block_is_a_recipe_that_aborts_without_retrying(base, sessionm):
+    """The block the preview page hands out follows recipe 2: no :retry cancelled by its own abort."""
+    from wallet_proxy.preview.routes import connected_content_block
+
+    block = connected_content_block(base + "/", False) + "{{wallet.available_points}}"
+    assert ":retry" not in block and "on_error=empty" in block
+    assert render_full(block, **PROFILE) == {"output": "\n100", "retries": 0}
+    sessionm.on("POST", OFFERS_PATH, Reply(503, {}))
+    assert render_full(block, **{**PROFILE, "custom_attribute": {"sessionm_user_id": "other"}}) == {
+        "aborted": "wallet unavailable", "retries": 0}

@@ -16,7 +16,8 @@ from tests.conftest import free_port, need
 from tests.fakes import FakeClock
 from wallet_proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from wallet_proxy.wallet import keys
-from wallet_proxy.wallet.redis_store import RedisLocker, RedisStore, make_client
+from wallet_proxy.redis_client import make_client
+from wallet_proxy.wallet.redis_store import RedisLocker, RedisStore
 from wallet_proxy.wallet.stores import Entry, MemoryStore
 
 pytestmark = pytest.mark.redis
@@ -199,6 +200,19 @@ class TestRedisLocker:
         assert got == Entry(WALLET, 42.0) == results[0]
         assert waiter_calls == []
         assert waiter_store.fallback.get(user, "en-US") == got, "kept for a Redis outage"
+
+    def test_the_winner_serves_an_entry_that_landed_after_its_miss_without_calling(self, redis_url, user):
+        clock = FakeClock(1000.0)
+        store, client = make_store(redis_url, clock)
+        other, _ = make_store(redis_url, clock)
+        locker = RedisLocker(client, store)
+        # Another process stored a fresh wallet and released its lock after this request missed.
+        other.put(user, "en-US", Entry(WALLET, 990.0))
+        got = locker.fetch_once(user, "en-US", 1.0, lambda: pytest.fail("a second SessionM call"))
+        assert got == Entry(WALLET, 990.0) and locker.waits_total == 1
+        assert not client.exists(keys.flight_key(user, "en-US")), "released"
+        other.put(user, "en-US", Entry(WALLET, 900.0))  # past its 60 s TTL: a refresh must call
+        assert locker.fetch_once(user, "en-US", 1.0, lambda: Entry(WALLET, 1000.0)).fetched_at == 1000.0
 
     def test_a_waiter_times_out_when_the_holder_never_lands(self, redis_url, user):
         store, client = make_store(redis_url)

@@ -93,7 +93,8 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     memory = MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
     redis_client = locker = None
     if settings.redis_url:
-        from .wallet.redis_store import RedisLocker, RedisStore, make_client
+        from .redis_client import make_client
+        from .wallet.redis_store import RedisLocker, RedisStore
 
         redis_client = make_client(settings.redis_url, settings.upstream_concurrency)
         if store is None:

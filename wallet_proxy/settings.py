@@ -7,6 +7,8 @@ from typing import Mapping
 
 from dotenv import dotenv_values
 
+from . import redis_client
+
 SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "admin"})
 
 # Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
@@ -169,8 +171,11 @@ def parse(env: Mapping[str, str]) -> Settings:
         sandbox_fault=get("WALLET_PROXY_SANDBOX_FAULT"),
     )
     redis_url = settings.redis_url
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        problems.append("WALLET_PROXY_REDIS_URL must start with redis://, rediss:// or unix://")
+    if redis_url:
+        try:
+            redis_client.check_url(redis_url)
+        except ValueError as exc:
+            problems.append(f"WALLET_PROXY_REDIS_URL {exc}")
     if problems:
         raise ConfigError("invalid settings: " + "; ".join(problems))
     return settings

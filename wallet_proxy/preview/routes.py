@@ -272,12 +272,16 @@ def raw_payload(user_id: str, culture: str) -> dict:
 
 
 def connected_content_block(base_url: str, signing: bool) -> str:
-    """The Braze block for this deployment: its own URL, basic_auth, save, no_cache and the ok guard."""
+    """The Braze block for this deployment: its own URL, on_error=empty, basic_auth, save, no_cache and
+    the ok guard."""
     url = (f"{base_url.rstrip('/')}/v1/wallets/{{{{custom_attribute.${{sessionm_user_id}}}}}}"
            "?culture={{${language} | url_param_escape}}")
     if signing:  # the key is typed by the marketer in Braze; this page never knows or prints it
         url += "&sig={{custom_attribute.${sessionm_user_id} | hmac_sha256_hex: 'YOUR_SIGNING_KEY'}}"
-    return (f"{{% connected_content {url} :basic_auth wallet_proxy :save wallet :no_cache :retry %}}\n"
+    # The README's recipe 2: on_error=empty and an abort. Not :retry with the abort, since Braze lets an
+    # abort on the same failure cancel the retries (its "Connected Content retries" page).
+    return (f"{{% connected_content {url}&on_error=empty :basic_auth wallet_proxy :save wallet "
+            ":no_cache %}\n"
             "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}")
 
 

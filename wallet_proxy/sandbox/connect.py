@@ -87,10 +87,10 @@ def make_wallet(user_id: str, culture: str, now: datetime) -> dict:
         }
         if n % 2:  # media as SessionM sends it: content_type 1 image, 2 video, 4 audio, 5 web link
             offer["media"] = [
-                {"uri": f"https://cdn.example.com/offers/{index}.mp4", "content_type": 2, "category_id": "video",
-                 "category_name": "video"},
-                {"uri": f"https://cdn.example.com/offers/{index}.png", "content_type": 1, "category_id": "logo",
-                 "category_name": "logo"}]
+                {"uri": f"https://cdn.example.com/offers/{index}.mp4", "content_type": 2,
+                 "category_id": "video", "category_name": "video"},
+                {"uri": f"https://cdn.example.com/offers/{index}.png", "content_type": 1,
+                 "category_id": "logo", "category_name": "logo"}]
         else:
             offer["logo_uri"] = f"https://cdn.example.com/offers/{index}.png"
         offers.append(offer)
@@ -127,7 +127,8 @@ def get_user_offers():
     # example (https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm):
     # the simulator sends both, so the service must compare them case-insensitively.
     if fault == "unknown":
-        return jsonify(status="error", errors={"code": "USER_NOT_FOUND", "message": "User not found"}), 200, headers
+        return jsonify(status="error", errors={"code": "USER_NOT_FOUND", "message": "User not found"}), 200, \
+            headers
     if fault == "fault-invalid" or not user_id:
         return jsonify(status="error", errors={"code": "validation" if user_id else "missing_data",
                                                "message": "Invalid request"}), 200, headers

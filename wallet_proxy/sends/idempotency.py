@@ -160,8 +160,12 @@ class RedisIdempotency(IdempotencyStore):
     def _transact(self, key, fn):
         import redis as redis_lib
 
+        from ..redis_client import errors
+
         name = self.PREFIX + key
-        with self.redis.pipeline() as pipe:
+        # transaction=True: a cluster client's pipeline only takes WATCH/MULTI when asked for one
+        # (a record is one key, so the transaction stays on one node).
+        with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(name)
@@ -177,7 +181,7 @@ class RedisIdempotency(IdempotencyStore):
                     return result
                 except redis_lib.WatchError:
                     continue  # another process changed the record between our read and write
-                except redis_lib.RedisError as exc:
+                except errors() as exc:
                     # Without the record we cannot promise at most once: refuse rather than risk a resend.
                     raise UpstreamUnavailable("the idempotency store (Redis) is unreachable; retry later",
                                               retry_after=5) from exc

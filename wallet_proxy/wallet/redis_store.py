@@ -14,20 +14,17 @@ import uuid
 
 import redis
 from cachetools import LRUCache
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..errors import UpstreamTimeout, UpstreamUnavailable
+from ..redis_client import errors
 from . import keys
 from .stores import Entry, MemoryStore
 
 log = logging.getLogger(__name__)
 
-# A healthy Redis answers in well under a millisecond on a LAN; past this it is treated as down.
-SOCKET_TIMEOUT = 0.15
-# How long a request may wait for a free pooled connection before treating Redis as unusable.
-POOL_WAIT = 0.1
+# RedisError, and a cluster's topology errors (RedisClusterException is not a RedisError).
+REDIS_ERRORS = errors()
+
 # Seconds Redis is left alone after an error before one request tries it again.
 BACKOFF = 2.0
 
@@ -37,17 +34,6 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-
-
-def make_client(url: str, concurrency: int) -> redis.Redis:
-    """Return a Redis client with short timeouts, no retries and a pool sized to the concurrency."""
-    # Cache reads of every in-flight request share the pool, not only the SessionM calls: size it
-    # above the upstream concurrency; a request that still finds none waits POOL_WAIT, then falls back.
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=max(32, 2 * concurrency), timeout=POOL_WAIT,
-        socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
-        retry=Retry(NoBackoff(), 0), health_check_interval=30)
-    return redis.Redis(connection_pool=pool)
 
 
 DECODED_MAX = 1024  # decoded entries kept per process
@@ -89,7 +75,7 @@ class RedisStore:
             return self.fallback.get(user_id, culture)
         try:
             raw = self.client.hget(keys.wallet_key(user_id), culture)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._trip(exc)
             return self.fallback.get(user_id, culture)
         self._recovered()
@@ -107,7 +93,7 @@ class RedisStore:
             pipe.hset(key, culture, json.dumps(entry.to_json(), separators=(",", ":")))
             pipe.expire(key, expire)
             pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._trip(exc)
             return
         self._recovered()
@@ -117,7 +103,7 @@ class RedisStore:
         self.fallback.forget(user_id)
         try:
             self.client.delete(keys.wallet_key(user_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self._trip(exc)
             # A 204 would claim the shared copy is gone; Braze/operators must retry instead.
             raise UpstreamUnavailable("the shared cache (Redis) is unreachable; the wallet may still be "
@@ -134,12 +120,18 @@ class RedisStore:
     # -- used by the locker --------------------------------------------------------------------
 
     def get_raw(self, user_id: str, culture: str) -> bytes | None:
-        """The stored JSON of (user, culture) in Redis; raises RedisError."""
+        """The stored JSON of (user, culture) in Redis; raises one of REDIS_ERRORS."""
         return self.client.hget(keys.wallet_key(user_id), culture)
 
     def decode(self, raw: bytes | None, user_id: str = "") -> Entry | None:
         """Entry from its stored JSON (None when absent or unreadable)."""
         return self._decode(raw, user_id)
+
+    def fresh(self, entry: Entry | None) -> Entry | None:
+        """`entry` if it is still within its TTL, else None."""
+        if entry is not None and self.clock() - entry.fetched_at < (entry.ttl or self.cache_ttl):
+            return entry
+        return None
 
     # -- degradation -------------------------------------------------------------------------
 
@@ -225,7 +217,7 @@ class RedisLocker:
         try:
             before = self.store.get_raw(user_id, culture)
             won = self.client.set(key, token, nx=True, px=int((timeout + self.margin) * 1000))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             self.store.note_error(exc)
             return call()
         delay = self.poll
@@ -246,13 +238,24 @@ class RedisLocker:
                 # The holder finished (or died) without storing: try to take over.
                 won = self.client.set(key, token, nx=True,
                                       px=int((max(0.05, end - self.monotonic()) + self.margin) * 1000))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 self.store.note_error(exc)
                 return call()
         try:
+            # Double check under the lock: the previous holder may have stored a fresh entry and
+            # released the lock between this request's cache miss and its SET NX.
+            try:
+                landed = self.store.fresh(self.store.decode(self.store.get_raw(user_id, culture), user_id))
+            except REDIS_ERRORS as exc:
+                self.store.note_error(exc)
+                landed = None
+            if landed is not None:
+                self.waits_total += 1
+                self.store.fallback.put(user_id, culture, landed)
+                return landed
             return call()
         finally:
             try:
                 self._release(keys=[key], args=[token])
-            except RedisError as exc:  # the lock expires by itself
+            except REDIS_ERRORS as exc:  # the lock expires by itself
                 self.store.note_error(exc)
