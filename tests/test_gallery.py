@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import CLIENTS, ROOT
 from tests.test_brazejs import render, squash
+from tests.test_preview_browser import browser, page_for  # noqa: F401  (fixtures)
 from wallet_proxy.settings import parse
 
 GALLERY = ROOT / "docs" / "templates"
@@ -151,3 +152,25 @@ def test_every_example_renders_in_the_playground(sandbox):
         body = answer.get_json()
         assert answer.status_code == 200 and body["ok"], (example["file"], body)
         assert body["output"].strip() or body["aborted"], example["file"]
+
+
+@pytest.mark.browser
+def test_the_page_offers_each_example_and_renders_it_without_error(app_for, live, browser, page_for):
+    """In real Chromium: the playground's Examples list holds the gallery; each renders without an error."""
+    from tests.test_preview_browser import look_up, sign_in
+
+    page = page_for(live(app_for(parse({}))))  # sandbox mode: demo:demo
+    sign_in(page)
+    look_up(page, MEMBER)
+    examples = json.loads(STATIC.read_text())
+    page.wait_for_selector(f"#examples option:nth-child({len(examples) + 1})", state="attached")
+    assert page.locator("#examples option").all_text_contents()[1:] == [e["name"] for e in examples]
+    for index, example in enumerate(examples):
+        page.select_option("#examples", str(index))
+        assert page.input_value("#template") == example["template"]
+        page.click("#render-form button[type=submit]")
+        page.wait_for_selector("#render-output:not([hidden]), #render-error:not([hidden])")
+        assert page.locator("#render-error").is_hidden(), (example["file"],
+                                                           page.locator("#render-error").text_content())
+        assert page.locator("#render-output").text_content().strip(), example["file"]
+    assert page.problems == []
