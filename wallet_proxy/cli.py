@@ -221,7 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     syncer = attributes_sub.add_parser("sync", help="write sessionm_* attributes of every user of a CSV to "
                                                     "their Braze profile, sending only what changed")
     _bulk_options(syncer)
-    syncer.set_defaults(concurrency=150)  # workers wait for their batch of 75: fewer could not fill one
+    for action in syncer._actions:  # workers wait for their batch of 75: fewer could not fill one
+        if action.dest == "concurrency":
+            action.default = 150
+            action.help = "rows in flight (default 150: two /users/track calls of 75 can fill)"
     syncer.add_argument("--id-type", choices=("seed", "external"), default="seed",
                         help="seed: the column holds SessionM user ids; external: customer external ids "
                              "(resolved through SessionM Core). The Braze profile is the id in the file")
