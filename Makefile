@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 PIP_INSTALL := $(BIN)/pip install -q
 
-.PHONY: run test serve-prod bench install runtime clean
+.PHONY: run test serve-prod bench mutate install runtime clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: $(VENV)/.installed tests/js/node_modules/.installed
 ## bench: the load benchmarks; results go to bench/RESULTS.md
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
+mutate: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[test,mutate]'
+	$(BIN)/python scripts/mutate.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) tests/js/node_modules .pytest_cache

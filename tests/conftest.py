@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-from tests.fakes import FakeClock, FakeUpstream, LiveServer, Reply
+from tests.fakes import FakeBraze, FakeClock, FakeUpstream, LiveServer, Reply
 from wallet_proxy import create_app
 from wallet_proxy.settings import parse
 
@@ -23,6 +24,12 @@ FIXTURES = next((p for p in (ROOT.parent / "shared" / "fixtures", ROOT / "tests"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=timezone.utc).timestamp()
 OFFERS_PATH = "/offers/api/2.0/offers/get_user_offers"
+# `make mutate` runs the tests under mutmut's tracing, many times over: fewer, repeatable examples and
+# no speed health checks there; the normal suite keeps hypothesis's defaults.
+settings.register_profile("mutate", max_examples=25, derandomize=True, deadline=None,
+                          suppress_health_check=list(HealthCheck))
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 CLIENTS = "test:secret,braze:bz-secret:wallet,tagger:tg-secret:tags,ops:ops-secret:admin"
 
 
@@ -63,8 +70,8 @@ def sessionm():
 
 @pytest.fixture
 def braze():
-    """A fake Braze REST API on loopback; tests script its answers."""
-    fake = FakeUpstream()
+    """A fake Braze REST API on loopback (Braze's rate-limit headers on every answer); tests script it."""
+    fake = FakeBraze()
     yield fake
     fake.close()
 

@@ -43,6 +43,8 @@ class FakeUpstream:
     one repeating), or a callable(Recorded) -> Reply.
     """
 
+    UNSCRIPTED = Reply(404, {"error": "no route scripted"})
+
     def __init__(self):
         self.requests: list[Recorded] = []
         self._routes: list = []
@@ -87,7 +89,7 @@ class FakeUpstream:
                     answer = candidate
                     break
         if answer is None:
-            reply = Reply(404, {"error": "no route scripted"})
+            reply = self.UNSCRIPTED
         elif callable(answer):
             reply = answer(recorded)
         elif isinstance(answer, list):
@@ -103,8 +105,45 @@ class FakeUpstream:
         else:
             data = json.dumps(reply.body).encode() if reply.body is not None else b""
             mimetype = "application/json"
-        response = Response(data, status=reply.status, headers=reply.headers, mimetype=mimetype)
+        response = Response(data, status=reply.status, headers=self.headers_for(reply), mimetype=mimetype)
         return response(environ, start_response)
+
+    def headers_for(self, reply: Reply) -> dict:
+        """The headers of an answer: the scripted ones (FakeBraze adds Braze's own)."""
+        return reply.headers
+
+
+class FakeBraze(FakeUpstream):
+    """A fake Braze REST API: like FakeUpstream, plus what Braze sends on EVERY answer.
+
+    Braze's answers carry `X-RateLimit-Limit`, `-Remaining` and `-Reset` (epoch seconds of the end of
+    the hourly window) whatever the status (https://braze.com/docs/api/api_limits); a scripted Reply's
+    own headers win. Unscripted paths answer Braze's error shape `{"message", "errors"}`.
+    """
+
+    LIMIT = 250_000
+
+    def __init__(self, clock=time.time):
+        self.clock = clock
+        self._count_lock = threading.Lock()
+        self._window = None
+        self._used = 0
+        super().__init__()
+
+    def headers_for(self, reply: Reply) -> dict:
+        now = self.clock()
+        window = int(now // 3600)
+        with self._count_lock:
+            if window != self._window:
+                self._window, self._used = window, 0
+            self._used += 1
+            remaining = max(0, self.LIMIT - self._used)
+        headers = {"X-RateLimit-Limit": str(self.LIMIT), "X-RateLimit-Remaining": str(remaining),
+                   "X-RateLimit-Reset": str((window + 1) * 3600)}
+        headers.update(reply.headers)
+        return headers
+
+    UNSCRIPTED = Reply(404, {"message": "Not Found", "errors": ["no such endpoint"]})
 
 
 class LiveServer:

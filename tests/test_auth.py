@@ -54,3 +54,92 @@ def test_scope(auth):
 def test_no_clients_says_why():
     with pytest.raises(Unauthorized, match="WALLET_PROXY_CLIENTS"):
         Authenticator(()).authenticate("Bearer x", "wallet")
+
+
+class TestHeaderForms:
+    """What an Authorization header may look like (RFC 9110 section 11.6.2; RFC 7617 Basic, RFC 6750 Bearer)."""
+
+    def b64(self, text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    @pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC", "bAsIc"])
+    def test_the_scheme_is_case_insensitive(self, auth, scheme):
+        assert auth.authenticate(f"{scheme} {self.b64('braze:one')}", "wallet").name == "braze"
+
+    @pytest.mark.parametrize("header", ["  Basic {v}", "Basic    {v}", "Basic {v}   ", "\tBasic {v}\t"])
+    def test_spaces_around_the_parts(self, auth, header):
+        assert auth.authenticate(header.format(v=self.b64("braze:one")), "wallet").name == "braze"
+
+    @pytest.mark.parametrize("scheme", ["Digest", "Token", "Negotiate", "ApiKey", "Basicx", "Bearerx"])
+    def test_other_schemes_carrying_valid_credentials_are_refused(self, auth, scheme):
+        with pytest.raises(Unauthorized):
+            auth.authenticate(f"{scheme} {self.b64('braze:one')}", "wallet")
+        with pytest.raises(Unauthorized):
+            auth.authenticate(f"{scheme} one", "wallet")
+
+    @pytest.mark.parametrize("value", [
+        base64.b64encode(b"ops:two").decode().rstrip("="),               # padding dropped
+        base64.b64encode(b"ops:two").decode()[:4] + " " + base64.b64encode(b"ops:two").decode()[4:],
+        base64.b64encode(b"ops:two").decode().replace("b", "-"),          # outside the alphabet
+        base64.b64encode(b"ops:two").decode() + "#",
+    ])
+    def test_base64_is_read_strictly(self, auth, value):
+        assert auth.authenticate(basic("ops", "two"), "tags").name == "ops"
+        with pytest.raises(Unauthorized):
+            auth.authenticate(f"Basic {value}", "tags")
+
+    def test_a_secret_may_contain_colons(self):
+        auth = Authenticator(parse({"WALLET_PROXY_CLIENTS": "braze:a-b"}).clients)
+        assert auth.authenticate(basic("braze", "a-b"), "wallet").name == "braze"
+        with pytest.raises(Unauthorized):
+            auth.authenticate(basic("braze", "a-b:extra"), "wallet")
+
+    def test_bearer_needs_the_whole_secret(self, auth):
+        for header in ("Bearer on", "Bearer one1", "Bearer ONE", "Bearer  one x"):
+            with pytest.raises(Unauthorized):
+                auth.authenticate(header, "wallet")
+
+    def test_basic_needs_name_and_secret_of_the_same_client(self, auth):
+        with pytest.raises(Unauthorized):
+            auth.authenticate(basic("braze", "two"), "tags")
+        assert auth.authenticate(basic("ops", "two"), "tags").name == "ops"
+
+    def test_an_empty_secret_never_matches(self):
+        auth = Authenticator(parse({"WALLET_PROXY_CLIENTS": "braze:one"}).clients)
+        for header in (basic("braze", ""), "Bearer ", "Basic " + base64.b64encode(b":").decode()):
+            with pytest.raises(Unauthorized):
+                auth.authenticate(header, "wallet")
+
+
+class TestScopes:
+    def test_each_scope_is_checked(self):
+        auth = Authenticator(parse({"WALLET_PROXY_CLIENTS": "braze:one:wallet,hook:two:tags+trigger"}).clients)
+        assert auth.authenticate("Bearer one", "wallet").name == "braze"
+        for scope in ("tags", "trigger", "admin"):
+            with pytest.raises(Forbidden, match=scope):
+                auth.authenticate("Bearer one", scope)
+        assert auth.authenticate("Bearer two", "trigger").name == "hook"
+        with pytest.raises(Forbidden):
+            auth.authenticate("Bearer two", "wallet")
+
+    def test_no_scopes_listed_means_all(self):
+        auth = Authenticator(parse({"WALLET_PROXY_CLIENTS": "braze:one"}).clients)
+        for scope in ("wallet", "tags", "trigger", "admin"):
+            assert auth.authenticate("Bearer one", scope).name == "braze"
+
+    def test_a_wrong_secret_is_401_not_403(self, auth):
+        with pytest.raises(Unauthorized):
+            auth.authenticate("Bearer nope", "admin")
+
+
+@pytest.mark.parametrize("sig", [" {s} ", "{S}", "{s}\n"])
+def test_signature_forms_braze_may_produce(sig):
+    good = sign("k", "user-1")
+    check_signature("k", "user-1", sig.format(s=good, S=good.upper()))
+
+
+@pytest.mark.parametrize("sig", ["{s}0", "{short}", "x" * 64, "é" * 64])
+def test_wrong_signatures(sig):
+    good = sign("k", "user-1")
+    with pytest.raises(BadSignature):
+        check_signature("k", "user-1", sig.format(s=good, short=good[:-1]))

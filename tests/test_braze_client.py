@@ -33,24 +33,49 @@ def client_for(sleeps):
 class TestAnswers:
     def test_a_2xx_gives_the_dispatch_id_and_sends_the_real_key(self, braze, client_for):
         braze.on("POST", CAMPAIGN, Reply(201, {"dispatch_id": "d-1", "message": "success"}))
-        assert client_for(braze.url).send("campaign", BODY) == "d-1"
+        accepted = client_for(braze.url).send("campaign", BODY)
+        assert accepted.dispatch_id == "d-1" and accepted.sent and accepted.errors == ()
         (call,) = braze.calls(CAMPAIGN)
         assert call.headers["Authorization"] == "Bearer braze-rest-key"
         assert call.json == BODY
 
     def test_a_canvas_goes_to_the_canvas_path(self, braze, client_for):
         braze.on("POST", "/canvas/trigger/send", Reply(201, {"dispatch_id": "d-2"}))
-        assert client_for(braze.url).send("canvas", {"canvas_id": "cv", "broadcast": True}) == "d-2"
+        assert client_for(braze.url).send("canvas", {"canvas_id": "cv", "broadcast": True}).dispatch_id == "d-2"
         assert len(braze.calls("/canvas/trigger/send")) == 1
 
-    @pytest.mark.parametrize("status", [400, 404, 422])
-    def test_a_4xx_is_passed_back_with_brazes_message(self, braze, client_for, status):
-        braze.on("POST", CAMPAIGN, Reply(status, {"message": "Invalid campaign_id"}))
+    @pytest.mark.parametrize("status", [400, 422])
+    def test_a_4xx_is_passed_back_with_brazes_message_and_errors(self, braze, client_for, status):
+        braze.on("POST", CAMPAIGN, Reply(status, {"message": "Invalid campaign_id", "errors": ["bad id"]}))
         with pytest.raises(BrazeRejected) as caught:
             client_for(braze.url).send("campaign", BODY)
         assert caught.value.status == status
         assert caught.value.message == "Invalid campaign_id"
+        assert caught.value.braze_errors == ["bad id"]
         assert len(braze.calls(CAMPAIGN)) == 1
+
+    def test_a_404_is_our_configuration_502_logged_loudly(self, braze, client_for, caplog):
+        # https://braze.com/docs/api/errors: 404 is an invalid URL, i.e. a wrong BRAZE_REST_URL
+        with pytest.raises(UpstreamError) as caught:
+            client_for(braze.url + "/wrong-prefix").send("campaign", BODY)
+        assert caught.value.status == 502 and "BRAZE_REST_URL" in caught.value.message
+        assert any(r.levelname == "ERROR" and "BRAZE_REST_URL" in r.getMessage() for r in caplog.records)
+        assert len(braze.requests) == 1  # not retried
+
+    def test_a_canvas_notice_means_nothing_was_sent(self, braze, client_for):
+        notice = "The Canvas is paused. Resume the Canvas to ensure trigger requests will take effect."
+        braze.on("POST", "/canvas/trigger/send", Reply(201, {"dispatch_id": "d-p", "message": "success",
+                                                             "notice": notice}))
+        accepted = client_for(braze.url).send("canvas", {"canvas_id": "cv", "broadcast": True})
+        assert accepted.sent is False and accepted.notice == notice
+        assert accepted.answer["notice"] == notice
+
+    def test_non_fatal_errors_in_a_201_are_kept(self, braze, client_for):
+        # https://braze.com/docs/api/errors: {"message": "success", "errors": [<minor error message>]}
+        braze.on("POST", CAMPAIGN, Reply(201, {"dispatch_id": "d-e", "message": "success",
+                                               "errors": ["some recipients were not found"]}))
+        accepted = client_for(braze.url).send("campaign", BODY)
+        assert accepted.sent and accepted.errors == ("some recipients were not found",)
 
     def test_a_refused_key_is_our_problem_not_the_callers(self, braze, client_for):
         braze.on("POST", CAMPAIGN, Reply(401, {"message": "Invalid API key: braze-rest-key"}))
@@ -67,10 +92,42 @@ class TestRetries:
                                     Reply(429, {"message": "slow down"},
                                           headers={"X-RateLimit-Reset": str(1_800_000_003)}),
                                     Reply(201, {"dispatch_id": "d-3"})])
-        assert client_for(braze.url, clock=clock).send("campaign", BODY) == "d-3"
+        assert client_for(braze.url, clock=clock).send("campaign", BODY).dispatch_id == "d-3"
         assert len(braze.calls(CAMPAIGN)) == 3
         assert len(sleeps) == 2
         assert sleeps[1] >= 3.0  # honoured X-RateLimit-Reset (3 s ahead of the clock)
+
+    def test_a_5xx_is_retried_with_backoff_not_held_until_the_hourly_reset(self, braze, client_for, sleeps):
+        # Braze sends X-RateLimit-Reset (the END of the hourly window) on every answer: a 500 with a
+        # Reset 40 minutes ahead and calls remaining must be retried within seconds, not in 40 minutes.
+        clock = FakeClock(1_800_000_000)
+        hour_end = {"X-RateLimit-Limit": "250000", "X-RateLimit-Remaining": "249000",
+                    "X-RateLimit-Reset": str(1_800_000_000 + 2400)}
+        braze.on("POST", CAMPAIGN, [Reply(500, {"message": "oops", "errors": []}, headers=hour_end),
+                                    Reply(502, {"message": "bad gateway", "errors": []}, headers=hour_end),
+                                    Reply(201, {"dispatch_id": "d-5", "message": "success"}, headers=hour_end)])
+        accepted = client_for(braze.url, clock=clock, retry_budget=20).send("campaign", BODY)
+        assert accepted.dispatch_id == "d-5" and len(braze.calls(CAMPAIGN)) == 3
+        assert len(sleeps) == 2 and max(sleeps) < 1.0  # backoff (base 0.01 s), not 2400 s
+
+    def test_remaining_zero_on_a_5xx_honours_the_reset(self, braze, client_for, sleeps):
+        clock = FakeClock(1_800_000_000)
+        spent = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(1_800_000_004)}
+        braze.on("POST", CAMPAIGN, [Reply(503, {"message": "busy"}, headers=spent),
+                                    Reply(201, {"dispatch_id": "d-6"})])
+        assert client_for(braze.url, clock=clock).send("campaign", BODY).dispatch_id == "d-6"
+        assert sleeps[0] >= 4.0
+
+    def test_the_fake_braze_sends_rate_limit_headers_on_every_answer(self, braze):
+        import requests
+
+        braze.on("POST", CAMPAIGN, [Reply(201, {"dispatch_id": "d"}), Reply(500, {"message": "x", "errors": []})])
+        answers = [requests.post(braze.url + CAMPAIGN, json=BODY, timeout=5) for _ in range(2)]
+        answers.append(requests.post(braze.url + "/nope", json=BODY, timeout=5))
+        for answer in answers:
+            assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(answer.headers)
+        assert int(answers[0].headers["X-RateLimit-Remaining"]) > int(answers[1].headers["X-RateLimit-Remaining"])
+        assert answers[2].status_code == 404 and set(answers[2].json()) == {"message", "errors"}
 
     def test_retries_stop_within_the_budget_then_503_with_retry_after(self, braze, client_for, sleeps):
         braze.on("POST", CAMPAIGN, Reply(503, {"message": "busy"}))
@@ -118,6 +175,28 @@ class TestRetryDelay:
 
 
 class TestRateLimiter:
+    def test_an_audience_call_counts_against_the_per_minute_budget(self, braze, client_for):
+        # https://braze.com/docs/api/api_limits: 250/minute for calls with a segment or Connected Audience,
+        # recipients listed or not
+        braze.on("POST", CAMPAIGN, Reply(201, {"dispatch_id": "d-a"}))
+        clock = FakeClock(0)
+        limiter = RateLimiter(broadcast_per_minute=250, monotonic=clock, sleep=clock.tick)
+        client = client_for(braze.url, limiter=limiter, monotonic=clock)
+        before = limiter.broadcast.tokens
+        client.send("campaign", {**BODY, "audience": {"AND": [{"custom_attribute": {
+            "custom_attribute_name": "tier", "comparison": "equals", "value": "gold"}}]}})
+        assert limiter.broadcast.tokens == pytest.approx(before - 1)
+        client.send("campaign", BODY)  # listed recipients only: the hourly budget alone
+        assert limiter.broadcast.tokens == pytest.approx(before - 1)
+
+    def test_a_refused_hourly_slot_gives_the_minute_token_back(self):
+        clock = FakeClock(0)
+        limiter = RateLimiter(hourly=1, broadcast_per_minute=250, monotonic=clock, sleep=clock.tick)
+        assert limiter.try_acquire(True) == 0.0
+        before = limiter.broadcast.tokens
+        assert limiter.try_acquire(True) > 0
+        assert limiter.broadcast.tokens == pytest.approx(before)
+
     def test_broadcasts_stay_under_250_a_minute(self):
         clock = FakeClock(0)
         limiter = RateLimiter(monotonic=clock, sleep=clock.tick)

@@ -79,3 +79,66 @@ class TestBreaker:
         for thread in threads:
             thread.join()
         assert results.count(True) == 1
+
+
+class TestSignals:
+    """What the wallet service reads from the breaker (issue 16 item 6)."""
+
+    def test_a_fresh_breaker_is_closed(self):
+        breaker = Breaker(failures=3, cooldown=10, clock=FakeClock())
+        assert breaker.state == CLOSED and breaker.allow() and breaker.retry_after() == 1.0
+
+    def test_only_the_failure_that_opens_says_so(self):
+        clock = FakeClock()
+        breaker = Breaker(failures=3, cooldown=10, clock=clock)
+        assert [breaker.failure() for _ in range(3)] == [False, False, True]
+        assert breaker.failure() is False, "already open: not 'just opened' again"
+        clock.tick(10)
+        assert breaker.allow()
+        assert breaker.failure() is False, "a failed probe re-opens quietly"
+        breaker.success()
+        assert [breaker.failure() for _ in range(3)] == [False, False, True], "closed again: counts anew"
+
+    def test_threshold_of_one_opens_on_the_first_failure(self):
+        breaker = Breaker(failures=1, cooldown=5, clock=FakeClock())
+        assert breaker.failure() is True and breaker.state == OPEN
+
+    def test_retry_after_counts_down_and_never_below_one(self):
+        clock = FakeClock()
+        breaker = Breaker(failures=1, cooldown=10, clock=clock)
+        breaker.failure()
+        assert breaker.retry_after() == 10
+        clock.tick(4)
+        assert breaker.retry_after() == 6
+        clock.tick(5.5)
+        assert breaker.retry_after() == 1.0
+        clock.tick(100)
+        assert breaker.retry_after() == 1.0
+
+    def test_half_open_exactly_at_the_cooldown(self):
+        clock = FakeClock()
+        breaker = Breaker(failures=1, cooldown=10, clock=clock)
+        breaker.failure()
+        clock.tick(9.999)
+        assert breaker.state == OPEN and not breaker.allow()
+        clock.tick(0.001)
+        assert breaker.state == HALF_OPEN
+
+    def test_success_while_open_closes_and_clears_the_probe(self):
+        clock = FakeClock()
+        breaker = Breaker(failures=2, cooldown=10, clock=clock)
+        breaker.failure(), breaker.failure()
+        clock.tick(10)
+        assert breaker.allow()
+        breaker.success()
+        assert breaker.state == CLOSED
+        assert breaker.failure() is False, "the count restarted at zero"
+
+    def test_a_cancelled_probe_leaves_the_breaker_open(self):
+        clock = FakeClock()
+        breaker = Breaker(failures=1, cooldown=10, clock=clock)
+        breaker.failure()
+        clock.tick(10)
+        assert breaker.allow()
+        breaker.cancel()
+        assert breaker.state == HALF_OPEN

@@ -253,8 +253,8 @@ class TestRetries:
         assert high == [1, 2, 4, 8, 16, 32, 60]
         assert policy.delay(1, 45.0) == 45.0
 
-    @pytest.mark.parametrize("status, code", [(404, "user_not_found"), (422, "invalid_request"),
-                                              (400, "invalid_request")])
+    @pytest.mark.parametrize("status, code", [(404, "user_not_found"), (422, "upstream_refused"),
+                                              (400, "upstream_refused")])
     def test_other_4xx_are_not_retried_and_are_rejected(self, tmp_path, status, code):
         core = FakeCore(lambda u, a: Reply(status, {"status": "error", "errors": {"code": "nope"}}))
         try:
@@ -273,6 +273,42 @@ class TestRetries:
         finally:
             core.close()
         assert summary.sent == 0 and summary.rejected == 1
+
+    @pytest.mark.parametrize("code, reason", [("VALIDATION", "upstream_refused"),
+                                              ("requires_registered_user", "user_not_found")])
+    def test_codes_inside_200_are_rejected_by_what_they_mean_and_not_retried(self, tmp_path, code, reason):
+        # https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm
+        core = FakeCore(lambda u, a: Reply(200, {"status": "error", "errors": {"code": code}}))
+        try:
+            summary = run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"])
+        finally:
+            core.close()
+        assert core.attempts["u1"] == 1 and summary.rejected == 1
+        assert rejects_of(tmp_path / "seg.rejects.csv")[1][4].startswith(reason + ":")
+
+    def test_credential_codes_inside_200_stop_the_run(self, tmp_path):
+        core = FakeCore(lambda u, a: Reply(200, {"status": "error", "errors": {"code": "invalid_api_key"}}))
+        try:
+            path = write(tmp_path / "seg.csv", "user_id\n" + "\n".join(f"u{i}" for i in range(50)) + "\n")
+            summary = run(path, core, tags=["vip"], concurrency=2)
+        finally:
+            core.close()
+        assert summary.fatal and "INVALID_API_KEY" in summary.fatal
+        assert sum(core.attempts.values()) <= 4, "no point sending 50 rows with a refused key"
+
+    def test_a_counter_tag_that_timed_out_is_rejected_as_outcome_unknown_not_retried(self, tmp_path):
+        core = FakeCore(lambda u, a: Reply(200, {"status": "ok"}, delay=0.5))
+        try:
+            path = write(tmp_path / "seg.csv", "user_id\nu1\n")
+            summary = run(path, core, tags=["vip"], timeout=0.1)
+            expiring = run(write(tmp_path / "exp.csv", "user_id\nu2\n"), core, tags=["vip"], ttl=60,
+                           timeout=0.1, retry=RetryPolicy(attempts=2, base=0.001))
+        finally:
+            core.close()
+        assert core.attempts["u1"] == 1, "a counter tag that may have been counted is never resent"
+        assert summary.rejected == 1 and summary.retries == 0
+        assert rejects_of(tmp_path / "seg.rejects.csv")[1][4].startswith("outcome_unknown: ")
+        assert core.attempts["u2"] == 2 and expiring.retries == 1, "an expiring tag is retried"
 
     def test_persistent_5xx_gives_up_after_max_attempts(self, tmp_path):
         core = FakeCore(lambda u, a: Reply(503, {}))
@@ -401,13 +437,15 @@ class TestCommandLine:
         assert "--ttl: must be a positive number, got 'soon'" in capsys.readouterr().err
 
     def test_killed_mid_way_then_resumed_tags_every_row_with_only_in_flight_rows_resent(self, tmp_path):
+        # Expiring tags (a ttl): sending one again only renews it, so in-flight rows may be resent.
         core = FakeCore(delay=0.02)
         concurrency = 4
         try:
             users = [f"u{i}" for i in range(300)]
             write(tmp_path / "seg.csv", "user_id\n" + "\n".join(users) + "\n")
             command = [sys.executable, "-m", "wallet_proxy.cli", "tags", "import", "seg.csv", "--tag", "vip",
-                       "--concurrency", str(concurrency), "--rate", "1000", "--backoff", "0.01"]
+                       "--concurrency", str(concurrency), "--rate", "1000", "--backoff", "0.01",
+                       "--ttl", "3600"]
             proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(core.url), stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
             deadline = time.monotonic() + 30
@@ -431,6 +469,69 @@ class TestCommandLine:
         assert len(twice) <= concurrency, f"only rows in flight at the kill may be resent: {twice}"
         assert "done by the interrupted run" in result.stdout
         assert not os.path.exists(tmp_path / "seg.csv.journal")
+
+    def test_counter_tags_in_flight_at_a_kill_are_not_resent_but_rejected_as_outcome_unknown(self, tmp_path):
+        # Counter tags (no ttl) count once per call that reaches Core
+        # (https://docs.sessionm.com/developer/APIs/Core/Customers/customers_tags.htm): never twice.
+        core = FakeCore(delay=0.05)
+        concurrency = 4
+        try:
+            users = [f"u{i}" for i in range(300)]
+            write(tmp_path / "seg.csv", "user_id\n" + "\n".join(users) + "\n")
+            command = [sys.executable, "-m", "wallet_proxy.cli", "tags", "import", "seg.csv", "--tag", "vip",
+                       "--concurrency", str(concurrency), "--rate", "1000", "--backoff", "0.01"]
+            proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(core.url), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 30
+            while sum(core.attempts.values()) < 60 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            proc.send_signal(signal.SIGKILL)  # rows are in Core's hands (it sleeps 50 ms on each)
+            proc.wait(10)
+            time.sleep(0.2)  # let the fake finish counting what it received
+            assert 60 <= sum(core.attempts.values()) < 300, "killed mid-way"
+            core.delay = 0.0
+            result = subprocess.run(command[:6] + ["--resume"], cwd=tmp_path, env=cli_env(core.url),
+                                    capture_output=True, text=True, timeout=60)
+        finally:
+            core.close()
+        assert result.returncode == 1, result.stderr  # rows rejected: see the rejects file
+        assert max(core.accepted.values()) == 1, "a counter tag was sent twice"
+        rejected = rejects_of(tmp_path / "seg.rejects.csv")[1:]
+        unknown = {r[1] for r in rejected if r[4].startswith("outcome_unknown")}
+        assert 1 <= len(unknown) <= concurrency, unknown
+        assert set(core.accepted) | unknown == set(users), "no row lost: tagged once, or listed as unknown"
+        assert f"outcome_unknown: {len(unknown)}" in result.stdout
+
+    def test_resume_rejects_a_counter_row_journalled_in_flight_without_sending_it(self, tmp_path, core):
+        from wallet_proxy.bulk.journal import IN_FLIGHT, Journal, file_identity
+        from wallet_proxy.bulk.rows import read_rows
+
+        path = write(tmp_path / "seg.csv", "user_id\nu1\nu2\nu3\n")
+        identity = {"job": "tags import", **file_identity(path), "user_column": "user_id", "tags": ["vip"],
+                    "ttl": None}
+        rows = [r for r in read_rows(path, tags=["vip"]) if r.user_id == "u2"]
+        journal = Journal(path + ".journal", identity, resume=False)
+        journal.record(rows[0].key, rows[0].line, IN_FLIGHT)  # what a kill -9 mid-call leaves
+        journal.close(finished=False)
+        summary = run(path, core, tags=["vip"], resume=True)
+        assert dict(core.accepted) == {"u1": 1, "u3": 1}, "u2 may have been counted: never sent again"
+        assert summary.sent == 2 and summary.rejected == 1 and summary.by_reason == {"outcome_unknown": 1}
+        (row,) = rejects_of(tmp_path / "seg.rejects.csv")[1:]
+        assert row[:2] == ["3", "u2"] and row[4].startswith("outcome_unknown: ")
+
+    def test_an_expiring_row_journalled_in_flight_is_sent_again(self, tmp_path, core):
+        from wallet_proxy.bulk.journal import IN_FLIGHT, Journal, file_identity
+        from wallet_proxy.bulk.rows import read_rows
+
+        path = write(tmp_path / "seg.csv", "user_id\nu1\nu2\n")
+        identity = {"job": "tags import", **file_identity(path), "user_column": "user_id", "tags": ["vip"],
+                    "ttl": 60}
+        (row,) = [r for r in read_rows(path, tags=["vip"], ttl=60) if r.user_id == "u2"]
+        journal = Journal(path + ".journal", identity, resume=False)
+        journal.record(row.key, row.line, IN_FLIGHT)
+        journal.close(finished=False)
+        assert run(path, core, tags=["vip"], ttl=60, resume=True).sent == 2
+        assert dict(core.accepted) == {"u1": 1, "u2": 1}
 
     def test_sigterm_stops_cleanly_and_resume_sends_nothing_twice(self, tmp_path):
         core = FakeCore(delay=0.02)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 
 import pytest
 
@@ -155,23 +156,109 @@ class TestSessionMAnswers:
         assert response.status_code == 503
         assert "Retry-After" in response.headers
 
-    def test_slow_sessionm_is_504_so_braze_retries(self, core, app_for):
+    def test_slow_sessionm_is_504_so_braze_retries_an_expiring_tag(self, core, app_for):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "ok"}, delay=1.0))
+        client = app_for(make_settings(core_url=core.url, WALLET_PROXY_UPSTREAM_TIMEOUT="0.2")).test_client()
+        response = post(client, body={"tags": ["vip"], "ttl": 60})
+        assert response.status_code == 504
+
+    def test_slow_sessionm_is_409_outcome_unknown_for_a_counter_tag(self, core, app_for):
+        # A tag without ttl counts once per call (https://docs.sessionm.com/developer/APIs/Core/Customers/
+        # customers_tags.htm): Core may have counted it, so Braze must not send it again (a 409 is not
+        # retried; a 504 would be, up to 5 times).
         core.on("POST", TAGS_PATH, Reply(200, {"status": "ok"}, delay=1.0))
         client = app_for(make_settings(core_url=core.url, WALLET_PROXY_UPSTREAM_TIMEOUT="0.2")).test_client()
         response = post(client, body={"tags": ["vip"]})
-        assert response.status_code == 504
+        assert response.status_code == 409
+        assert response.json["error"]["code"] == "outcome_unknown"
+        assert "Retry-After" not in response.headers
+
+    @pytest.mark.parametrize("ttl, status", [(None, 409), (60, 503)])
+    def test_connection_dropped_after_the_request_was_sent(self, app_for, ttl, status):
+        import socket
+        import threading
+
+        listener = socket.create_server(("127.0.0.1", 0))
+        received = []
+
+        def serve():
+            conn, _ = listener.accept()
+            with conn:
+                received.append(conn.recv(65536))  # read the request, then hang up without an answer
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            client = app_for(make_settings(core_url=url)).test_client()
+            response = post(client, body={"tags": ["vip"], "ttl": ttl})
+        finally:
+            thread.join(5)
+            listener.close()
+        assert received and b"/tags" in received[0]
+        assert response.status_code == status
+        if ttl is None:
+            assert response.json["error"]["code"] == "outcome_unknown"
 
     def test_sessionm_refusing_the_tags_is_a_4xx_braze_does_not_retry(self, client, core):
         core.on("POST", TAGS_PATH, Reply(422, {"status": "error", "errors": {"code": "invalid_tag"}}))
         response = post(client, body={"tags": ["vip"]})
         assert response.status_code == 422
-        assert "invalid_tag" in response.json["error"]["message"]
+        assert response.json["error"]["code"] == "upstream_refused"
+        assert "INVALID_TAG" in response.json["error"]["message"]
 
     def test_sessionm_refusing_our_credentials_is_502_without_the_secret(self, client, core):
         core.on("POST", TAGS_PATH, Reply(401, {"status": "error"}))
         response = post(client, body={"tags": ["vip"]})
         assert response.status_code == 502
         assert b"core-secret" not in response.data
+
+
+class TestSessionMCodes:
+    """Core answers errors inside HTTP 200 with a code, in either case (upper in SessionM's table, lower
+    in its example): https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm
+    """
+
+    @pytest.mark.parametrize("code", ["USER_NOT_FOUND", "user_not_found", "REQUIRES_REGISTERED_USER",
+                                      "requires_registered_user"])
+    def test_unknown_user_codes_are_404(self, client, core, code):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": code}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 404
+        assert response.json["error"]["code"] == "user_not_found"
+
+    @pytest.mark.parametrize("code", ["VALIDATION", "validation", "MISSING_DATA", "Argument_Error"])
+    def test_our_request_refused_as_invalid_is_422_which_braze_does_not_retry(self, client, core, code):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "ERROR", "errors": {"code": code}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 422
+        assert response.json["error"]["code"] == "upstream_refused"
+        assert code.upper() in response.json["error"]["message"]
+        assert len(core.calls("/tags$")) == 1
+
+    @pytest.mark.parametrize("code", ["INVALID_API_KEY", "invalid_auth_token", "ACCESS_DENIED"])
+    def test_credential_codes_are_502_and_logged_loudly(self, client, core, code, caplog):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": code}}))
+        with caplog.at_level(logging.ERROR):
+            response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert b"core-secret" not in response.data
+        loud = [r for r in caplog.records if r.levelno >= logging.ERROR and "credentials" in r.getMessage()]
+        assert loud and code.upper() in loud[0].getMessage()
+
+    def test_any_other_code_is_502(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "error", "errors": {"code": "NOT_AVAILABLE"}}))
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 502
+        assert "NOT_AVAILABLE" in response.json["error"]["message"]
+
+    def test_status_ok_in_either_case_is_accepted(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"status": "OK", "user": {"id": "user-1"}}))
+        assert post(client, body={"tags": ["vip"]}).status_code == 200
+
+    def test_an_answer_without_status_ok_is_never_a_2xx(self, client, core):
+        core.on("POST", TAGS_PATH, Reply(200, {"user": {"id": "user-1"}}))
+        assert post(client, body={"tags": ["vip"]}).status_code == 502
 
 
 class TestAccess:
@@ -200,3 +287,45 @@ class TestSandbox:
                         headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
         assert response.status_code == 200
         assert set(app.extensions["wallet_proxy"].sandbox.tags["someone"]) == {"vip", "gold"}
+
+    def test_sandbox_core_counts_counter_tags_and_renews_expiring_ones(self, app_for):
+        from wallet_proxy.settings import parse
+
+        now = [1_000_000.0]
+        app = app_for(parse({}))
+        sim = app.extensions["wallet_proxy"].sandbox
+        sim.clock = lambda: now[0]
+        basic = {"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()}
+        for _ in range(3):
+            assert post(app.test_client(), user_id="counted", body={"tags": ["visit"]},
+                        headers=basic).status_code == 200
+        assert sim.tags["counted"]["visit"] == {"count": 3}
+        assert post(app.test_client(), user_id="counted", body={"tags": ["promo"], "ttl": 60},
+                    headers=basic).status_code == 200
+        now[0] += 30
+        assert post(app.test_client(), user_id="counted", body={"tags": ["promo"], "ttl": 60},
+                    headers=basic).status_code == 200
+        assert sim.tags["counted"]["promo"] == {"expires_at": 1_000_000.0 + 30 + 60}, "renewed, not counted"
+        now[0] += 100
+        post(app.test_client(), user_id="counted", body={"tags": ["visit"]}, headers=basic)
+        assert "promo" not in sim.tags["counted"], "an expired tag disappears"
+        assert sim.tags["counted"]["visit"] == {"count": 4}
+
+    def test_sandbox_core_counts_a_counter_tag_whose_answer_never_came(self, app_for):
+        from wallet_proxy.settings import parse
+
+        app = app_for(parse({"WALLET_PROXY_UPSTREAM_TIMEOUT": "0.2"}))
+        response = post(app.test_client(), user_id="fault-timeout-7", body={"tags": ["visit"]},
+                        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
+        assert (response.status_code, response.json["error"]["code"]) == (409, "outcome_unknown")
+        assert app.extensions["wallet_proxy"].sandbox.tags["fault-timeout-7"]["visit"] == {"count": 1}
+
+    @pytest.mark.parametrize("user_id, status, code", [("unknown-1", 404, "user_not_found"),
+                                                       ("fault-invalid-1", 422, "upstream_refused")])
+    def test_sandbox_core_answers_documented_codes_inside_200(self, app_for, user_id, status, code):
+        from wallet_proxy.settings import parse
+
+        app = app_for(parse({}))
+        response = post(app.test_client(), user_id=user_id, body={"tags": ["vip"]},
+                        headers={"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()})
+        assert (response.status_code, response.json["error"]["code"]) == (status, code)

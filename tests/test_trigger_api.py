@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from tests.conftest import make_settings
-from tests.fakes import FakeUpstream, Reply
+from tests.fakes import FakeBraze, Reply
 from wallet_proxy import create_app
 from wallet_proxy.sandbox import SimState, make_sandbox_app
 from wallet_proxy.settings import parse
@@ -26,7 +26,7 @@ def dispatch_per_call(record):
 
 @pytest.fixture
 def braze():
-    fake = FakeUpstream()
+    fake = FakeBraze()
     fake.on("POST", CAMPAIGN, dispatch_per_call).on("POST", CANVAS, dispatch_per_call)
     yield fake
     fake.close()
@@ -78,15 +78,18 @@ class TestSends:
             "recipients": [{"external_user_id": "cust-9"}],
         }
 
-    def test_a_canvas_becomes_canvas_entry_properties(self, client, braze):
+    def test_a_canvas_reads_its_properties_from_context(self, client, braze):
+        # Braze's current name is `context` ({{context.${name}}}); canvas_entry_properties is the former one
+        # https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/sources/canvas_entry_properties
         response = post(client, {"braze_canvas_id": "cv-1", "external_user_id": "c1", "Offer Title": "X",
                                  "campaign_id": "sessionm-campaign-7"})
         assert response.status_code == 201
         (call,) = braze.calls(CANVAS)
         assert call.json["canvas_id"] == "cv-1"
         # with SessionM's braze_* names, a plain campaign_id is SessionM's campaign data: a property
-        assert call.json["canvas_entry_properties"] == {"external_user_id": "c1", "offer_title": "X",
-                                                        "campaign_id": "sessionm-campaign-7"}
+        assert call.json["context"] == {"external_user_id": "c1", "offer_title": "X",
+                                        "campaign_id": "sessionm-campaign-7"}
+        assert "canvas_entry_properties" not in call.json
         assert braze.calls(CAMPAIGN) == []
 
     def test_a_broadcast_has_no_recipients(self, client, braze):

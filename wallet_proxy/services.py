@@ -125,10 +125,18 @@ def _build_trigger(settings: Settings, session, redis_client, clock, options: di
     """The Braze client and the at-most-once trigger engine (idempotency in Redis when configured)."""
     from .sends.engine import TriggerEngine
     from .sends.idempotency import MemoryIdempotency, RedisIdempotency
-    from .upstream.braze import BrazeClient
+    from .upstream.braze import BrazeClient, RateLimiter
 
     options = dict(options)
     wait = options.pop("idempotency_wait", 30.0)
+    limits = options.pop("rate_limits", {})  # tests: smaller hourly / broadcast_per_minute budgets
+    if redis_client is not None and "limiter" not in options:
+        # SPEC: with Redis the Braze rate budget is shared by every process and host
+        options["limiter"] = RateLimiter.shared(redis_client, settings.braze_api_key, **limits,
+                                                **{k: options[k] for k in ("sleep", "monotonic") if k in options})
+    elif limits and "limiter" not in options:
+        options["limiter"] = RateLimiter(**limits, **{k: options[k] for k in ("sleep", "monotonic")
+                                                      if k in options})
     braze = BrazeClient(settings.braze_url, settings.braze_api_key, session, clock=clock, **options)
     if redis_client is not None:
         store = RedisIdempotency(redis_client, clock=clock, wait_timeout=wait)

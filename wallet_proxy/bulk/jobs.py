@@ -46,7 +46,8 @@ def import_tags(path: str, core, *, user_column: str | None = None, tags: Iterab
     runner = Runner(lambda row: core.add_tags(row.user_id, list(row.tags), row.ttl, timeout), journal,
                     Rejects(rejects or default_rejects(path), append=resume),
                     Progress("tags import", total, stream, interval), concurrency=concurrency, rate=rate,
-                    retry=retry, fatal=(CredentialsRefused,), sleep=sleep)
+                    retry=retry, fatal=(CredentialsRefused,), sleep=sleep,
+                    idempotent=lambda row: row.ttl is not None)  # a tag without ttl is a counter
     return runner.run(_chain(first, rows))
 
 

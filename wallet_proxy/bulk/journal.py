@@ -15,7 +15,7 @@ import threading
 
 from .rows import FileError
 
-DONE, REJECTED = 1, 2
+DONE, REJECTED, IN_FLIGHT = 1, 2, 3  # IN_FLIGHT: sent, no answer yet (rows that must not be sent twice)
 
 
 class Journal:
@@ -56,6 +56,10 @@ class Journal:
     def record(self, key: str, line: int, state: int) -> None:
         """Commit a row's outcome (autocommit: one transaction per row)."""
         self.db.execute("INSERT OR REPLACE INTO rows VALUES (?, ?, ?)", (key, line, state))
+
+    def forget(self, key: str) -> None:
+        """Drop a row's record (an in-flight mark whose call was never made or was answered)."""
+        self.db.execute("DELETE FROM rows WHERE key=?", (key,))
 
     def close(self, finished: bool) -> None:
         """Close; a finished run's journal is deleted unless asked to keep it."""

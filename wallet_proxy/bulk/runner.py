@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..errors import ApiError, UpstreamTimeout, UpstreamUnavailable
-from .journal import DONE, REJECTED, Journal
+from ..upstream.pacing import TokenBucket, backoff
+from .journal import DONE, IN_FLIGHT, REJECTED, Journal
 from .progress import Progress
 from .rows import BadRow, Rejects, Row
 
@@ -24,33 +25,31 @@ log = logging.getLogger(__name__)
 
 
 class RateLimiter:
-    """At most `rate` calls per second across threads; `hold` pauses everyone (SessionM throttling)."""
+    """At most `rate` calls per second across threads, evenly spaced: each caller waits for its slot.
+
+    A token bucket of one token (upstream/pacing.py): a reservation queues callers one interval apart;
+    `hold` gives no slot for a while (SessionM said it is throttling us), for every worker at once.
+    """
 
     def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep):
-        self.interval = 1.0 / rate
-        self.clock = clock
+        self.bucket = TokenBucket(rate, 1.0, clock)
         self.sleep = sleep
-        self._next = clock()
-        self._lock = threading.Lock()
 
     def wait(self) -> None:
         """Block until this caller's slot comes."""
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            self.sleep(slot - now)
+        wait = self.bucket.reserve()
+        if wait > 0:
+            self.sleep(wait)
 
     def hold(self, seconds: float) -> None:
         """Give no slot for `seconds` from now."""
-        with self._lock:
-            self._next = max(self._next, self.clock() + seconds)
+        self.bucket.hold(seconds)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter on 429/5xx/timeouts; a Retry-After from SessionM is a floor."""
+    """How often and how long to retry on 429/5xx/timeouts (upstream/pacing.py's backoff with jitter);
+    a Retry-After from SessionM is a floor."""
 
     attempts: int = 8
     base: float = 0.5
@@ -58,10 +57,10 @@ class RetryPolicy:
     retry_after_cap: float = 600.0
 
     def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        backoff = min(self.cap, self.base * 2 ** (attempt - 1))
-        backoff = backoff / 2 + rng() * backoff / 2  # "equal jitter": spreads retries, keeps a floor
-        return max(backoff, min(retry_after or 0.0, self.retry_after_cap))
+        """Seconds to wait after failed attempt number `attempt` (1-based): the shared backoff, or
+        what SessionM asked for (capped) when that is longer."""
+        wait = backoff(attempt, base=self.base, cap=self.cap, rng=rng)
+        return max(wait, min(retry_after or 0.0, self.retry_after_cap))
 
 
 def is_retryable(exc: ApiError) -> bool:
@@ -106,11 +105,18 @@ class Runner:
 
     def __init__(self, task: Callable[[Row], None], journal: Journal, rejects: Rejects, progress: Progress, *,
                  concurrency: int = 8, rate: float = 50.0, retry: RetryPolicy | None = None,
-                 fatal: tuple = (), sleep=time.sleep, clock=time.monotonic):
+                 fatal: tuple = (), idempotent: Callable[[Row], bool] | None = None, sleep=time.sleep,
+                 clock=time.monotonic):
         """`fatal`: ApiError classes after which no row can succeed (refused credentials): the run stops
-        with the journal kept, so --resume continues once the cause is fixed."""
+        with the journal kept, so --resume continues once the cause is fixed.
+
+        `idempotent(row)` false: sending the row twice does not do the same as once (a counter tag). Such
+        a row is journalled as in flight before its first call, so a run killed while it was in flight
+        does not send it again on --resume: it goes to the rejects with reason outcome_unknown.
+        """
         self.task = task
         self.fatal = tuple(fatal)
+        self.idempotent = idempotent or (lambda row: True)
         self.journal = journal
         self.rejects = rejects
         self.progress = progress
@@ -188,8 +194,13 @@ class Runner:
                 seen = "duplicate"
             else:
                 recorded = self.journal.lookup(key)
+                if recorded is not None and recorded[1] == IN_FLIGHT and self.idempotent(row):
+                    recorded = None  # sent by the interrupted run, never answered: harmless to resend
                 if recorded is None:
                     seen = "new"
+                    self.in_flight.add(key)
+                elif recorded[0] == row.line and recorded[1] == IN_FLIGHT:
+                    seen = "unknown"  # sent by the interrupted run, never answered: it may have landed
                     self.in_flight.add(key)
                 elif recorded[0] == row.line:
                     seen = "rejected" if recorded[1] == REJECTED else "earlier"
@@ -200,6 +211,9 @@ class Runner:
                 self._finish(row, row.reason)
             else:
                 self._put(row)
+            return
+        if seen == "unknown":
+            self._finish(row, OUTCOME_UNKNOWN)
             return
         with self._count_lock:
             if seen == "duplicate":
@@ -217,16 +231,28 @@ class Runner:
                 return
             if self.stopping.is_set():
                 continue
-            reason = self._attempt(row)
+            marked = not self.idempotent(row)
+            reason = self._attempt(row, marked)
             if reason is not _ABANDONED:  # an answer that came in while stopping is still recorded
                 self._finish(row, reason)
+            elif marked:
+                # Abandoned before a call or after an answer: nothing is pending, --resume may send it.
+                with self.journal.lock:
+                    self.journal.forget(row.key)
 
-    def _attempt(self, row: Row):
-        """Call the task until it succeeds or fails for good; None on success, else the reason."""
+    def _attempt(self, row: Row, mark: bool = False):
+        """Call the task until it succeeds or fails for good; None on success, else the reason.
+
+        With `mark`, the row is journalled as in flight before its first call (see `idempotent`).
+        """
         for attempt in range(1, self.retry.attempts + 1):
             self.limiter.wait()
             if self.stopping.is_set():
                 return _ABANDONED
+            if mark:
+                with self.journal.lock:
+                    self.journal.record(row.key, row.line, IN_FLIGHT)
+                mark = False
             try:
                 self.task(row)
                 return None
@@ -270,3 +296,5 @@ class Runner:
 
 
 _ABANDONED = object()  # the run is stopping: leave the row unrecorded so --resume sends it
+OUTCOME_UNKNOWN = ("outcome_unknown: sent by the interrupted run and never answered; it may have been "
+                   "applied, so it is not sent again")

@@ -10,6 +10,7 @@ WALLET_PROXY_SANDBOX_LATENCY, or per user id by its prefix (see `FAULTS`).
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import requests
@@ -42,7 +43,8 @@ class SimState:
         self.fault = fault
         self.clock = clock
         self.calls: dict = {}
-        self.tags: dict = {}
+        self.tags: dict = {}  # user id -> {tag: {"count": n} or {"expires_at": epoch seconds}}
+        self.lock = threading.Lock()
 
     def count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1

@@ -1,16 +1,10 @@
 """At-most-once bookkeeping for triggered sends: one record per Idempotency-Key, kept 24 h.
 
 A record is a JSON object: `hash` (of the request body), `owner` and `lease_until` while a request is
-working on it (`pending`), and `chunks`, each with a `state`:
-
-- `new`: not sent yet; `sending`: the call to Braze is in flight;
-- `sent` (with `dispatch_id`): done, never resent;
-- `failed` (with `error`): Braze cannot have acted (4xx, 429/5xx after retries, no connection), so a
-  repeat with the same key resends it;
-- `unknown` (with `error`): Braze may have acted (timeout after sending): never resent.
-
-A `sending` chunk whose lease ran out (the process died mid-call) becomes `unknown`, never `new`.
-Both stores share the decisions below; they only differ in how a record is swapped atomically.
+working on it (`pending`), and `chunks`, each in a `ChunkState` (see chunks.py, which owns the state
+machine): a repeat resends only the resendable ones. A SENDING chunk whose lease ran out (the process
+died mid-call) becomes UNKNOWN, never NEW. Both stores share the decisions below; they only differ
+in how a record is swapped atomically.
 """
 from __future__ import annotations
 
@@ -22,6 +16,7 @@ import uuid
 from cachetools import TTLCache
 
 from ..errors import Conflict, UpstreamUnavailable
+from .chunks import LEASE_EXPIRED, abandon_in_flight, resendable
 
 RETENTION = 86400.0  # SPEC: a repeat within 24 h answers the first result
 LEASE = 300.0  # a request working on a key renews this with every chunk it records
@@ -36,18 +31,9 @@ class Claim:
         self.replay = replay
 
 
-def _retryable(record: dict) -> bool:
-    return any(chunk["state"] in ("new", "failed") for chunk in record["chunks"])
-
-
 def _expire_lease(record: dict) -> dict:
     """A dead owner's in-flight chunks may have been sent: mark them unknown, free the record."""
-    for chunk in record["chunks"]:
-        if chunk["state"] == "sending":
-            chunk["state"] = "unknown"
-            chunk["error"] = {"status": 504, "code": "outcome_unknown",
-                              "message": "an earlier attempt stopped while sending this chunk; "
-                                         "it may have been sent, so it is not resent"}
+    abandon_in_flight(record["chunks"], LEASE_EXPIRED)
     record["pending"] = False
     record["owner"] = None
     return record
@@ -94,7 +80,7 @@ class IdempotencyStore:
             if record["lease_until"] > now:
                 return None, None  # someone is sending: wait for them
             record = _expire_lease(record)
-        if not _retryable(record):
+        if not resendable(record["chunks"]):
             return record, Claim(record, None, replay=True)
         record.update(pending=True, owner=owner, lease_until=now + self.lease)
         return record, Claim(json.loads(json.dumps(record)), owner, replay=False)

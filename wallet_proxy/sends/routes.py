@@ -1,12 +1,60 @@
 """SessionM -> Braze triggered sends: `POST /v1/braze/trigger` and the Braze-compatible relay paths."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+import functools
+import logging
 
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..errors import ApiError, InvalidRequest, PayloadTooLarge
 from ..web.http import require, state
-from .engine import check_key, invalid, plan_flat, plan_native
+from ..web.logs import hash_user_id
+from .engine import dry_run
+from .plan import check_key, invalid, plan_flat, plan_native, problems_list, split_dry_run
 
 bp = Blueprint("trigger", __name__)
+log = logging.getLogger("wallet_proxy.sends")
+
+
+class BrazeShaped(ApiError):
+    """An error on a Braze-compatible path: ours, plus Braze's top-level `message` and `errors` list.
+
+    Braze answers errors as `{"message": ..., "errors": [...]}` (https://braze.com/docs/api/errors), and
+    Braze client libraries read `message`: without it a client shows an empty error.
+    """
+
+    def __init__(self, inner: ApiError):
+        super().__init__(inner.message, retry_after=inner.retry_after, details=inner.details,
+                         status=inner.status)
+        self.code = inner.code
+        self.inner = inner
+
+    def body(self) -> dict:
+        body = self.inner.body()
+        errors = list(getattr(self.inner, "braze_errors", None) or ())
+        if not errors and isinstance(self.inner, InvalidRequest):
+            errors = problems_list(self.inner.details)  # one "field: reason" line per bad field
+        body["message"] = self.inner.message
+        body["errors"] = errors or [self.inner.message]
+        return body
+
+
+def braze_shaped(view):
+    """Decorate a relay view so every error it raises (auth and validation included) reads like Braze's."""
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except BrazeShaped:
+            raise
+        except RequestEntityTooLarge as exc:
+            raise BrazeShaped(PayloadTooLarge()) from exc
+        except ApiError as exc:
+            raise BrazeShaped(exc) from exc
+
+    return wrapped
 
 
 def _body():
@@ -16,10 +64,44 @@ def _body():
     return body
 
 
-def _run(plan, key):
-    """Run a plan under the caller's key (namespaced by client) and render the outcome."""
+def _query_dry_run() -> bool:
+    raw = request.args.get("dry_run")
+    if raw is None:
+        return False
+    if raw.strip().lower() in ("1", "true"):
+        return True
+    if raw.strip().lower() in ("0", "false", ""):
+        return False
+    raise invalid({"dry_run": ["the query parameter takes 1/true or 0/false"]})
+
+
+def _key(body: dict, flat: bool) -> str | None:
+    """The caller's idempotency key: the header, else (flat door) `message_id`; blank or null is a 400."""
+    header = request.headers.get("Idempotency-Key")
+    if header is not None:
+        return check_key(header, "idempotency_key")
+    if flat and "message_id" in body:
+        return check_key(body["message_id"], "message_id")
+    return None
+
+
+def _send(plan_for, flat: bool):
+    """Validate, then answer a dry run or run the plan under the caller's key (namespaced by client)."""
+    body, dry = split_dry_run(_body(), _query_dry_run())
+    key = _key(body, flat)
+    plan = plan_for(body)
+    if plan.dropped_fields:
+        log.warning("dropped %s from a trigger body: never forwarded to Braze", ", ".join(plan.dropped_fields))
+    if dry:
+        return jsonify(dry_run(plan)), 200
     scoped = f"{g.client.name}:{key}" if key is not None else None
     outcome = state().trigger.run(plan, scoped)
+    status = outcome.error.status if outcome.error is not None else 201
+    # One line per trigger: the key's hash and Braze's dispatch ids trace a SessionM message to Braze.
+    fields = {"request_id": g.get("request_id"), "idempotency_key": hash_user_id(scoped) if scoped else None,
+              "dispatch_ids": ",".join(outcome.dispatch_ids) or None, "chunks": len(plan.sizes),
+              "duplicates_dropped": plan.duplicates_dropped or None, "replayed": outcome.replayed or None}
+    log.info("trigger %s %s", plan.kind, status, extra={k: v for k, v in fields.items() if v is not None})
     if outcome.error is not None:
         raise outcome.error
     response = jsonify(outcome.body)
@@ -33,21 +115,20 @@ def _run(plan, key):
 @require("trigger", "braze")
 def trigger():
     """Send SessionM's flat template fields as a Braze campaign or canvas trigger, at most once."""
-    body = _body()
-    plan = plan_flat(body)
-    key = check_key(request.headers.get("Idempotency-Key") or body.get("message_id"))
-    return _run(plan, key)
+    return _send(plan_flat, flat=True)
 
 
 @bp.post("/campaigns/trigger/send")
+@braze_shaped
 @require("trigger", "braze")
 def campaigns_trigger_send():
     """Relay Braze's own campaign trigger body with the real Braze key (SessionM's Braze variant)."""
-    return _run(plan_native("campaign", _body()), check_key(request.headers.get("Idempotency-Key")))
+    return _send(functools.partial(plan_native, "campaign"), flat=False)
 
 
 @bp.post("/canvas/trigger/send")
+@braze_shaped
 @require("trigger", "braze")
 def canvas_trigger_send():
     """Relay Braze's own canvas trigger body with the real Braze key (SessionM's Braze variant)."""
-    return _run(plan_native("canvas", _body()), check_key(request.headers.get("Idempotency-Key")))
+    return _send(functools.partial(plan_native, "canvas"), flat=False)

@@ -2,8 +2,15 @@
 
 No Flask here: the CLI can reuse it. Braze's facts (SPEC, "Braze triggered sends"):
 `POST {BRAZE_REST_URL}/campaigns/trigger/send` or `/canvas/trigger/send`, `Authorization: Bearer KEY`,
-at most 50 recipients a call, 250,000 requests/hour, 250/minute when broadcasting; 429 and 5xx are to
-be retried with backoff.
+at most 50 recipients a call; 250,000 requests/hour shared by the send endpoints, 250/minute for
+broadcasts and any call with an `audience`
+(https://braze.com/docs/api/api_limits, https://braze.com/docs/api/endpoints/messaging/send_messages/
+post_send_triggered_campaigns). Every answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`
+(epoch seconds of the window's end): `Reset` says when the hourly window ends, not when to retry, so
+it is honoured only when a 429 or `Remaining: 0` says the window is spent; a 5xx is retried with
+backoff. Answers are `{"message", "errors"}`; a 201 may carry non-fatal `errors` and, for a canvas, a
+`notice` meaning nothing was sent (https://braze.com/docs/api/errors). A 404 means our
+BRAZE_REST_URL is wrong.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import dataclass
 
 import requests
 import urllib3.exceptions
@@ -27,9 +35,31 @@ BROADCAST_PER_MINUTE = 250  # Braze: trigger sends to a whole segment or audienc
 
 
 class BrazeRejected(ApiError):
-    """Braze refused the send with a 4xx; `status` is Braze's and `message` is Braze's message."""
+    """Braze refused the send with a 4xx; `status` is Braze's, `message` and `braze_errors` are Braze's."""
 
     status, code, message = 400, "braze_rejected", "Braze rejected the send"
+
+    def __init__(self, message=None, *, braze_errors=(), **kwargs):
+        super().__init__(message, **kwargs)
+        self.braze_errors = list(braze_errors)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Braze's 2xx: its dispatch id, its whole answer, and the `notice` / non-fatal `errors` in it.
+
+    With a `notice` (a paused or archived canvas) Braze sent nothing, whatever the status says.
+    """
+
+    dispatch_id: str
+    status: int
+    answer: dict
+    notice: str | None = None
+    errors: tuple = ()
+
+    @property
+    def sent(self) -> bool:
+        return self.notice is None
 
 
 class RateLimiter:
@@ -49,6 +79,18 @@ class RateLimiter:
         self.hourly, self.broadcast = buckets
         self.monotonic = monotonic
         self.sleep = sleep
+
+    @classmethod
+    def shared(cls, redis_client, api_key: str, hourly: int = HOURLY_LIMIT,
+               broadcast_per_minute: int = BROADCAST_PER_MINUTE, monotonic=time.monotonic, sleep=time.sleep):
+        """One budget for every process sharing `api_key` and this Redis (buckets in Redis, Lua-atomic)."""
+        from .budget import RedisTokenBucket, budget_name
+
+        buckets = (RedisTokenBucket.for_window(redis_client, budget_name(api_key, "hour"), hourly, 3600.0,
+                                               burst=max(1, hourly // 250)),
+                   RedisTokenBucket.for_window(redis_client, budget_name(api_key, "minute"), broadcast_per_minute,
+                                               60.0, burst=max(1, broadcast_per_minute // 25)))
+        return cls(hourly, broadcast_per_minute, monotonic=monotonic, sleep=sleep, buckets=buckets)
 
     def try_acquire(self, broadcast: bool) -> float:
         """Take a slot and answer 0.0, or take nothing and answer the seconds until one may be free."""
@@ -81,11 +123,27 @@ def reset_in(value, clock) -> float | None:
     return max(0.0, epoch - clock()) if math.isfinite(epoch) else None
 
 
-def retry_delay(headers, attempt: int, *, base: float, cap: float, clock, rng) -> float:
-    """Seconds before retry `attempt` (1-based): Braze's reset time if given, else backoff with jitter."""
+def window_spent(status: int, headers) -> bool:
+    """True when Braze says its rate window is used up: a 429, or `X-RateLimit-Remaining: 0`."""
+    if status == 429:
+        return True
+    remaining = headers.get("X-RateLimit-Remaining") if headers else None
+    try:
+        return remaining is not None and float(str(remaining).strip()) <= 0
+    except ValueError:
+        return False
+
+
+def retry_delay(headers, attempt: int, *, base: float, cap: float, clock, rng, status: int = 429) -> float:
+    """Seconds before retry `attempt` (1-based) after an answer with `status` and `headers`.
+
+    `Retry-After` is a retry time whatever the status. `X-RateLimit-Reset` is the end of Braze's hourly
+    window, sent on every answer: waiting for it after a 500 would turn a blip into a 40-minute
+    outage, so it counts only when the window is spent (`window_spent`). Otherwise: backoff with jitter.
+    """
     told = parse_retry_after(headers.get("Retry-After"), now=clock) if headers else None
     reset = headers.get("X-RateLimit-Reset") if headers else None
-    if told is None and reset:
+    if told is None and reset and window_spent(status, headers):
         told = reset_in(reset, clock)
     if told is not None:
         # a little jitter on top, so many waiting senders do not return in the same instant
@@ -132,22 +190,23 @@ class BrazeClient:
         """A monotonic deadline for one request's retries (the retry budget from now)."""
         return self.monotonic() + self.retry_budget
 
-    def send(self, kind: str, body: dict, deadline: float | None = None) -> str:
-        """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's dispatch_id."""
+    def send(self, kind: str, body: dict, deadline: float | None = None) -> Accepted:
+        """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's 2xx."""
         url = self.base + PATHS[kind]
         deadline = self.deadline() if deadline is None else deadline
-        # Braze's 250/minute applies to sends to a segment or audience, not to listed recipients
-        broadcast = body.get("broadcast") is True or ("audience" in body and not body.get("recipients"))
+        # Braze's 250/minute applies to broadcasts and to any call with an `audience`
+        # (https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns)
+        broadcast = body.get("broadcast") is True or "audience" in body
         data = json.dumps(body, separators=(",", ":")).encode()
         attempt = 0
         while True:
             attempt += 1
             self.limiter.acquire(broadcast, deadline)
             error = self._attempt(url, data)
-            if isinstance(error, str):
+            if isinstance(error, Accepted):
                 return error
             delay = retry_delay(error.headers, attempt, base=self.backoff_base, cap=self.backoff_cap,
-                                clock=self.clock, rng=self.rng)
+                                clock=self.clock, rng=self.rng, status=error.status)
             if attempt >= self.max_attempts or self.monotonic() + delay > deadline:
                 log.warning("Braze %s still failing after %d attempt(s): %s", kind, attempt, error.message)
                 raise UpstreamUnavailable(f"{error.message}; gave up after {attempt} attempt(s)",
@@ -156,7 +215,7 @@ class BrazeClient:
             self.sleep(delay)
 
     def _attempt(self, url: str, data: bytes):
-        """One call: the dispatch id (str), a retryable `_Retry`, or raise a final ApiError."""
+        """One call: Braze's 2xx (`Accepted`), a retryable `_Retry`, or raise a final ApiError."""
         try:
             response = self.session.post(url, data=data, headers=self._headers, allow_redirects=False,
                                          timeout=(min(self.connect_timeout, self.timeout), self.timeout))
@@ -181,31 +240,44 @@ class BrazeClient:
             data = response.json()
         except ValueError:
             data = None
-        message = data.get("message") if isinstance(data, dict) else None
+        data = data if isinstance(data, dict) else {}
+        message = data.get("message")
         message = str(message)[:500] if message else None
+        errors = data.get("errors")
+        errors = tuple(str(e)[:500] for e in errors) if isinstance(errors, list) else (
+            (str(errors)[:500],) if errors else ())
         if status == 429 or status >= 500:
             return _Retry(f"Braze answered HTTP {status}" + (f" ({message})" if message else ""),
-                          response.headers)
+                          response.headers, status)
         if status in (401, 403):
             # Our BRAZE_API_KEY is wrong or lacks the permission: the caller cannot fix that.
             log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its "
                       "campaigns.trigger.send / canvas.trigger.send permissions", status)
             raise UpstreamError("Braze refused this service's API key")
+        if status == 404:
+            # Braze answers 404 for an invalid URL (https://braze.com/docs/api/errors): our BRAZE_REST_URL.
+            log.error("Braze answered 404 Not Found: BRAZE_REST_URL (%s) is probably wrong; it must be your "
+                      "Braze instance's REST endpoint, e.g. https://rest.iad-01.braze.com", self.base)
+            raise UpstreamError("Braze answered 404 Not Found: this service's BRAZE_REST_URL is wrong")
         if 400 <= status < 500:
-            raise BrazeRejected(message or f"Braze answered HTTP {status}", status=status)
+            raise BrazeRejected(message or f"Braze answered HTTP {status}", status=status,
+                                braze_errors=errors)
         if 200 <= status < 300:
-            dispatch_id = data.get("dispatch_id") if isinstance(data, dict) else None
+            dispatch_id = data.get("dispatch_id")
             if not isinstance(dispatch_id, str) or not dispatch_id:
                 # Braze accepted (2xx), so the send happened: never report it as failed or resend it.
                 log.warning("Braze answered HTTP %s without a dispatch_id", status)
-                return "unknown-dispatch-id"
-            return dispatch_id
+                dispatch_id = "unknown-dispatch-id"
+            notice = data.get("notice")
+            notice = str(notice)[:500] if notice else None
+            return Accepted(dispatch_id, status, data, notice, errors)
         raise UpstreamError(f"Braze answered an unexpected HTTP {status}")
 
 
 class _Retry:
     """A failure after which nothing was sent, so another attempt is safe."""
 
-    def __init__(self, message: str, headers=None):
+    def __init__(self, message: str, headers=None, status: int = 0):
         self.message = message
         self.headers = headers or {}
+        self.status = status

@@ -1,4 +1,9 @@
-"""SessionM Core client: external-id lookup and user tags. No Flask here: the CLI reuses it."""
+"""SessionM Core client: external-id lookup and user tags. No Flask here: the CLI reuses it.
+
+Tags (https://docs.sessionm.com/developer/APIs/Core/Customers/customers_tags.htm): a tag sent without a
+TTL is a counter, created at 1 and incremented by one on each call; with a TTL it is an expiring tag,
+which a second call only renews. So a counter tag is never sent again once a call may have reached Core.
+"""
 from __future__ import annotations
 
 import base64
@@ -6,8 +11,11 @@ import logging
 from urllib.parse import quote
 
 import requests
+import urllib3
 
-from ..errors import InvalidRequest, UpstreamError, UpstreamUnavailable, UserNotFound
+from ..errors import (OutcomeUnknown, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
+                      UserNotFound)
+from . import pacing
 from . import transport as upstream
 
 log = logging.getLogger(__name__)
@@ -17,10 +25,18 @@ class CredentialsRefused(UpstreamError):
     """Core refused this service's key/secret: no later call can succeed (the importer stops)."""
 
 
-class TagsRefused(InvalidRequest):
-    """Core refused the tags themselves (a 4xx other than 401/403/404/429): retrying cannot help."""
+class CounterOutcomeUnknown(OutcomeUnknown):
+    """A counter tag (no ttl) was sent and Core did not answer: it may have been counted, so it must not
+    be sent again. 409, which Braze does not retry (an expiring tag is a retryable 504 instead)."""
 
-    status = 422
+    status = 409
+    message = ("SessionM Core did not answer after the counter tag was sent: it may have been counted, "
+               "so it is not retried")
+
+
+class TagsRefused(UpstreamRefused):
+    """Core refused the tags themselves (a 4xx other than 401/403/404/429, or VALIDATION, MISSING_DATA,
+    ARGUMENT_ERROR inside a 200): retrying cannot help, so a 422, which Braze does not retry."""
 
 
 def basic(key: str, secret: str) -> str:
@@ -55,9 +71,31 @@ class CoreClient:
                  external: bool = False) -> dict:
         """Add `tags` (optionally expiring after `ttl` seconds) to a user; raise the matching ApiError."""
         kind = "external/users" if external else "users"
-        reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
-                           json=tags_body(tags, ttl))
+        try:
+            reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
+                               json=tags_body(tags, ttl))
+        except (UpstreamTimeout, UpstreamUnavailable) as exc:
+            if ttl is None and may_have_landed(exc):
+                # A counter tag counts once per call it reaches: sending it again could count it twice.
+                raise CounterOutcomeUnknown() from exc
+            raise
         return interpret_tags(reply)
+
+
+def may_have_landed(exc: Exception) -> bool:
+    """Whether a failed call may have reached Core: true unless the connection was never made.
+
+    A timeout waiting for the answer, or a connection dropped after the request went out, leaves the
+    outcome unknown; a refused or timed-out connect (or a failed DNS lookup) sent nothing.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, requests.exceptions.ConnectTimeout):
+        return False
+    if isinstance(cause, requests.exceptions.ConnectionError):
+        inner = cause.args[0] if cause.args else None
+        reason = getattr(inner, "reason", inner)
+        return not isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError too
+    return isinstance(exc, UpstreamTimeout)
 
 
 def tags_body(tags: list, ttl: int | None) -> dict:
@@ -71,16 +109,22 @@ def tags_body(tags: list, ttl: int | None) -> dict:
 def interpret_tags(reply: upstream.Reply) -> dict:
     """Map Core's answer to a tags call to its JSON object, or raise the matching ApiError."""
     if 400 <= reply.status < 500 and reply.status not in (401, 403, 404, 429):
-        errors = reply.data.get("errors") if isinstance(reply.data, dict) else None
-        code = errors.get("code") if isinstance(errors, dict) else None
-        if code not in ("user_not_found", "not_found"):
+        code = upstream.sessionm_code(reply.data)
+        if code not in upstream.USER_NOT_FOUND_CODES:
             raise TagsRefused(f"SessionM Core refused the tags (HTTP {reply.status}"
-                              f"{', ' + str(code)[:64] if code else ''})")
-    return check(reply)
+                              f"{', ' + code if code else ''})")
+    return check(reply, refused=TagsRefused)
 
 
-def check(reply: upstream.Reply) -> dict:
-    """Map a Core reply to its JSON object, or raise the matching ApiError."""
+def check(reply: upstream.Reply, refused=UpstreamRefused) -> dict:
+    """Map a Core reply to its JSON object, or raise the matching ApiError.
+
+    Core answers HTTP 200 with `"status": "ok"` or `"status": "error"` and a code, 401, 404 (not found
+    by id) or 500 (https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm).
+    Status and codes are read case-insensitively, and the codes inside a 200 mapped by the one shared
+    table (upstream/transport.py): unknown user 404, our request refused as invalid `refused` (422,
+    which Braze does not retry), our credentials refused 502 and logged loudly, anything else 502.
+    """
     status = reply.status
     if status == 429 or status >= 500:
         error = UpstreamUnavailable(f"SessionM Core answered HTTP {status}",
@@ -88,19 +132,22 @@ def check(reply: upstream.Reply) -> dict:
                                     status=429 if status == 429 else None)
         # What Core itself asked for (None without a header): the importer's backoff honours it, while
         # `retry_after` always carries a value for the Retry-After answered to Braze.
-        error.upstream_retry_after = upstream.retry_after_seconds(reply.headers, None)
+        error.upstream_retry_after = pacing.parse_retry_after(reply.headers.get("Retry-After"))
         raise error
     if status in (401, 403):
         log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
                   status)
         raise CredentialsRefused("SessionM Core refused this service's credentials")
     data = reply.data
+    code = upstream.sessionm_code(data)
+    if status == 404 or (status >= 400 and code in upstream.USER_NOT_FOUND_CODES):
+        raise UserNotFound()
     if not isinstance(data, dict):
         raise UpstreamError(f"SessionM Core answered HTTP {status} with a body that is not a JSON object")
-    errors = data.get("errors")
-    code = errors.get("code") if isinstance(errors, dict) else None
-    if status == 404 or code in ("user_not_found", "not_found"):
-        raise UserNotFound()
-    if status >= 400 or data.get("status") == "error":
-        raise UpstreamError(f"SessionM Core answered an error ({str(code)[:64] if code else status})")
+    if status >= 400:
+        raise UpstreamError(f"SessionM Core answered HTTP {status} ({code or 'no code'})")
+    if not upstream.sessionm_ok(data):
+        if code is None and str(data.get("status")).strip().lower() != "error":
+            raise UpstreamError(f"SessionM Core answered HTTP {status} without status ok")
+        raise upstream.sessionm_error(code, "SessionM Core", credentials=CredentialsRefused, refused=refused)
     return data

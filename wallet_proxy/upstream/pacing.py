@@ -26,7 +26,7 @@ class TokenBucket:
     caller took from two buckets and the second one refused.
 
     The same interface is implemented over Redis for a budget shared by several processes
-    (`wallet_proxy.upstream.budget.RedisTokenBucket`).
+    (`upstream/budget.py`, `RedisTokenBucket`).
     """
 
     def __init__(self, rate: float, capacity: float, clock=time.monotonic):

@@ -136,15 +136,15 @@ class OfferSchema(Schema):
     description = _opt(Text)
     terms = _opt(Text)
     logo_uri = _opt(Text)
-    media = fields.List(fields.Raw(), load_default=list, allow_none=True)
+    media = fields.List(fields.Raw(allow_none=True), load_default=list, allow_none=True)
     pos_discount_id = _opt(Text)
     start_date = _opt(Timestamp)
     expiration_date = _opt(Timestamp)
     acquire_date = _opt(Timestamp)
     redeem_date = fields.Raw(load_default=None, allow_none=True)
     is_redeemable = _opt(Flag)
-    categories = fields.List(fields.Raw(), load_default=None, allow_none=True)
-    category_ids = fields.List(fields.Raw(), load_default=None, allow_none=True)
+    categories = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
+    category_ids = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
 
     @pre_load
     def _soft_dates(self, data, **kwargs):

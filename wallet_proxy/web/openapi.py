@@ -38,6 +38,10 @@ class Error(Schema):
 
     ok = fields.Boolean(required=True, validate=validate.Equal(False))
     error = fields.Nested(ErrorDetail, required=True)
+    # Braze-compatible paths (/campaigns/trigger/send, /canvas/trigger/send) add Braze's own error fields
+    message = fields.String(metadata={"description": "Braze-compatible paths only: Braze's `message`"})
+    errors = fields.List(fields.String(), metadata={"description": "Braze-compatible paths only: Braze's "
+                                                                  "`errors` list"})
 
 
 def _n(field_cls, **kw):
@@ -186,7 +190,7 @@ def _routes() -> dict:
     idem = [{"in": "header", "name": "Idempotency-Key", "required": False,
              "schema": {"type": "string", "maxLength": 255},
              "description": "a repeat within 24 h answers the first result without calling Braze"}]
-    native = _schema("sends.engine.NativeTrigger")
+    native = _schema("sends.plan.NativeTrigger")
     html = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
     see_other = {"description": "see other (the next page)",
                  "headers": {"Location": {"schema": {"type": "string"}}}}
@@ -286,7 +290,7 @@ def _routes() -> dict:
         "trigger.trigger": {"post": {
             "summary": "SessionM template fields to a Braze triggered send",
             "parameters": idem,
-            "requestBody": _body("sends.engine.FlatTrigger", "campaign_id or canvas_id, the audience, and any "
+            "requestBody": _body("sends.plan.FlatTrigger", "campaign_id or canvas_id, the audience, and any "
                                  "other fields (they become trigger properties)"),
             "responses": trigger_answers}},
         "trigger.campaigns_trigger_send": {"post": {
@@ -362,7 +366,7 @@ def build_spec(app: Flask) -> dict:
     spec = APISpec(title="wallet-proxy", version=VERSION, openapi_version="3.1.0", plugins=[plugin],
                    info={"description": "Braze Connected Content facade over SessionM's offer wallet, "
                                         "tags and triggered sends."})
-    for field_cls, kind in (("sends.engine.StrictBoolean", "boolean"),):
+    for field_cls, kind in (("sends.plan.StrictBoolean", "boolean"),):
         cls = _schema(field_cls)
         if cls is not None:
             plugin.map_to_openapi_type(cls, kind, None)

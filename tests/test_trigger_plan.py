@@ -1,0 +1,245 @@
+"""Planning a triggered send without HTTP: validation as Braze validates, normalisation, de-duplication,
+chunks of 50, the idempotency digest and key checks (issue 16 item 8 and trigger planning's score).
+
+Braze facts: https://braze.com/docs/api/objects_filters/recipient_object (identifiers, prioritization,
+send_to_existing_only, de-duplication within one call) and
+https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns (50 per call).
+"""
+from __future__ import annotations
+
+import pytest
+
+from wallet_proxy.errors import InvalidRequest
+from wallet_proxy.sends.plan import (CHUNK, check_key, dedupe, digest, identity, normalise, plan_flat, plan_native,
+                                     snake_case, split_dry_run)
+
+
+def problems(exc: pytest.ExceptionInfo) -> dict:
+    return exc.value.details
+
+
+class TestSnakeCase:
+    @pytest.mark.parametrize("name, snake", [
+        ("Offer Title", "offer_title"), ("pointAwardAmount", "point_award_amount"), ("HTTPCode", "http_code"),
+        ("already_snake", "already_snake"), ("  Trim me  ", "trim_me"), ("a--b..c", "a_b_c"), ("X", "x"),
+        ("offer2Name", "offer2_name"), ("ÉtéOffer", "t_offer"), (12, "12"),
+    ])
+    def test_names(self, name, snake):
+        assert snake_case(name) == snake
+
+    def test_two_names_becoming_one_is_a_400_naming_both(self):
+        with pytest.raises(InvalidRequest) as exc:
+            normalise({"Offer Title": 1, "offer_title": 2})
+        assert "offer_title" in str(problems(exc))
+
+    def test_a_name_without_letters_or_digits_is_a_400(self):
+        with pytest.raises(InvalidRequest) as exc:
+            normalise({"!!!": 1}, "recipients.0.")
+        assert "recipients.0.!!!" in problems(exc)
+
+
+class TestFlatDoor:
+    def test_one_user_campaign_and_properties(self):
+        plan = plan_flat({"campaign_id": "c1", "external_user_id": "u1", "Offer Title": "Coffee", "points": 5})
+        assert plan.kind == "campaign" and plan.door == "flat" and plan.sizes == (1,)
+        (body,) = plan.bodies
+        assert body["campaign_id"] == "c1"
+        assert body["recipients"] == [{"external_user_id": "u1"}]
+        assert body["trigger_properties"] == {"external_user_id": "u1", "offer_title": "Coffee", "points": 5}
+        assert "broadcast" not in body
+
+    def test_canvas_properties_go_in_context(self):
+        (body,) = plan_flat({"canvas_id": "cv", "external_user_id": "u1", "x": 1}).bodies
+        assert body["canvas_id"] == "cv" and body["context"] == {"external_user_id": "u1", "x": 1}
+        assert "trigger_properties" not in body
+
+    def test_sessionm_advanced_names_win_and_campaign_id_stays_a_property(self):
+        plan = plan_flat({"braze_canvas_id": "cv", "campaign_id": "sessionm-campaign", "external_user_id": "u"})
+        (body,) = plan.bodies
+        assert plan.kind == "canvas" and body["canvas_id"] == "cv"
+        assert body["context"]["campaign_id"] == "sessionm-campaign"
+
+    @pytest.mark.parametrize("body", [{"external_user_id": "u"}, {"campaign_id": "a", "canvas_id": "b",
+                                                                  "external_user_id": "u"}])
+    def test_exactly_one_of_campaign_or_canvas(self, body):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat(body)
+        assert "campaign_id" in problems(exc)
+
+    def test_broadcast_has_no_recipients(self):
+        plan = plan_flat({"campaign_id": "c", "broadcast": True, "note": "x"})
+        (body,) = plan.bodies
+        assert body["broadcast"] is True and "recipients" not in body and plan.broadcast
+        assert plan.sizes == (0,)
+        with pytest.raises(InvalidRequest):
+            plan_flat({"campaign_id": "c", "broadcast": True, "external_user_id": "u"})
+        with pytest.raises(InvalidRequest):
+            plan_flat({"campaign_id": "c", "broadcast": True, "recipients": [{"external_user_id": "u"}]})
+
+    @pytest.mark.parametrize("flag", ["true", 1, "yes", None])
+    def test_broadcast_must_be_a_json_boolean(self, flag):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "broadcast": flag})
+        assert "broadcast" in problems(exc)
+
+    def test_an_audience_is_required(self):
+        with pytest.raises(InvalidRequest):
+            plan_flat({"campaign_id": "c"})
+        with pytest.raises(InvalidRequest):
+            plan_flat({"campaign_id": "c", "external_user_id": "u", "recipients": [{"external_user_id": "v"}]})
+
+    def test_recipients_chunked_by_50_each_keeping_its_properties(self):
+        recipients = [{"external_user_id": f"u{i}", "Rank": i} for i in range(2 * CHUNK + 7)]
+        plan = plan_flat({"campaign_id": "c", "recipients": recipients, "shared": "s"})
+        assert plan.sizes == (50, 50, 7) and len(plan.bodies) == 3
+        first = plan.bodies[0]["recipients"][0]
+        assert first == {"external_user_id": "u0", "trigger_properties": {"external_user_id": "u0", "rank": 0}}
+        assert all(b["trigger_properties"] == {"shared": "s"} for b in plan.bodies)
+        assert plan.bodies[2]["recipients"][-1]["external_user_id"] == f"u{2 * CHUNK + 6}"
+
+    def test_a_bad_recipient_is_named_by_index(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "recipients": [{"external_user_id": "ok"}, {"Email": "x@y"}]})
+        assert set(problems(exc)["recipients"]) == {"1"}
+
+    def test_duplicates_are_sent_once_first_kept(self):
+        plan = plan_flat({"campaign_id": "c", "recipients": [
+            {"external_user_id": "a", "n": 1}, {"external_user_id": "b"}, {"external_user_id": "a", "n": 2}]})
+        assert plan.duplicates_dropped == 1 and plan.sizes == (2,)
+        assert plan.bodies[0]["recipients"][0]["trigger_properties"]["n"] == 1
+
+    def test_properties_over_50_kb_are_refused(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "external_user_id": "u", "big": "x" * (50 * 1024)})
+        assert "trigger_properties" in problems(exc)
+        plan_flat({"campaign_id": "c", "external_user_id": "u", "big": "x" * (50 * 1024 - 100)})
+
+    def test_api_key_is_never_forwarded(self):
+        plan = plan_flat({"campaign_id": "c", "external_user_id": "u", "api_key": "secret-key"})
+        assert "api_key" not in str(plan.bodies) and plan.dropped_fields == ("api_key",)
+
+    def test_not_an_object(self):
+        for body in ([], "x", None, 3):
+            with pytest.raises(InvalidRequest):
+                plan_flat(body)
+
+
+class TestNativeDoor:
+    def base(self, **more):
+        return {"campaign_id": "c", "recipients": [{"external_user_id": "u"}], **more}
+
+    def test_passes_braze_bodies_through(self):
+        body = self.base(trigger_properties={"a": 1}, send_id="s1")
+        plan = plan_native("campaign", body)
+        assert plan.bodies == (body,) and plan.door == "relay" and plan.kind == "campaign"
+
+    @pytest.mark.parametrize("recipient", [
+        {"braze_id": "b1"}, {"email": "a@example.com", "prioritization": ["identified"]},
+        {"user_alias": {"alias_name": "n", "alias_label": "l"}},
+        {"external_user_id": "u", "send_to_existing_only": False, "attributes": {"first_name": "A"}},
+    ])
+    def test_every_identifier_braze_accepts(self, recipient):
+        plan_native("campaign", {"campaign_id": "c", "recipients": [recipient]})
+
+    @pytest.mark.parametrize("recipient, field", [
+        ({}, "external_user_id"), ({"external_user_id": "u", "braze_id": "b"}, "braze_id"),
+        ({"email": "a@example.com"}, "prioritization"),
+        ({"user_alias": {"alias_name": "n", "alias_label": "l"}, "send_to_existing_only": True},
+         "send_to_existing_only"),
+        ({"external_user_id": "u", "send_to_existing_only": False}, "send_to_existing_only"),
+        ({"user_alias": {"alias_name": "n"}}, "user_alias"),
+        ({"external_user_id": "u", "send_to_existing_only": "false", "attributes": {}}, "send_to_existing_only"),
+    ])
+    def test_recipients_braze_would_refuse(self, recipient, field):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "recipients": [recipient]})
+        found = problems(exc)["recipients"]
+        assert field in found.get("0", found.get(0, {}))
+
+    def test_the_id_of_the_path_is_required_and_the_other_refused(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("canvas", {"campaign_id": "c", "recipients": [{"external_user_id": "u"}]})
+        assert {"canvas_id", "campaign_id"} <= set(problems(exc))
+
+    def test_canvas_reads_context_or_canvas_entry_properties_not_both(self):
+        plan_native("canvas", {"canvas_id": "v", "broadcast": True, "context": {"a": 1}})
+        plan_native("canvas", {"canvas_id": "v", "broadcast": True, "canvas_entry_properties": {"a": 1}})
+        with pytest.raises(InvalidRequest):
+            plan_native("canvas", {"canvas_id": "v", "broadcast": True, "context": {}, "canvas_entry_properties": {}})
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", self.base(context={"a": 1}))
+        assert "context" in problems(exc)
+
+    def test_audience_instead_of_recipients(self):
+        plan = plan_native("campaign", {"campaign_id": "c", "audience": {"AND": []}})
+        assert plan.sizes == (0,)
+        with pytest.raises(InvalidRequest):
+            plan_native("campaign", {"campaign_id": "c"})
+
+    def test_chunks_and_duplicates(self):
+        recipients = [{"external_user_id": f"u{i % 60}"} for i in range(120)]
+        plan = plan_native("campaign", {"campaign_id": "c", "recipients": recipients})
+        assert plan.duplicates_dropped == 60 and plan.sizes == (50, 10)
+
+    def test_api_key_is_dropped(self):
+        plan = plan_native("campaign", self.base(api_key="k"))
+        assert "api_key" not in plan.bodies[0] and plan.dropped_fields == ("api_key",)
+
+
+class TestIdentity:
+    def test_emails_compare_without_case_or_spaces(self):
+        kept, dropped = dedupe([{"email": "A@Example.com"}, {"email": " a@example.com "}, {"email": "b@example.com"}])
+        assert dropped == 1 and [r["email"] for r in kept] == ["A@Example.com", "b@example.com"]
+
+    def test_kinds_do_not_collide(self):
+        kept, dropped = dedupe([{"external_user_id": "x"}, {"braze_id": "x"}, {"user_alias": {"alias_name": "x",
+                                                                                                 "alias_label": "l"}}])
+        assert dropped == 0 and len(kept) == 3
+
+    def test_aliases_compare_by_label_and_name(self):
+        a = {"user_alias": {"alias_name": "n", "alias_label": "l"}}
+        b = {"user_alias": {"alias_name": "n", "alias_label": "other"}}
+        assert dedupe([a, dict(a), b]) == ([a, b], 1)
+
+    def test_identity_of_a_recipient_without_identifier(self):
+        assert identity({"attributes": {}}) is None
+
+
+class TestDigestAndKeys:
+    def test_the_digest_covers_the_route_and_the_whole_body(self):
+        body = {"campaign_id": "c", "recipients": [{"external_user_id": "u"}]}
+        same = {"recipients": [{"external_user_id": "u"}], "campaign_id": "c"}
+        assert digest("campaign", body) == digest("campaign", same)
+        assert digest("campaign", body) != digest("canvas", body)
+        assert digest("campaign", body) != digest("campaign", {**body, "trigger_properties": {"a": 1}})
+        assert digest("campaign", body) != digest("campaign", {"campaign_id": "c",
+                                                               "recipients": [{"external_user_id": "v"}]})
+
+    def test_plans_carry_the_digest_of_what_was_asked(self):
+        one = plan_native("campaign", {"campaign_id": "c", "recipients": [{"external_user_id": "u"}]})
+        two = plan_native("campaign", {"campaign_id": "c", "recipients": [{"external_user_id": "u"}],
+                                       "trigger_properties": {"offer": "B"}})
+        assert one.digest != two.digest
+
+    @pytest.mark.parametrize("key", ["k", "msg-1", 42, "x" * 255, "!~"])
+    def test_good_keys(self, key):
+        assert check_key(key) == str(key)
+
+    @pytest.mark.parametrize("key", [None, "", "   ", "\t", "x" * 256, "has space", "é", True, 1.5, ["k"]])
+    def test_bad_keys_are_a_400(self, key):
+        with pytest.raises(InvalidRequest) as exc:
+            check_key(key, "message_id")
+        assert "message_id" in problems(exc)
+
+
+class TestDryRun:
+    def test_the_field_is_taken_out(self):
+        assert split_dry_run({"campaign_id": "c", "dry_run": True}) == ({"campaign_id": "c"}, True)
+        assert split_dry_run({"campaign_id": "c", "dry_run": False}) == ({"campaign_id": "c"}, False)
+        assert split_dry_run({"campaign_id": "c", "dry_run": False}, True) == ({"campaign_id": "c"}, True)
+        assert split_dry_run({"campaign_id": "c"}, True) == ({"campaign_id": "c"}, True)
+
+    @pytest.mark.parametrize("flag", ["true", 1, None])
+    def test_the_field_must_be_a_boolean(self, flag):
+        with pytest.raises(InvalidRequest):
+            split_dry_run({"dry_run": flag})
