@@ -9,11 +9,16 @@ cooperative.
 """
 import os
 
+# the worker class's own base; gunicorn imports it in the master anyway to load worker_class
+from gunicorn.workers.ggevent import GeventWorker
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Without WALLET_PROXY_REDIS_URL the cache, single flight and DELETE live in one process: run one.
 # With Redis, WEB_CONCURRENCY processes (and hosts) share the cache.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1")) if os.environ.get("WALLET_PROXY_REDIS_URL") else 1
-worker_class = "gevent"
+# gunicorn's gevent worker plus what it lacks (wallet_proxy/web/worker.py): a 10 s limit on a request
+# head, idle keep-alive connections that give way to new ones, JSON answers for its own 4xx.
+worker_class = "wallet_proxy.web.worker.WalletProxyWorker"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
 keepalive = 75  # Braze reuses connections during a send; outlive its idle timeout
 timeout = 30
@@ -28,10 +33,39 @@ control_socket_disable = True
 
 # Prometheus with several workers: each writes its samples to files in PROMETHEUS_MULTIPROC_DIR and
 # /metrics (whichever worker answers) sums them. Set before the workers import prometheus_client.
+# A folder made here is ours: on_exit removes it, so restarts do not pile folders up in the temp dir.
+_made_metrics_dir = None
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+    _made_metrics_dir = tempfile.mkdtemp(prefix="wallet-proxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made_metrics_dir
+
+
+def on_starting(server):
+    """Refuse to start, in one clear line, when the settings cannot serve customers.
+
+    The production entry never falls back to the sandbox by itself (wsgi.py): a deploy that lost its
+    environment must fail, not answer made-up wallets. Checked here, in the master, before any
+    worker boots, so the operator reads the reason instead of a worker's traceback.
+    """
+    import sys
+
+    from wallet_proxy.settings import ConfigError, Settings
+
+    try:
+        Settings.from_env(implicit_sandbox=False)
+    except ConfigError as exc:
+        print(f"wallet-proxy: refusing to start: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def on_exit(server):
+    """Remove the metrics folder this configuration made (not one the operator chose)."""
+    if _made_metrics_dir:
+        import shutil
+
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):
@@ -50,7 +84,7 @@ def pre_request(worker, req):
     not run for seconds: the timers behind every deadline and SessionM timeout fire late and the
     requests waiting on them answer past Braze's 2 s. One switch per request keeps them on time.
     """
-    if type(worker).__module__ == "gunicorn.workers.ggevent":
+    if isinstance(worker, GeventWorker):
         import gevent
 
         gevent.sleep(0)

@@ -35,7 +35,7 @@ CORE = {
     "service": ("wallet_proxy/wallet/service.py", ["tests/test_slots.py", "tests/test_flights.py",
                                                   "tests/test_admission.py", "tests/test_wallet_service.py"]),
     "auth": ("wallet_proxy/web/auth.py", ["tests/test_auth.py"]),
-    "sends-plan": ("wallet_proxy/sends/engine.py", ["tests/test_trigger_plan.py"]),
+    "sends-plan": ("wallet_proxy/sends/plan.py", ["tests/test_trigger_plan.py"]),
     "idempotency": ("wallet_proxy/sends/idempotency.py", ["tests/test_idempotency.py"]),
     "journal": ("wallet_proxy/bulk/journal.py", ["tests/test_journal.py"]),
 }
@@ -46,12 +46,15 @@ EQUIVALENT: dict[str, str] = {}
 _LINE = re.compile(r"^\s*(\S+): (killed|survived|no tests|timeout|suspicious|skipped|not checked|segfault)")
 
 
-def run_one(name: str, target: str, tests: list[str], survivors: bool) -> dict:
+def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str | None = None) -> dict:
     existing = [t for t in tests if (ROOT / t).exists()]
     if not (ROOT / target).exists() or not existing:
         return {"name": name, "target": target, "missing": True}
     with tempfile.TemporaryDirectory(prefix=f"mutate-{name}-") as tmp:
-        work = Path(tmp)
+        work = Path(keep) / name if keep else Path(tmp)
+        if keep:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
         shutil.copytree(ROOT / "wallet_proxy", work / "wallet_proxy",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copytree(ROOT / "tests", work / "tests",
@@ -99,13 +102,15 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(CORE)}")
     parser.add_argument("--survivors", action="store_true", help="print each surviving mutant's diff")
     parser.add_argument("--out", default=str(ROOT / "docs" / "mutation.md"))
+    parser.add_argument("--keep", metavar="DIR", help="keep each module's mutmut folder under DIR "
+                        "(then `cd DIR/MODULE && mutmut show NAME` shows a survivor)")
     args = parser.parse_args()
     names = args.modules or list(CORE)
     rows = []
     for name in names:
         target, tests = CORE[name]
         started = dt.datetime.now()
-        row = run_one(name, target, tests, args.survivors)
+        row = run_one(name, target, tests, args.survivors, args.keep)
         row["seconds"] = (dt.datetime.now() - started).total_seconds()
         rows.append(row)
         if row.get("missing"):

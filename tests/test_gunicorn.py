@@ -91,7 +91,7 @@ def test_serves_wallets_with_gevent_workers(sessionm, gunicorn_for):
     assert answer.status_code == 200 and answer.json()["ok"] is True
     assert answer.json()["available_points"] == OK["payload"]["available_points"]
     log = server.stop()
-    assert "Using worker: gevent" in log
+    assert "Using worker: wallet_proxy.web.worker.WalletProxyWorker" in log
     assert "MonkeyPatchWarning" not in log
 
 
@@ -141,3 +141,88 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(sessionm, gunicorn_fo
     with pytest.raises(requests.ConnectionError):
         requests.get(server.url + "/healthz", timeout=1)
     assert "Shutting down" in server.stop()
+
+
+def run_procfile(env: dict, timeout: float = 20) -> tuple[int | None, str, str]:
+    """Start the Procfile's web line with exactly `env` (upstream settings cleared); return
+    (exit code or None while still serving, its output, the base URL)."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+    environ.update(PORT=str(port), **env)
+    proc = subprocess.Popen(procfile_web(), cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if requests.get(url + "/healthz", timeout=0.5).status_code == 200:
+                    return None, "", url
+            except requests.RequestException:
+                time.sleep(0.1)
+        return proc.poll(), proc.stdout.read() if proc.poll() is not None else "", url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def test_the_production_entry_refuses_to_start_without_upstream_settings():
+    """A deploy that lost its environment must fail, not serve made-up wallets (SPEC: Configuration)."""
+    code, output, _ = run_procfile({})
+    assert code not in (None, 0), "gunicorn started in sandbox mode with no settings"
+    assert "refusing to start" in output
+    for name in ("SESSIONM_CONNECT_URL", "SESSIONM_CONNECT_AUTH", "SESSIONM_RETAILER_ID",
+                 "WALLET_PROXY_SANDBOX=1"):
+        assert name in output
+    assert "Booting worker" not in output  # refused in the master, before any worker
+
+
+def test_the_production_entry_runs_the_sandbox_only_when_asked():
+    code, _, _ = run_procfile({"WALLET_PROXY_SANDBOX": "1"})
+    assert code is None, "WALLET_PROXY_SANDBOX=1 should start the simulators"
+
+
+def test_sandbox_together_with_upstream_settings_is_refused():
+    code, output, _ = run_procfile({"WALLET_PROXY_SANDBOX": "1", "BRAZE_REST_URL": "https://rest.example",
+                                    "BRAZE_API_KEY": "k"})
+    assert code not in (None, 0)
+    assert "WALLET_PROXY_SANDBOX=1 is refused together with upstream settings" in output
+    assert "BRAZE_REST_URL" in output and "BRAZE_API_KEY" in output
+
+
+@pytest.mark.redis
+def test_several_workers_leave_no_metrics_folder_behind(redis_url, tmp_path):
+    """#11 item 12: each start with WEB_CONCURRENCY>1 left a wallet-proxy-metrics-* folder in the temp dir."""
+    env = {"WALLET_PROXY_SANDBOX": "1", "WALLET_PROXY_REDIS_URL": redis_url, "WEB_CONCURRENCY": "2",
+           "TMPDIR": str(tmp_path)}
+    saved = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    try:
+        port = free_port()
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_", "PROMETHEUS_"))}
+        environ.update(PORT=str(port), **env)
+        proc = subprocess.Popen(procfile_web(), cwd=ROOT, env=environ, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+        made = list(tmp_path.glob("wallet-proxy-metrics-*"))
+        assert len(made) == 1 and any(made[0].iterdir())  # the workers wrote their samples there
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert list(tmp_path.glob("wallet-proxy-metrics-*")) == []
+    finally:
+        if saved is not None:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = saved

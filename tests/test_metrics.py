@@ -180,7 +180,7 @@ def test_gunicorn_workers_share_one_set_of_counters(redis_url, tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_", "PROMETHEUS_"))}
     env.update(PORT=str(port), WEB_CONCURRENCY="2", WALLET_PROXY_REDIS_URL=redis_url,
-               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+               PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), WALLET_PROXY_SANDBOX="1")
     proc = subprocess.Popen([gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -110,7 +110,7 @@ class TestAccess:
         wrong = sign_in(client, secret="nope")
         assert wrong.status_code == 401 and "Wrong name or secret" in wrong.get_data(as_text=True)
         scope = sign_in(client, name="braze", secret="bz-secret")
-        assert scope.status_code == 403 and "admin scope" in scope.get_data(as_text=True)
+        assert scope.status_code == 403 and "preview scope" in scope.get_data(as_text=True)
         assert client.get("/preview").status_code == 401
 
     def test_logout_needs_csrf_and_ends_the_session(self, client):
@@ -121,17 +121,42 @@ class TestAccess:
         assert client.post("/preview/logout", data={"csrf_token": csrf_of(html)}).status_code == 303
         assert client.get("/preview").status_code == 401
 
-    def test_workers_agree_on_sessions_and_a_new_secret_ends_them(self, sessionm, app_for):
-        settings = make_settings(sessionm.url)
+    @pytest.mark.redis
+    def test_workers_agree_on_sessions_and_a_new_secret_ends_them(self, sessionm, app_for, redis_url):
+        settings = make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url)
         first, second = app_for(settings).test_client(), app_for(settings).test_client()
         sign_in(first)
         token = first.get_cookie(SESSION_COOKIE, path="/preview").value
         second.set_cookie(SESSION_COOKIE, token, path="/preview")
         assert second.get("/preview").status_code == 200  # another worker accepts the cookie
         rotated = app_for(make_settings(
-            sessionm.url, WALLET_PROXY_CLIENTS="ops:new-secret:admin")).test_client()
+            sessionm.url, WALLET_PROXY_CLIENTS="ops:new-secret:admin",
+            WALLET_PROXY_REDIS_URL=redis_url)).test_client()
         rotated.set_cookie(SESSION_COOKIE, token, path="/preview")
         assert rotated.get("/preview").status_code == 401
+
+    def test_logout_ends_the_session_on_the_server_a_copied_cookie_stops_working(self, client, app):
+        """#11 item 8: the signed cookie alone was valid for 8 hours after logout."""
+        sign_in(client)
+        token = client.get_cookie(SESSION_COOKIE, path="/preview").value
+        thief = app.test_client()
+        thief.set_cookie(SESSION_COOKIE, token, path="/preview")
+        assert thief.get("/preview").status_code == 200
+        html = client.get("/preview").get_data(as_text=True)
+        assert client.post("/preview/logout", data={"csrf_token": csrf_of(html)}).status_code == 303
+        assert thief.get("/preview").status_code == 401
+        assert thief.get("/preview/api/wallet?user_id=u-1").status_code == 401
+
+    @pytest.mark.redis
+    def test_logout_in_one_process_ends_the_session_in_every_process(self, sessionm, app_for, redis_url):
+        settings = make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url)
+        first, second = app_for(settings).test_client(), app_for(settings).test_client()
+        sign_in(first)
+        token = first.get_cookie(SESSION_COOKIE, path="/preview").value
+        second.set_cookie(SESSION_COOKIE, token, path="/preview")
+        html = first.get("/preview").get_data(as_text=True)
+        assert first.post("/preview/logout", data={"csrf_token": csrf_of(html)}).status_code == 303
+        assert second.get("/preview").status_code == 401
 
     def test_forged_cookie_is_ignored(self, client):
         client.set_cookie(SESSION_COOKIE, "eyJuYW1lIjoib3BzIn0.forged.sig", path="/preview")
@@ -322,3 +347,61 @@ def test_non_ascii_tokens_are_refused_not_crashed(app_for):
     response = client.post("/preview/api/render", headers={"X-CSRF-Token": "ü", "Authorization":
                                                            "Basic ZGVtbzpkZW1v"}, json={"template": "x"})
     assert response.status_code == 403
+
+
+class TestPreviewScope:
+    """#11 item 9: marketers get the preview without the admin secret (SPEC: `preview` scope)."""
+
+    @pytest.fixture
+    def client(self, sessionm, app_for):
+        clients = "marketer:m-secret-0123456789:preview,ops:ops-secret:admin"
+        return app_for(make_settings(sessionm.url, WALLET_PROXY_CLIENTS=clients)).test_client()
+
+    def test_a_preview_client_signs_in_and_uses_the_page_but_not_admin_routes(self, client):
+        assert sign_in(client, "marketer", "m-secret-0123456789").status_code == 303
+        assert client.get("/preview?user_id=u-1").status_code == 200
+        marketer = {"Authorization": "Basic " + base64.b64encode(b"marketer:m-secret-0123456789").decode()}
+        assert client.get("/preview/api/wallet?user_id=u-1", headers=marketer).status_code == 200
+        assert client.get("/metrics", headers=marketer).status_code == 403
+        assert client.delete("/v1/wallets/u-1", headers=marketer).status_code == 403
+        assert client.get("/v1/wallets/u-1", headers=marketer).status_code == 403
+
+    def test_admin_still_includes_the_preview(self, client):
+        assert sign_in(client, "ops", "ops-secret").status_code == 303
+        assert client.get("/preview").status_code == 200
+
+    def test_the_login_page_speaks_to_marketers(self, client):
+        html = client.get("/preview/login").get_data(as_text=True)
+        assert "Connected Content" in html and "preview" in html
+        assert "WALLET_PROXY_CLIENTS" not in html and "admin" not in html
+
+
+class TestLoginThrottle:
+    """#11 item 7: 300 wrong passwords in 0.2 s, then the right one worked."""
+
+    def test_ten_failures_in_a_minute_then_429_with_retry_after_even_for_the_right_secret(self, client):
+        for _ in range(10):
+            assert sign_in(client, secret="guess").status_code == 401
+        refused = sign_in(client)  # the right secret, from the same address
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert "Too many failed sign-ins" in refused.get_data(as_text=True)
+        assert client.get("/preview").status_code == 401
+
+    def test_another_address_is_not_slowed(self, app):
+        one, two = app.test_client(), app.test_client()
+        for _ in range(10):
+            sign_in(one, secret="guess")
+        assert sign_in(one).status_code == 429
+        # behind a trusted proxy (127.0.0.1 by default) the address is X-Forwarded-For's last hop
+        page = two.get("/preview/login", headers={"X-Forwarded-For": "203.0.113.9"})
+        answer = two.post("/preview/login", headers={"X-Forwarded-For": "203.0.113.9"},
+                          data={"name": "ops", "secret": "ops-secret",
+                                "csrf_token": login_csrf_of(page.get_data(as_text=True))})
+        assert answer.status_code == 303
+
+    def test_api_clients_are_never_locked_out_by_address(self, client):
+        for _ in range(15):
+            sign_in(client, secret="guess")
+        assert client.get("/v1/wallets/u-1", headers=BRAZE).status_code == 200
+        assert client.get("/preview", headers=OPS).status_code == 200

@@ -241,3 +241,89 @@ class TestRedisLocker:
 
         locker.fetch_once(user, "en-US", 1.0, call)
         assert client.get(key) == b"other-token"
+
+
+def counting_hget(client) -> list:
+    """Record every HGET the client sends (the near cache must save them)."""
+    sent, original = [], client.hget
+
+    def hget(*args):
+        sent.append(args)
+        return original(*args)
+
+    client.hget = hget
+    return sent
+
+
+class TestNearCache:
+    def test_a_fresh_entry_is_served_again_without_a_redis_round_trip(self, redis_url, user):
+        clock = FakeClock(1000.0)
+        writer, _ = make_store(redis_url, clock)
+        reader, client = make_store(redis_url, clock)
+        sent = counting_hget(client)
+        writer.put(user, "en-US", Entry(WALLET, 1000.0))
+        assert reader.get(user, "en-US") == Entry(WALLET, 1000.0) and len(sent) == 1
+        for _ in range(3):
+            assert reader.get(user, "en-US") == Entry(WALLET, 1000.0)
+        assert len(sent) == 1 and reader.near_hits_total == 3
+        assert reader.get(user, "fr") is None and len(sent) == 2, "another culture is another entry"
+
+    def test_a_near_copy_past_its_ttl_is_read_from_redis_again(self, redis_url, user):
+        clock = FakeClock(1000.0)
+        store, client = make_store(redis_url, clock)
+        store.get("someone-else", "en-US")  # the first read subscribes to purge notices
+        sent = counting_hget(client)
+        store.put(user, "en-US", Entry(WALLET, 1000.0))  # this process's own fetch is kept near
+        store.get(user, "en-US")
+        assert sent == []
+        clock.tick(60)  # the TTL: a refresh must see what other processes stored meanwhile
+        assert store.get(user, "en-US") == Entry(WALLET, 1000.0) and len(sent) == 1
+        assert store.get(user, "en-US") is not None and len(sent) == 2, "a stale entry is not kept near"
+
+    def test_a_purge_through_one_store_reaches_the_near_copy_of_another_at_once(self, redis_url, user):
+        clock = FakeClock(1000.0)
+        purger, _ = make_store(redis_url, clock)
+        reader, _ = make_store(redis_url, clock)
+        purger.put(user, "en-US", Entry(WALLET, 1000.0))
+        reader.get(user, "en-US")
+        assert reader.get(user, "en-US") is not None and reader.near_hits_total == 1
+        purger.forget(user)
+        assert reader.get(user, "en-US") is None  # no sleep: the notice is on the socket already
+        assert reader.near_hits_total == 1
+
+    def test_a_read_that_raced_a_purge_is_not_kept_near(self, redis_url, user):
+        clock = FakeClock(1000.0)
+        purger, _ = make_store(redis_url, clock)
+        reader, client = make_store(redis_url, clock)
+        purger.put(user, "en-US", Entry(WALLET, 1000.0))
+        reader.get("someone-else", "en-US")  # subscribed
+        original = client.hget
+
+        def hget_then_purge(*args):
+            raw = original(*args)  # read before the purge ...
+            purger.forget(user)  # ... which lands, and another request applies its notice
+            reader._listening()
+            return raw
+
+        client.hget = hget_then_purge
+        assert reader.get(user, "en-US") == Entry(WALLET, 1000.0)  # that read's answer stands
+        client.hget = original
+        assert reader.get(user, "en-US") is None, "the purged copy was not kept"
+
+    def test_no_near_cache_while_the_subscription_is_lost(self, private_redis, user):
+        clock, monotonic = FakeClock(1000.0), FakeClock(0)
+        purger, admin = make_store(private_redis.url, clock)
+        reader, _ = make_store(private_redis.url, clock, monotonic=monotonic)
+        purger.put(user, "en-US", Entry(WALLET, 1000.0))
+        reader.get(user, "en-US")
+        assert reader.get(user, "en-US") is not None and reader.near_hits_total == 1
+        admin.client_kill_filter(_type="pubsub")  # every subscriber loses its connection ...
+        purger.forget(user)  # ... so this notice reaches no one
+        assert reader.get(user, "en-US") is None, "the lost subscription dropped the near copy"
+        purger.put(user, "en-US", Entry(WALLET, 1001.0))
+        assert reader.get(user, "en-US").fetched_at == 1001.0
+        assert reader.get(user, "en-US") is not None and reader.near_hits_total == 1, \
+            "not subscribed again before the back-off: every read goes to Redis"
+        monotonic.tick(2.0)
+        assert reader.get(user, "en-US").fetched_at == 1001.0, "nothing kept from before the loss"
+        assert reader.get(user, "en-US") is not None and reader.near_hits_total == 2, "subscribed again"

@@ -214,10 +214,37 @@ class TestTls:
         store.put(new_user(), "en-US", Entry(WALLET, 5.0))
         assert not store.healthy() and store.errors_total == 1
 
+    def test_the_certificate_must_name_the_host(self, tls_redis):
+        # The certificate names IP 127.0.0.1 only: trusted, but not for the name "localhost".
+        client = make_client(f"rediss://localhost:{tls_redis['port']}/0?ssl_ca_certs={tls_redis['ca']}", 8)
+        with pytest.raises(redis.ConnectionError, match="(?i)mismatch"):
+            client.ping()
+
     def test_plain_redis_on_a_tls_port_fails(self, tls_redis):
         store, _ = store_for(f"redis://127.0.0.1:{tls_redis['port']}/0")
         store.put(new_user(), "en-US", Entry(WALLET, 5.0))
         assert not store.healthy()
+
+
+# --- one server: the near cache across processes ------------------------------------------------
+
+def test_hits_skip_redis_and_a_purge_reaches_the_other_process(redis_url, sessionm, services, quiet_fakes):
+    processes = services(redis_url)
+    admin = redis.Redis.from_url(redis_url)
+
+    def hgets() -> int:
+        return admin.info("commandstats").get("cmdstat_hget", {}).get("calls", 0)
+
+    user = new_user("near")
+    assert processes[0].get(user).status_code == 200  # fetched (and stored) through the first
+    assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")  # from Redis
+    before = hgets()
+    for _ in range(5):
+        assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
+    assert hgets() == before, "hits are served from the process's near cache, not Redis"
+    assert processes[0].delete(user).status_code == 204
+    assert processes[1].get(user).headers["Cache-Status"] == "wallet-proxy; fwd=uri-miss; stored"
+    assert calls_for(sessionm, user) == 2, "the purge through one process reached the other at once"
 
 
 # --- Sentinel ---------------------------------------------------------------------------------
@@ -332,13 +359,24 @@ class TestCluster:
             replay = second.begin(key, "digest", [{"state": "new"}])
             assert replay.replay and replay.record["chunks"][0]["dispatch_id"] == "d"
 
+    def test_the_braze_rate_budget_script_is_shared_on_a_cluster(self, cluster):
+        from wallet_proxy.upstream.budget import RedisTokenBucket
+
+        name = f"test-{uuid.uuid4().hex}"
+        first = RedisTokenBucket(make_client(cluster.url, 8), name, rate=0.001, capacity=2)
+        second = RedisTokenBucket(make_client(cluster.url, 8), name, rate=0.001, capacity=2)
+        assert first.take() == 0 and second.take() == 0
+        assert first.take() > 0 and second.take() > 0, "one bucket for both clients"
+        assert not first._degraded and not second._degraded
+
     def test_coalescing_and_purge_across_two_processes(self, cluster, sessionm, services, quiet_fakes):
         processes = services(cluster.url)
         sessionm.on("POST", OFFERS_PATH, Reply(200, OK, delay=0.5))
         for user in [new_user("cl") for _ in range(3)]:  # users in different slots
             assert burst_on_both(processes, user) == [200] * 12
             assert calls_for(sessionm, user) == 1, "one SessionM call for both processes"
-            assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
+            for _ in range(2):  # the second read is served from the process's near cache
+                assert processes[1].get(user).headers["Cache-Status"].startswith("wallet-proxy; hit")
             assert processes[0].delete(user).status_code == 204
             assert processes[1].get(user).status_code == 200
             assert calls_for(sessionm, user) == 2, "the purge through one process reached the other"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -129,3 +130,44 @@ def test_start_up_says_when_no_client_can_call(capsys):
     err = capsys.readouterr().err
     assert "WALLET_PROXY_CLIENTS is empty" in err
     assert "connect (wallet) on" in err and "core (tags) off" in err
+
+
+def serve_output(env_extra: dict, port: int, tmp_path, wait_for_answer: bool) -> tuple[int | None, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+    env.update(env_extra)
+    proc = subprocess.Popen([sys.executable, "-m", "wallet_proxy.cli", "serve", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while wait_for_answer and time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        if wait_for_answer:
+            proc.terminate()
+        return proc.wait(20), proc.communicate(timeout=10)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_serve_prints_demo_demo_only_when_it_is_accepted(tmp_path):
+    """#11 item 12: with clients set the sandbox no longer accepts demo:demo: the banner must not offer it."""
+    clients = {"WALLET_PROXY_CLIENTS": "alice:alice-secret-0123456"}
+    _, output = serve_output(clients, free_port(), tmp_path, True)
+    assert "wallet-proxy (sandbox) on http://127.0.0.1:" in output
+    assert "demo:demo" not in output
+
+
+def test_serve_says_the_port_is_taken_and_prints_no_banner(tmp_path):
+    """#11 item 12: the banner printed before the port was known to be free."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, output = serve_output({}, taken.getsockname()[1], tmp_path, False)
+    assert code == 2
+    assert "cannot listen on 127.0.0.1" in output and "--port" in output
+    assert "try: curl" not in output and "wallet-proxy (sandbox) on" not in output

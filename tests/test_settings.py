@@ -80,3 +80,40 @@ def test_half_configured_service_refuses_to_start(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "SESSIONM_CONNECT_AUTH" in done.stderr and "SESSIONM_RETAILER_ID" in done.stderr
+
+
+class TestSandboxMustBeAskedFor:
+    """The production entry reads settings with implicit_sandbox=False (wsgi.py, gunicorn.conf.py)."""
+
+    def test_production_reading_refuses_no_upstream_and_names_the_settings(self):
+        with pytest.raises(ConfigError) as err:
+            parse({}, implicit_sandbox=False)
+        for name in ("SESSIONM_CONNECT_URL", "SESSIONM_CORE_URL", "BRAZE_REST_URL", "WALLET_PROXY_SANDBOX=1"):
+            assert name in str(err.value)
+
+    def test_explicit_sandbox_is_accepted_by_the_production_reading(self):
+        assert parse({"WALLET_PROXY_SANDBOX": "1"}, implicit_sandbox=False).sandbox
+
+    def test_development_reading_keeps_the_no_config_sandbox(self):
+        assert parse({}).sandbox
+
+    @pytest.mark.parametrize("implicit", [True, False])
+    def test_sandbox_beside_upstream_settings_is_refused(self, implicit):
+        with pytest.raises(ConfigError, match="refused together with upstream settings"):
+            parse({**CONNECT, "WALLET_PROXY_SANDBOX": "1"}, implicit_sandbox=implicit)
+
+    def test_sandbox_zero_is_off_and_garbage_is_named(self):
+        assert not parse({**CONNECT, "WALLET_PROXY_SANDBOX": "0"}).sandbox
+        with pytest.raises(ConfigError, match="WALLET_PROXY_SANDBOX must be 1 or 0"):
+            parse({"WALLET_PROXY_SANDBOX": "maybe"})
+
+
+def test_short_client_secrets_are_warned_about_at_start_by_name_only(capsys):
+    from wallet_proxy import create_app
+
+    capsys.readouterr()
+    create_app(parse({**CONNECT,
+                      "WALLET_PROXY_CLIENTS": "braze:short-one,ops:a-long-enough-secret-42:admin"}))
+    err = capsys.readouterr().err
+    assert "shorter than 16 characters" in err and "braze" in err
+    assert "short-one" not in err and "ops" not in err.split("shorter than")[1].split("\n")[0]

@@ -99,11 +99,17 @@ class TestBadInput:
         assert "JSON object" in response.json["error"]["message"]
         assert core.calls("/tags$") == []
 
-    def test_json_without_content_type_is_accepted(self, client, core):
-        # Marketers type the webhook's headers by hand; a forgotten Content-Type must not drop tags.
-        response = client.post("/v1/users/user-1/tags", data=b'{"tags": ["vip"]}', headers=AUTH)
-        assert response.status_code == 200
-        assert core.calls("/tags$")[0].json == {"tags": ["vip"]}
+    @pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                              "multipart/form-data; boundary=x"])
+    def test_json_without_the_json_content_type_is_415(self, client, core, content_type):
+        # SPEC "All JSON POST routes": a page of another origin can make a browser post these
+        # (a text/plain "form" added tags cross-site); application/json needs a preflight.
+        headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+        response = client.post("/v1/users/user-1/tags", data=b'{"tags": ["vip"]}', headers=headers)
+        assert response.status_code == 415
+        assert response.json["error"]["code"] == "unsupported_media_type"
+        assert "application/json" in response.json["error"]["message"]
+        assert core.calls("/tags$") == []
 
     def test_bad_user_id_is_400(self, client, core):
         response = post(client, user_id="bad id!", body={"tags": ["vip"]})

@@ -80,7 +80,8 @@ class TestSends:
 
     def test_a_canvas_reads_its_properties_from_context(self, client, braze):
         # Braze's current name is `context` ({{context.${name}}}); canvas_entry_properties is the former one
-        # https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/sources/canvas_entry_properties
+        # https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/sources/
+        # canvas_entry_properties
         response = post(client, {"braze_canvas_id": "cv-1", "external_user_id": "c1", "Offer Title": "X",
                                  "campaign_id": "sessionm-campaign-7"})
         assert response.status_code == 201

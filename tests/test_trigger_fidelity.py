@@ -25,7 +25,8 @@ def logged(caplog, name="wallet_proxy"):
 
 
 class TestCanvasNotice:
-    """https://braze.com/docs/api/errors + SPEC: a 201 with a `notice` (canvas paused/archived) sent nothing."""
+    """https://braze.com/docs/api/errors + SPEC: a 201 with a `notice` (canvas paused/archived) sent
+    nothing."""
 
     def test_the_flat_door_answers_422_braze_not_sent_and_a_repeat_sends_again(self, client, braze):
         braze.on("POST", CANVAS, Reply(201, {"dispatch_id": "d-p", "message": "success", "notice": NOTICE}))
@@ -76,7 +77,8 @@ class TestBrazeStatuses:
         assert response.status_code == 502 and response.json["error"]["code"] == "upstream_error"
         assert any(r.levelno == logging.ERROR and "BRAZE_REST_URL" in r.getMessage() for r in logged(caplog))
 
-    def test_a_5xx_with_the_hourly_reset_far_ahead_is_retried_not_a_40_minute_503(self, client, braze, sleeps):
+    def test_a_5xx_with_the_hourly_reset_far_ahead_is_retried_not_a_40_minute_503(self, client, braze,
+                                                                                  sleeps):
         far = {"X-RateLimit-Remaining": "1000", "X-RateLimit-Reset": "9999999999"}
         braze.on("POST", CAMPAIGN, [Reply(500, {"message": "oops", "errors": []}, headers=far),
                                     Reply(201, {"dispatch_id": "d-r", "message": "success"}, headers=far)])
@@ -121,7 +123,8 @@ class TestRecipientsAsBrazeChecksThem:
 
     def test_top_level_properties_over_50_kb_are_400(self, client, braze):
         big = {"blob": "é" * (26 * 1024)}  # 52 KB of UTF-8
-        relay = post(client, {"campaign_id": "c", "trigger_properties": big, "recipients": [ONE]}, path=CAMPAIGN)
+        relay = post(client, {"campaign_id": "c", "trigger_properties": big, "recipients": [ONE]},
+                     path=CAMPAIGN)
         assert relay.status_code == 400 and "trigger_properties" in relay.json["error"]["message"]
         flat = post(client, {"campaign_id": "c", "external_user_id": "u1", **big})
         assert flat.status_code == 400 and "50 KB" in flat.json["error"]["message"]
@@ -173,7 +176,8 @@ class TestCanvasProperties:
 
 
 class TestBrazeShapedErrors:
-    """Errors on the relay carry Braze's top-level `message` and `errors` (https://braze.com/docs/api/errors)."""
+    """Errors on the relay carry Braze's top-level `message` and `errors`
+    (https://braze.com/docs/api/errors)."""
 
     def test_validation_error(self, client, braze):
         response = post(client, {"broadcast": True}, path=CAMPAIGN)
@@ -230,8 +234,8 @@ class TestNothingOfOursLeaks:
 
     def test_each_trigger_line_carries_the_key_hash_and_dispatch_ids(self, client, braze, caplog):
         with caplog.at_level(logging.INFO, logger="wallet_proxy"):
-            post(client, {"campaign_id": "c", "recipients": [{"external_user_id": f"u{i}"} for i in range(70)]},
-                 key="msg-77")
+            recipients = [{"external_user_id": f"u{i}"} for i in range(70)]
+            post(client, {"campaign_id": "c", "recipients": recipients}, key="msg-77")
         (line,) = [r for r in caplog.records if r.name == "wallet_proxy.sends"]
         assert line.idempotency_key == hashlib.sha256(b"test:msg-77").hexdigest()[:16]
         assert line.dispatch_ids == "d-u0,d-u50"
@@ -240,8 +244,8 @@ class TestNothingOfOursLeaks:
 
 
 class TestDryRun:
-    BODY = {"braze_canvas_id": "cv", "recipients": [{"external_user_id": f"u{i}", "Offer": i} for i in range(55)],
-            "Campaign Name": "Spring"}
+    BODY = {"braze_canvas_id": "cv", "Campaign Name": "Spring",
+            "recipients": [{"external_user_id": f"u{i}", "Offer": i} for i in range(55)]}
 
     def test_a_dry_run_answers_the_exact_bodies_without_sending(self, client, braze):
         response = post(client, {**self.BODY, "dry_run": True}, key="dry-1")
@@ -263,7 +267,8 @@ class TestDryRun:
 
     def test_a_dry_run_still_validates(self, client, braze):
         assert post(client, {"campaign_id": "c", "dry_run": True}).status_code == 400
-        assert post(client, {"campaign_id": "c", "external_user_id": "u", "dry_run": "yes"}).status_code == 400
+        wrong = {"campaign_id": "c", "external_user_id": "u", "dry_run": "yes"}
+        assert post(client, wrong).status_code == 400
         assert braze.requests == []
 
 
@@ -303,8 +308,8 @@ class TestBrazeSimulator:
         (CAMPAIGN, {"campaign_id": "c", "recipients": [{"braze_id": "b1"}]}, 201),
         (CAMPAIGN, {"campaign_id": "c", "recipients": [{"email": "a@b.c"}]}, 400),
         (CAMPAIGN, {"campaign_id": "c", "recipients": [{"external_user_id": "u", "braze_id": "b"}]}, 400),
-        (CAMPAIGN, {"campaign_id": "c", "recipients": [{"external_user_id": "u", "send_to_existing_only": False}]},
-         400),
+        (CAMPAIGN, {"campaign_id": "c",
+                    "recipients": [{"external_user_id": "u", "send_to_existing_only": False}]}, 400),
         (CAMPAIGN, {"campaign_id": "c", "trigger_properties": {"x": "y" * 52000}, "broadcast": True}, 400),
         (CAMPAIGN, {"campaign_id": "c"}, 400),
         (CAMPAIGN, {"campaign_id": "c", "recipients": [{"external_user_id": "fault-500"}]}, 500),
@@ -314,7 +319,8 @@ class TestBrazeSimulator:
         sim, client = sim_client
         response = client.post(path, json=body, headers={"Authorization": "Bearer k"})
         assert response.status_code == status, response.json
-        assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(response.headers.keys())
+        names = set(response.headers.keys())
+        assert {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= names
         if status >= 400:
             assert set(response.json) == {"message", "errors"}
         else:
@@ -344,6 +350,6 @@ class TestBrazeSimulator:
                               headers=demo)
         assert relayed.status_code == 201 and relayed.json["message"] == "success"
         assert "braze_api_key_in_body" not in sim.calls
-        limited = client.post("/v1/braze/trigger", json={"campaign_id": "c", "external_user_id": "fault-429-x"},
-                              headers=demo)
+        limited = client.post("/v1/braze/trigger", headers=demo,
+                              json={"campaign_id": "c", "external_user_id": "fault-429-x"})
         assert limited.status_code == 503 and int(limited.headers["Retry-After"]) <= 5

@@ -432,3 +432,40 @@ class TestRenderedBodies:
         clock.tick(2)  # 2 days left became 1 day 23:59:59
         assert client.get("/v1/wallets/u", headers=AUTH).get_json()["offers"][0]["expires_in_days"] == 1
 
+
+
+class TestSigningKeyRotation:
+    """#13 item 4 (SPEC: WALLET_PROXY_SIGNING_KEY): comma-separated keys, a sig made with any is valid."""
+
+    @pytest.fixture
+    def client(self, sessionm, app_for):
+        return app_for(make_settings(sessionm.url, WALLET_PROXY_SIGNING_KEY="new-key-2027, old-key-2026")
+                       ).test_client()
+
+    @pytest.mark.parametrize("key", ["new-key-2027", "old-key-2026"])
+    def test_a_sig_made_with_any_key_is_valid(self, client, key):
+        response = client.get(f"/v1/wallets/user-9?sig={sign(key, 'user-9')}", headers=AUTH)
+        assert response.status_code == 200, response.get_json()
+
+    @pytest.mark.parametrize("sig", ["", sign("new-key-2027, old-key-2026", "user-9"),
+                                     sign("other", "user-9"), sign("new-key-2027", "user-8")])
+    def test_anything_else_is_refused(self, client, sig):
+        response = client.get(f"/v1/wallets/user-9?sig={sig}", headers=AUTH)
+        assert response.status_code == 403 and response.get_json()["error"]["code"] == "bad_signature"
+
+    def test_the_preview_names_the_first_key_without_printing_any(self, client):
+        from wallet_proxy.preview.routes import signing_key_id
+
+        ops = {"Authorization": "Basic " + base64.b64encode(b"test:secret").decode()}
+        html = client.get("/preview", headers=ops).get_data(as_text=True)
+        assert signing_key_id("new-key-2027, old-key-2026") == signing_key_id("new-key-2027")
+        assert signing_key_id("new-key-2027") in html and "1 older key(s) still accepted" in html
+        assert "new-key-2027" not in html and "old-key-2026" not in html
+
+
+def test_a_weak_etag_matches_if_none_match(client):
+    """RFC 9110 §13.1.2: If-None-Match uses the weak comparison (W/"x" matches "x")."""
+    etag = client.get("/v1/wallets/u", headers=AUTH).headers["ETag"]
+    for header in (f"W/{etag}", f'"nope", W/{etag}'):
+        response = client.get("/v1/wallets/u", headers={**AUTH, "If-None-Match": header})
+        assert response.status_code == 304, header

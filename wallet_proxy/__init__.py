@@ -1,15 +1,23 @@
 """wallet-proxy: Braze Connected Content facade over SessionM's offer wallet, tags and triggered sends."""
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # Flask is imported when an app is built, not by every module of the package
+    from flask import Flask  # (the playground's render processes start without it)
 
 from .version import __version__
 
 __all__ = ["__version__", "create_app"]
 
 
+MIN_CLIENT_SECRET = 16  # characters; shorter secrets are warned about at start (SPEC: Configuration)
+
+
 def create_app(settings=None, **services_kwargs) -> Flask:
     """Build the WSGI app for `settings` (default: read from the environment)."""
+    from flask import Flask
+
     from . import services
     from .preview import routes as preview
     from .sends import routes as trigger
@@ -54,3 +62,9 @@ def _report_start(settings) -> None:
                                             for name, on in groups.items()))
     if not settings.clients:
         log.warning("WALLET_PROXY_CLIENTS is empty: every API route answers 401 until a client is set")
+    short = [c.name for c in settings.clients if len(c.secret) < MIN_CLIENT_SECRET
+             and not (settings.sandbox and (c.name, c.secret) == ("demo", "demo"))]
+    if short:  # names only: a secret is never logged
+        log.warning("client secret shorter than %d characters (easy to guess): %s; use e.g. "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`",
+                    MIN_CLIENT_SECRET, ", ".join(short))

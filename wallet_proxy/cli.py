@@ -12,16 +12,31 @@ log = logging.getLogger("wallet_proxy")
 
 
 def _serve(args) -> int:
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import make_server
 
     from . import create_app
 
     app = create_app(Settings.from_env())
     settings = app.extensions["wallet_proxy"].settings
-    if settings.sandbox:
-        print(f"\n  wallet-proxy (sandbox) on http://{args.host}:{args.port}/\n"
-              f"  try: curl -u demo:demo http://{args.host}:{args.port}/v1/wallets/anyone\n", flush=True)
-    run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    try:  # bind first: the banner below promises a port that is really ours
+        server = make_server(args.host, args.port, app, threaded=True)
+    except (OSError, SystemExit) as exc:  # werkzeug exits when the port is taken
+        print(f"wallet-proxy serve: cannot listen on {args.host}:{args.port} "
+              f"({getattr(exc, 'strerror', None) or 'address in use'}): choose another with --port",
+              file=sys.stderr, flush=True)
+        return 2
+    url = f"http://{args.host}:{server.port}"
+    demo = any((c.name, c.secret) == ("demo", "demo") for c in settings.clients)
+    mode = "sandbox" if settings.sandbox else "live"
+    try_it = (f"  try: curl -u demo:demo {url}/v1/wallets/anyone\n" if demo
+              else "  sign in with a client of WALLET_PROXY_CLIENTS\n")
+    print(f"\n  wallet-proxy ({mode}) on {url}/\n{try_it}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 

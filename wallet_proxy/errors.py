@@ -81,6 +81,10 @@ class PayloadTooLarge(ApiError):
     status, code, message = 413, "payload_too_large", "request body too large"
 
 
+class UnsupportedMediaType(ApiError):
+    status, code, message = 415, "unsupported_media_type", "send the body as Content-Type: application/json"
+
+
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "too many requests"
 

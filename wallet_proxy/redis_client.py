@@ -238,6 +238,12 @@ def subscribe(client, channel: str):
         pubsub, command, kind = client.pubsub(), "subscribe", "message"
     try:
         getattr(pubsub, command)(channel)
+        # No retry on this connection: a silent reconnect would subscribe again and hide that the
+        # messages sent meanwhile were lost; the caller must see the error (and drop its near cache).
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        pubsub.connection.retry = Retry(NoBackoff(), 0)
         confirmed = pubsub.get_message(timeout=SOCKET_TIMEOUT)
         if not confirmed or confirmed["type"] not in (command, command.encode()):
             import redis

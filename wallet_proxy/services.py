@@ -132,8 +132,8 @@ def _build_trigger(settings: Settings, session, redis_client, clock, options: di
     limits = options.pop("rate_limits", {})  # tests: smaller hourly / broadcast_per_minute budgets
     if redis_client is not None and "limiter" not in options:
         # SPEC: with Redis the Braze rate budget is shared by every process and host
-        options["limiter"] = RateLimiter.shared(redis_client, settings.braze_api_key, **limits,
-                                                **{k: options[k] for k in ("sleep", "monotonic") if k in options})
+        timing = {k: options[k] for k in ("sleep", "monotonic") if k in options}
+        options["limiter"] = RateLimiter.shared(redis_client, settings.braze_api_key, **limits, **timing)
     elif limits and "limiter" not in options:
         options["limiter"] = RateLimiter(**limits, **{k: options[k] for k in ("sleep", "monotonic")
                                                       if k in options})

@@ -9,7 +9,9 @@ from dotenv import dotenv_values
 
 from . import redis_client
 
-SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "admin"})
+SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "preview", "admin"})
+# `admin` (purge, metrics) includes the marketers' `preview`; `preview` alone is the page and nothing else
+IMPLIED = {"admin": frozenset({"preview"})}
 
 # Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
 # (RFC 2606), so a sandbox URL can never leak a request onto the network.
@@ -35,6 +37,10 @@ class Client:
     name: str
     secret: str = field(repr=False)
     scopes: frozenset = SCOPES
+
+    def __post_init__(self):
+        implied = frozenset().union(*(IMPLIED.get(scope, ()) for scope in self.scopes))
+        object.__setattr__(self, "scopes", frozenset(self.scopes) | implied)
 
 
 @dataclass(frozen=True)
@@ -94,17 +100,32 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env") -> "Settings":
-        """Read settings from `environ` (default: os.environ) over the `.env` file; raise ConfigError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv_path: str | None = ".env", *,
+                 implicit_sandbox: bool = True) -> "Settings":
+        """Read settings from `environ` (default: os.environ) over the `.env` file; raise ConfigError.
+
+        `implicit_sandbox=False` is the production entry's reading (wsgi.py): with no upstream
+        settings it refuses to start unless WALLET_PROXY_SANDBOX=1 asks for the simulators.
+        """
         env: dict[str, str] = {}
         if dotenv_path and os.path.isfile(dotenv_path):
             env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
         env.update(os.environ if environ is None else environ)
-        return parse(env)
+        return parse(env, implicit_sandbox=implicit_sandbox)
 
 
-def parse(env: Mapping[str, str]) -> Settings:
-    """Build Settings from a plain mapping; collect every problem before raising ConfigError."""
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+
+
+def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
+    """Build Settings from a plain mapping; collect every problem before raising ConfigError.
+
+    With no upstream settings at all, `implicit_sandbox` (development: `make run`, `wallet-proxy
+    serve`, tests) runs on the simulators; without it (the production entry) only an explicit
+    WALLET_PROXY_SANDBOX=1 does, so a deploy that lost its environment fails instead of answering
+    made-up wallets. WALLET_PROXY_SANDBOX=1 beside upstream settings is refused either way.
+    """
     problems: list[str] = []
     get = lambda name: (env.get(name) or "").strip() or None  # noqa: E731
 
@@ -115,7 +136,20 @@ def parse(env: Mapping[str, str]) -> Settings:
             missing = [n for n in names if n not in have]
             problems.append(f"{group} settings are all or nothing: {', '.join(missing)} missing "
                             f"(set: {', '.join(have)})")
-    sandbox = not any(present.values())
+    configured = [n for names in present.values() for n in names]
+    asked = (get("WALLET_PROXY_SANDBOX") or "").lower()
+    if asked and asked not in TRUE + FALSE:
+        problems.append(f"WALLET_PROXY_SANDBOX must be 1 or 0, got {get('WALLET_PROXY_SANDBOX')!r}")
+    asked_sandbox = asked in TRUE
+    if asked_sandbox and configured:
+        problems.append("WALLET_PROXY_SANDBOX=1 is refused together with upstream settings "
+                        f"({', '.join(configured)}): unset one or the other")
+    if not configured and not asked_sandbox and not implicit_sandbox:
+        problems.append("no upstream settings: set at least one group -- "
+                        + "; ".join(f"{group}: {', '.join(names)}" for group, names in GROUPS.items())
+                        + " -- or WALLET_PROXY_SANDBOX=1 to answer from the built-in simulators "
+                          "(never for real customers)")
+    sandbox = not configured and (asked_sandbox or implicit_sandbox)
 
     def number(name, default, kind=float, low=None, high=None):
         raw = get(name)

@@ -190,7 +190,11 @@ def _to_datetime(value, now: datetime) -> datetime | None:
     if text in ("now", "today"):
         return now
     if re.fullmatch(r"-?\d+(\.\d+)?", text):
-        return datetime.fromtimestamp(float(text), tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(float(text), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):  # past year 9999: not a date a template can show
+            raise FilterArgumentError(f"date: {text[:40]} is out of range as epoch seconds",
+                                      token=None) from None
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

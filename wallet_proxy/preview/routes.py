@@ -1,7 +1,8 @@
 """GET /preview: the marketers' page (wallet cards, Liquid paths, raw payload, Liquid playground).
 
-Sign-in is either the browser's Basic prompt (any `admin` client of WALLET_PROXY_CLIENTS) or a
-form that sets a signed, HttpOnly, SameSite=Strict session cookie. Every POST carries a CSRF token,
+Sign-in is either the browser's Basic prompt (any `preview` or `admin` client of WALLET_PROXY_CLIENTS)
+or a form that sets a signed, HttpOnly, SameSite=Strict session cookie naming a server-side session
+(session.py: logout ends it there; the form is throttled per address). Every POST carries a CSRF token,
 even with Basic auth (browsers resend cached Basic credentials on cross-site requests). Pages are
 served with a Content-Security-Policy that allows no inline script; Jinja escapes every SessionM
 string. The wallet comes from the same service path as GET /v1/wallets/<user_id>.
@@ -14,25 +15,26 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, Unauthorized
+from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, RateLimited, Unauthorized
 from ..ids import check_user_id, normalise_culture
 from ..wallet.service import HIT, MISS, cache_status
 from ..wallet.view import empty_wallet, flatten
-from ..web.http import deadline, require, state
-from .liquid import Playground, TemplateProblem
+from ..web.auth import signing_keys
+from ..web.http import client_address, deadline, require, state
+from .isolate import IsolatedPlayground, PlaygroundBusy
+from .session import SESSION_MAX_AGE, LoginThrottle, Sessions
+from .liquid import TemplateProblem
 
 bp = Blueprint("preview", __name__)
 
 SESSION_COOKIE = "wallet_proxy_preview"
 LOGIN_CSRF_COOKIE = "wallet_proxy_preview_login"
-SESSION_MAX_AGE = 8 * 3600  # a working day; then sign in again
 MAX_TEMPLATE_CHARS = 20_000
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -68,22 +70,41 @@ def _key() -> bytes:
     return key
 
 
+def sessions() -> Sessions:
+    """The app's server-side preview sessions (in Redis when configured)."""
+    services = state()
+    found = services.extras.get("preview_sessions")
+    if found is None:
+        found = services.extras["preview_sessions"] = Sessions(services.redis, clock=services.clock)
+    return found
+
+
+def throttle() -> LoginThrottle:
+    """The app's login form throttle (per process)."""
+    services = state()
+    found = services.extras.get("login_throttle")
+    if found is None:
+        found = services.extras["login_throttle"] = LoginThrottle()
+    return found
+
+
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(_key(), salt="wallet-proxy-preview-session")
 
 
-def playground() -> Playground:
-    """The app's Liquid playground (built once per app, never a module global)."""
+def playground() -> IsolatedPlayground:
+    """The app's Liquid playground (built once per app, never a module global): each render runs in
+    its own process under memory and time limits, so no template can slow the workers serving Braze."""
     services = state()
     found = services.extras.get("playground")
     if found is None:
-        found = Playground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
+        found = IsolatedPlayground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
         services.extras["playground"] = found
     return found
 
 
 def _session_client():
-    """The admin client of a valid session cookie, with the session id; (None, None) otherwise."""
+    """The client of a live session cookie, with the session id; (None, None) otherwise."""
     raw = request.cookies.get(SESSION_COOKIE)
     if not raw:
         return None, None
@@ -95,9 +116,11 @@ def _session_client():
         return None, None
     for client in state().settings.clients:
         # the fingerprint ties the session to the secret: rotating a secret ends its sessions
-        if (client.name == data.get("name") and "admin" in client.scopes
+        if (client.name == data.get("name") and "preview" in client.scopes
                 and _same(_mac(_key(), "fp", client.secret), str(data.get("fp", "")))):
-            return client, str(data.get("sid", ""))
+            sid = str(data.get("sid", ""))
+            # signed is not enough: the session must still exist on the server (logout ends it)
+            return (client, sid) if sessions().alive(sid, client.name) else (None, None)
     return None, None
 
 
@@ -132,7 +155,7 @@ def _check_origin() -> None:
 
 
 def signed_in(api: bool):
-    """Decorate a view: a Basic/Bearer `admin` client or a session; pages show the login form instead."""
+    """Decorate a view: a Basic/Bearer `preview` client or a session; pages show the login form instead."""
 
     def decorate(view):
         @functools.wraps(view)
@@ -142,7 +165,7 @@ def signed_in(api: bool):
                     g.preview_principal = "basic:" + g.client.name
                     g.preview_via = "basic"
                     return view(*a, **kw)
-                return require("admin")(with_principal)(*args, **kwargs)
+                return require("preview")(with_principal)(*args, **kwargs)
             client, sid = _session_client()
             if client is None:
                 if api:
@@ -157,7 +180,7 @@ def signed_in(api: bool):
             g.preview_via = "session"
             return view(*args, **kwargs)
 
-        wrapped.required_scope = "admin"
+        wrapped.required_scope = "preview"
         return wrapped
 
     return decorate
@@ -192,21 +215,30 @@ def login_form():
 
 @bp.post("/preview/login")
 def login():
-    """Check name and secret against WALLET_PROXY_CLIENTS (admin scope) and start a session."""
+    """Check name and secret against WALLET_PROXY_CLIENTS (preview scope) and start a session."""
+    address = client_address()
+    wait = throttle().retry_after(address)
+    if wait > 0:  # refused before the secret is even compared: guessing stays slow whatever is tried
+        retry = max(1, int(wait + 0.999))
+        response = login_page(f"Too many failed sign-ins from your address. Try again in {retry} seconds.",
+                              status=429)
+        response.headers["Retry-After"] = str(retry)
+        return response
     nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not nonce or not _same(_mac(_key(), "login", nonce), request.form.get("csrf_token", "")):
         return login_page("The form expired. Please sign in again.", status=403)
     _check_origin()
     name, secret = request.form.get("name", ""), request.form.get("secret", "")
     try:
-        client = state().auth.authenticate(_basic(name, secret), "admin")
+        client = state().auth.authenticate(_basic(name, secret), "preview")
     except Unauthorized:
+        throttle().failed(address)
         return login_page("Wrong name or secret.", status=401)
     except Forbidden:
-        return login_page(f"The client {name!r} may not use the preview (it needs the admin scope).",
-                          status=403)
+        return login_page("This sign-in may not open the preview: ask whoever runs wallet-proxy for one "
+                          "with the preview scope.", status=403)
     token = _serializer().dumps({"name": client.name, "fp": _mac(_key(), "fp", client.secret),
-                                 "sid": secrets.token_urlsafe(16)})
+                                 "sid": sessions().start(client.name)})
     response = redirect("/preview", code=303)
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE, path="/preview", httponly=True,
                         samesite="Strict", secure=request.is_secure)
@@ -221,8 +253,10 @@ def _basic(name: str, secret: str) -> str:
 @bp.post("/preview/logout")
 @signed_in(api=False)
 def logout():
-    """End the session."""
+    """End the session, on the server too: a copy of the cookie stops working."""
     _check_csrf()
+    if g.preview_via == "session":
+        sessions().end(g.preview_principal.split(":", 1)[1])
     response = redirect("/preview/login", code=303)
     response.delete_cookie(SESSION_COOKIE, path="/preview")
     return response
@@ -285,6 +319,15 @@ def connected_content_block(base_url: str, signing: bool) -> str:
             "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}")
 
 
+def signing_key_id(setting: str | None) -> str | None:
+    """A short fingerprint of the current (first) signing key, so a marketer can tell which key the
+    block wants without the page ever printing one."""
+    keys = signing_keys(setting)
+    if not keys:
+        return None
+    return hashlib.sha256(b"wallet-proxy signing key id\x00" + keys[0].encode()).hexdigest()[:8]
+
+
 def liquid_path(parent: str, key) -> str:
     """`wallet` + `offers` -> `wallet.offers`; + 0 -> `wallet.offers[0]`; odd keys are quoted."""
     if isinstance(key, int):
@@ -328,6 +371,8 @@ def _page_context(**extra) -> dict:
     return {"csrf": csrf_token(), "client_name": g.client.name, "via": g.preview_via,
             "sandbox": services.settings.sandbox,
             "block": connected_content_block(request.host_url, bool(services.settings.signing_key)),
+            "signing_key_id": signing_key_id(services.settings.signing_key),
+            "signing_key_count": len(signing_keys(services.settings.signing_key)),
             "sample_template": SAMPLE_TEMPLATE, **extra}
 
 
@@ -402,10 +447,12 @@ def api_render():
         wallet = empty_wallet(user_id=user_id, culture=culture, error=wallet_error)
     data = {"wallet": wallet, "user_id": user_id, "language": culture.split("-")[0],
             "custom_attribute": {"sessionm_user_id": user_id}}
-    started = time.monotonic()
     try:
         rendered = playground().render(template, data)
     except TemplateProblem as problem:
         raise TemplateInvalid(f"{problem.kind} error: {problem}", details=problem.as_dict()) from None
+    except PlaygroundBusy:
+        raise RateLimited("the playground is busy rendering other templates: try again in a moment",
+                          retry_after=2) from None
     return jsonify(ok=True, output=rendered.output, aborted=rendered.aborted,
-                   elapsed_ms=round((time.monotonic() - started) * 1000, 2), wallet_error=wallet_error)
+                   elapsed_ms=rendered.elapsed_ms, wallet_error=wallet_error)

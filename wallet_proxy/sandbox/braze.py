@@ -79,7 +79,8 @@ def _recipient_problems(recipients: list) -> list[str]:
         if "user_alias" in recipient and "send_to_existing_only" in recipient:
             problems.append(f"recipients[{index}]: send_to_existing_only cannot be used with user_alias")
         if recipient.get("send_to_existing_only") is False and "attributes" not in recipient:
-            problems.append(f"recipients[{index}]: attributes are required when send_to_existing_only is false")
+            problems.append(f"recipients[{index}]: attributes are required when "
+                            "send_to_existing_only is false")
         problems += [f"recipients[{index}].{name} exceeds 50 KB" for name in PROPERTY_FIELDS
                      if name in recipient and _too_big(recipient[name])]
     return problems

@@ -143,8 +143,8 @@ def answer(plan: Plan, chunks: list[dict], replayed: bool) -> Outcome:
     if relayed:
         return Outcome(_relay_body(plan, chunks, public, errors), None, replayed, dispatch_ids)
     if not failed:
-        body = {"ok": True, "message": "success", "dispatch_id": dispatch_ids[0], "dispatch_ids": dispatch_ids,
-                "chunks": public, "duplicates_dropped": plan.duplicates_dropped}
+        body = {"ok": True, "message": "success", "dispatch_id": dispatch_ids[0],
+                "dispatch_ids": dispatch_ids, "chunks": public, "duplicates_dropped": plan.duplicates_dropped}
         if errors:
             body["errors"] = errors
         return Outcome(body, None, replayed, dispatch_ids)

@@ -16,8 +16,10 @@ Braze facts checked here (each with its public page):
   https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns
 - `trigger_properties` at most 50 KB — https://braze.com/docs/api/objects_filters/trigger_properties_object
 - a canvas reads `context` (`{{context.${name}}}`); `canvas_entry_properties` is the former name, still
-  accepted — https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/sources/canvas_entry_properties
-  and https://braze.com/docs/user_guide/engagement_tools/canvas/create_a_canvas/canvas_entry_properties_event_properties
+  accepted —
+  https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/sources/canvas_entry_properties
+  and https://braze.com/docs/user_guide/engagement_tools/canvas/create_a_canvas/
+  canvas_entry_properties_event_properties
 - the API key goes in the `Authorization` header; the legacy `api_key` body field is never forwarded —
   https://www.braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_canvases/
 """
@@ -52,7 +54,8 @@ _NON_WORD = re.compile(r"[^A-Za-z0-9]+")
 
 
 def snake_case(name: str) -> str:
-    """Normalise a field name for Liquid: "Offer Title" -> offer_title, "pointAwardAmount" -> point_award_amount."""
+    """Normalise a field name for Liquid: "Offer Title" -> offer_title, "pointAwardAmount" -> point_award_amount.
+    """
     name = _ACRONYM.sub(r"\1_\2", str(name))
     name = _CAMEL.sub(r"\1_\2", name)
     return _NON_WORD.sub("_", name).strip("_").lower()
@@ -145,6 +148,7 @@ class FlatTrigger(Schema):
     broadcast = StrictBoolean(load_default=False)
     external_user_id = IdString()
     recipients = fields.List(fields.Dict(), validate=validate.Length(1, MAX_RECIPIENTS))
+    dry_run = StrictBoolean(metadata={"description": "validate and answer the Braze bodies, send nothing"})
 
     @validates_schema
     def _audience(self, data, **kwargs):
@@ -212,6 +216,8 @@ class NativeTrigger(Schema):
     broadcast = StrictBoolean()
     audience = fields.Dict()
     recipients = fields.List(fields.Nested(NativeRecipient), validate=validate.Length(1, MAX_RECIPIENTS))
+    dry_run = StrictBoolean(metadata={"description": "ours, not Braze's: validate and answer the Braze "
+                                                     "bodies, send nothing (never forwarded)"})
 
     @validates_schema
     def _audience(self, data, **kwargs):

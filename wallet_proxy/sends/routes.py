@@ -91,7 +91,8 @@ def _send(plan_for, flat: bool):
     key = _key(body, flat)
     plan = plan_for(body)
     if plan.dropped_fields:
-        log.warning("dropped %s from a trigger body: never forwarded to Braze", ", ".join(plan.dropped_fields))
+        log.warning("dropped %s from a trigger body: never forwarded to Braze",
+                    ", ".join(plan.dropped_fields))
     if dry:
         return jsonify(dry_run(plan)), 200
     scoped = f"{g.client.name}:{key}" if key is not None else None

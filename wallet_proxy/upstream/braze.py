@@ -73,8 +73,9 @@ class RateLimiter:
     def __init__(self, hourly: int = HOURLY_LIMIT, broadcast_per_minute: int = BROADCAST_PER_MINUTE,
                  monotonic=time.monotonic, sleep=time.sleep, buckets=None):
         if buckets is None:
+            per_minute_burst = max(1, broadcast_per_minute // 25)
             buckets = (TokenBucket.for_window(hourly, 3600.0, burst=max(1, hourly // 250), clock=monotonic),
-                       TokenBucket.for_window(broadcast_per_minute, 60.0, burst=max(1, broadcast_per_minute // 25),
+                       TokenBucket.for_window(broadcast_per_minute, 60.0, burst=per_minute_burst,
                                               clock=monotonic))
         self.hourly, self.broadcast = buckets
         self.monotonic = monotonic
@@ -88,8 +89,9 @@ class RateLimiter:
 
         buckets = (RedisTokenBucket.for_window(redis_client, budget_name(api_key, "hour"), hourly, 3600.0,
                                                burst=max(1, hourly // 250)),
-                   RedisTokenBucket.for_window(redis_client, budget_name(api_key, "minute"), broadcast_per_minute,
-                                               60.0, burst=max(1, broadcast_per_minute // 25)))
+                   RedisTokenBucket.for_window(redis_client, budget_name(api_key, "minute"),
+                                               broadcast_per_minute, 60.0,
+                                               burst=max(1, broadcast_per_minute // 25)))
         return cls(hourly, broadcast_per_minute, monotonic=monotonic, sleep=sleep, buckets=buckets)
 
     def try_acquire(self, broadcast: bool) -> float:

@@ -3,19 +3,40 @@
 Redis is an optimisation, never a dependency of an answer: every Redis error or slow reply (short
 socket timeouts, so Redis cannot eat the 1.8 s deadline) makes the store fall back to this process's
 MemoryStore for a short back-off, reported by `healthy()` (and so `/readyz`) and counted.
+
+Near cache: a hit must not cost a Redis round trip (a send reads each wallet 2-3 times, and the
+renders land on any process), so every process keeps the fresh entries it has seen, and a purge
+reaches all of them as a notice on one pub/sub channel (sharded on a cluster: see
+redis_client.publish). Each read first applies the notices already received, without waiting: Redis
+queues a notice to every subscriber before it answers the purge's PUBLISH, so once a DELETE has
+answered, the next read in any process finds the notice on its socket and goes past its near copy.
+While this process is not subscribed (Redis down, connection lost, not yet confirmed), there is no
+near cache: notices may have been missed, so every entry kept before is dropped.
+
+Why pub/sub and not server-assisted client-side caching (RESP3 CLIENT TRACKING): tracking has to be
+switched on for every pooled connection, and on a cluster per node with a redirect connection to
+each, and starts afresh after every failover; one channel works the same on a single server,
+Sentinel and Cluster. Only purges need it: an entry is never replaced before its TTL ends except
+by a purge, and a near copy is served only while it is fresh (a refresh past the TTL reads Redis).
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import select
+import ssl
+import sys
 import threading
 import time
 import uuid
+import weakref
 
 import redis
 from cachetools import LRUCache
 
 from ..errors import UpstreamTimeout, UpstreamUnavailable
+from .. import redis_client
 from ..redis_client import errors
 from . import keys
 from .stores import Entry, MemoryStore
@@ -37,6 +58,8 @@ return 0
 
 
 DECODED_MAX = 1024  # decoded entries kept per process
+NEAR_MAX = 10_000  # fresh wallets kept per process (a send reads each one within seconds)
+NEAR_CHECK = 1.0  # seconds between full reads of the subscription when its socket shows nothing
 
 
 class RedisStore:
@@ -49,7 +72,8 @@ class RedisStore:
     name = "redis"
 
     def __init__(self, client: redis.Redis, fallback: MemoryStore, cache_ttl: float, stale_ttl: float,
-                 *, clock=time.time, monotonic=time.monotonic, backoff: float = BACKOFF, metrics=None):
+                 *, clock=time.time, monotonic=time.monotonic, backoff: float = BACKOFF, metrics=None,
+                 near_size: int = NEAR_MAX):
         self.client = client
         self.fallback = fallback
         self.cache_ttl = cache_ttl
@@ -66,20 +90,42 @@ class RedisStore:
         # Stored JSON -> its decoded Entry: the renders of a send read the same bytes again and
         # again, and decoding a wallet costs more than fetching it from Redis.
         self._decoded: LRUCache = LRUCache(maxsize=DECODED_MAX)
+        # The near cache and the purge subscription that keeps it honest (see the module docstring).
+        self.near_size = near_size
+        self.near = MemoryStore(near_size, cache_ttl, timer=clock)
+        self._near_lock = threading.Lock()
+        self._pubsub = None
+        self._message_type = "message"
+        self._poller = None  # poll(2) on the subscription's socket: is a notice waiting?
+        self._check_at = 0.0
+        self._subscribe_at = 0.0
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: forked() and forked()())
+        self._generation = 0  # bumped by every purge notice applied and every near cache reset
+        self.near_hits_total = 0
 
     # -- the MemoryStore interface ------------------------------------------------------------
 
     def get(self, user_id: str, culture: str) -> Entry | None:
-        """Return the cached entry for (user, culture): from Redis, or memory while Redis is down."""
+        """Return the cached entry for (user, culture): a fresh near copy, else from Redis, or from
+        memory while Redis is down."""
         if not self._use_redis():
             return self.fallback.get(user_id, culture)
+        if self._listening():
+            entry = self.near.get(user_id, culture)
+            if entry is not None and self.fresh(entry) is not None:
+                self.near_hits_total += 1
+                return entry
+        generation = self._generation
         try:
             raw = self.client.hget(keys.wallet_key(user_id), culture)
         except REDIS_ERRORS as exc:
             self._trip(exc)
             return self.fallback.get(user_id, culture)
         self._recovered()
-        return self._decode(raw, user_id)
+        entry = self._decode(raw, user_id)
+        self._keep_near(user_id, culture, entry, generation)
+        return entry
 
     def put(self, user_id: str, culture: str, entry: Entry) -> None:
         """Store an entry in memory and in Redis, the user's key expiring after TTL + stale window."""
@@ -97,12 +143,16 @@ class RedisStore:
             self._trip(exc)
             return
         self._recovered()
+        self._keep_near(user_id, culture, entry, self._generation)
 
     def forget(self, user_id: str) -> None:
-        """Drop every culture of a user from Redis and memory; raise 503 if Redis cannot be reached."""
+        """Drop every culture of a user from Redis and memory, and tell every process to drop its
+        near copies; raise 503 if Redis cannot be reached."""
         self.fallback.forget(user_id)
+        self.near.forget(user_id)
         try:
             self.client.delete(keys.wallet_key(user_id))
+            redis_client.publish(self.client, keys.PURGE_CHANNEL, user_id)
         except REDIS_ERRORS as exc:
             self._trip(exc)
             # A 204 would claim the shared copy is gone; Braze/operators must retry instead.
@@ -133,6 +183,82 @@ class RedisStore:
             return entry
         return None
 
+    # -- the near cache ----------------------------------------------------------------------
+
+    def _listening(self) -> bool:
+        """Apply the purge notices received so far, without waiting; False while not subscribed."""
+        with self._near_lock:
+            if self._pubsub is None and not self._subscribe():
+                return False
+            # The hit path: one poll(2) says whether anything arrived (redis-py's own non-blocking
+            # read costs ten times more); a full read once a second also runs its health check.
+            now = self.monotonic()
+            if now < self._check_at and not self._poller.poll(0) and not self._ssl_pending():
+                return True
+            self._check_at = now + NEAR_CHECK
+            try:
+                while True:
+                    message = self._pubsub.get_message(timeout=0)
+                    if message is None:
+                        return True
+                    if message["type"] == self._message_type:
+                        self.near.forget(message["data"].decode("utf-8", "replace"))
+                        self._generation += 1
+                    elif message["type"] in ("subscribe", "ssubscribe"):
+                        self._reset_near()  # re-subscribed on a new connection: notices were lost
+            except REDIS_ERRORS as exc:
+                log.warning("the purge subscription broke (%s); near cache off until it is back",
+                            type(exc).__name__)
+                self._drop_subscription()
+                return False
+
+    def _subscribe(self) -> bool:
+        """Subscribe to purge notices, at most once per back-off; called under _near_lock."""
+        now = self.monotonic()
+        if now < self._subscribe_at:
+            return False
+        self._subscribe_at = now + self.backoff
+        try:
+            self._pubsub, self._message_type = redis_client.subscribe(self.client, keys.PURGE_CHANNEL)
+        except REDIS_ERRORS:
+            return False
+        self._poller = _poll()
+        self._poller.register(self._pubsub.connection._sock.fileno(), select.POLLIN | select.POLLPRI)
+        self._reset_near()  # purges published while we were not listening are lost
+        return True
+
+    def _ssl_pending(self) -> bool:
+        """TLS may hold decrypted bytes that poll(2) cannot see."""
+        sock = self._pubsub.connection._sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def _drop_subscription(self) -> None:
+        pubsub, self._pubsub, self._poller = self._pubsub, None, None
+        if pubsub is not None:
+            try:
+                pubsub.reset()
+            except Exception:  # its connection is already broken; nothing to give back
+                pass
+        self._reset_near()
+
+    def _forked(self) -> None:
+        """In a forked child the parent's subscription is not ours: start afresh, leaving it alone."""
+        self._near_lock = threading.Lock()
+        self._pubsub = self._poller = None
+        self._reset_near()
+
+    def _reset_near(self) -> None:
+        self.near = MemoryStore(self.near_size, self.cache_ttl, timer=self.clock)
+        self._generation += 1
+
+    def _keep_near(self, user_id: str, culture: str, entry: Entry | None, generation: int) -> None:
+        """Keep a fresh entry near, unless a purge notice (or a reset) came in since it was read."""
+        if entry is None or self.fresh(entry) is None:
+            return
+        with self._near_lock:
+            if self._pubsub is not None and generation == self._generation:
+                self.near.put(user_id, culture, entry)
+
     # -- degradation -------------------------------------------------------------------------
 
     def _use_redis(self) -> bool:
@@ -148,6 +274,11 @@ class RedisStore:
 
     def _trip(self, exc: Exception) -> None:
         self.errors_total += 1
+        # The subscription may be as broken as the call (a partition shows no error on an idle
+        # socket): subscribe afresh, with an empty near cache, once Redis answers again.
+        with self._near_lock:
+            if self._pubsub is not None:
+                self._drop_subscription()
         with self._lock:
             was_degraded, self._degraded = self._degraded, True
             self._retry_at = self.monotonic() + self.backoff
@@ -259,3 +390,13 @@ class RedisLocker:
                 self._release(keys=[key], args=[token])
             except REDIS_ERRORS as exc:  # the lock expires by itself
                 self.store.note_error(exc)
+
+
+def _poll():
+    """select.poll as the OS gives it: gevent's cooperative one may switch greenlets even at 0 s."""
+    if "gevent.monkey" in sys.modules:
+        from gevent import monkey
+
+        if monkey.is_module_patched("select"):
+            return monkey.get_original("select", "poll")()
+    return select.poll()

@@ -82,7 +82,9 @@ def get_wallet(user_id: str):
 
     data, etag = render(services, served, seed_id, query)
     g.cache_status = cache_status(served)
-    not_modified = request.if_none_match and request.if_none_match.contains(etag)
+    # RFC 9110 §13.1.2: If-None-Match uses the weak comparison, so W/"x" matches "x" (a cache or a
+    # compressing proxy may have weakened the tag it stored)
+    not_modified = request.if_none_match and request.if_none_match.contains_weak(etag)
     response = Response(b"" if not_modified else data, status=304 if not_modified else 200,
                         mimetype="application/json")
     response.headers["Cache-Status"] = g.cache_status

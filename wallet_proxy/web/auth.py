@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
@@ -17,12 +16,28 @@ def sign(key: str, user_id: str) -> str:
     return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def signing_keys(setting: str | None) -> tuple[str, ...]:
+    """The keys of WALLET_PROXY_SIGNING_KEY: comma-separated for rotation, the first one current."""
+    return tuple(k.strip() for k in (setting or "").split(",") if k.strip())
+
+
 def check_signature(key: str | None, user_id: str, sig: str | None) -> None:
-    """Raise BadSignature unless signing is off or `sig` matches (case-insensitive hex)."""
-    if not key:
+    """Raise BadSignature unless signing is off or `sig` matches one of the keys (case-insensitive hex).
+
+    `key` is WALLET_PROXY_SIGNING_KEY as set: several comma-separated keys during a rotation, a
+    `sig` made with any of them is valid. Every key is compared, so timing says nothing about which.
+    """
+    keys = signing_keys(key)
+    if not keys:
         return
+    if not sig:
+        raise BadSignature()
     # bytes, not str: compare_digest raises TypeError on non-ASCII text, which would be a 500
-    if not sig or not hmac.compare_digest(sign(key, user_id).encode(), sig.strip().lower().encode()):
+    sent = sig.strip().lower().encode("utf-8", "surrogatepass")
+    matched = False
+    for one in keys:
+        matched |= hmac.compare_digest(sign(one, user_id).encode(), sent)
+    if not matched:
         raise BadSignature()
 
 
@@ -37,7 +52,9 @@ def _credentials(header: str | None) -> tuple[str | None, str | None]:
     if scheme.lower() == "basic" and value:
         try:
             decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # binascii.Error (bad base64) and UnicodeDecodeError are ValueErrors, and so is what
+            # b64decode raises for a str holding a non-ASCII character (a latin-1 header byte)
             return None, None
         name, sep, secret = decoded.partition(":")
         return (name, secret) if sep else (None, None)

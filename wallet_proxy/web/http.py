@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import re
 import time
 import uuid
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
@@ -20,6 +22,7 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger("wallet_proxy.http")
@@ -38,6 +41,109 @@ JSON_HEADERS = (("Cache-Control", "no-store"), ("Content-Security-Policy", JSON_
 HSTS = "max-age=31536000"  # only sent over https (RFC 6797 §7.2: ignored, and wrong, over http)
 
 
+MAX_JSON_DEPTH = 32  # SPEC "All JSON POST routes": deeper bodies are a 400
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs):
+    """object_pairs_hook: a JSON object, refusing a key given twice (which value wins is ambiguous)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON (1 for a flat object), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def parse_json_object(data: bytes) -> dict:
+    """The strict reading of every JSON POST body (SPEC): an object, UTF-8, nested at most 32 levels,
+    no duplicate keys, no NaN/Infinity; InvalidRequest naming the reason otherwise."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("body: must be a JSON object in UTF-8",
+                             details={"_body": ["not UTF-8"]}) from None
+    try:
+        value = json.loads(text, object_pairs_hook=_object, parse_constant=_refuse_constant)
+    except _DuplicateKey:
+        # the key itself is not echoed: it is caller data, and this message may be logged
+        raise InvalidRequest("body: a JSON object has the same key twice",
+                             details={"_body": ["duplicate key"]}) from None
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
+    except ValueError as exc:
+        reason = getattr(exc, "msg", None) or "not JSON"
+        raise InvalidRequest(f"body: must be a JSON object (not valid JSON: {reason})",
+                             details={"_body": ["not JSON"]}) from None
+    else:
+        depth = _depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"body: nested deeper than {MAX_JSON_DEPTH} levels",
+                             details={"_body": ["too deep"]})
+    if not isinstance(value, dict):
+        raise InvalidRequest("body: must be a JSON object", details={"_body": ["not a JSON object"]})
+    return value
+
+
+class JsonRequest(Request):
+    """The app's request: `get_json()` is the one strict reading of a JSON POST body.
+
+    Content-Type must be application/json (else 415): a page of another origin can make a browser
+    post text/plain, form-urlencoded or multipart bodies without asking, never application/json
+    (that needs a CORS preflight, which this service never grants). `force` and `silent` are ignored:
+    a body that is not what the SPEC says is answered with the SPEC's error, not read loosely.
+    """
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+        cached = self.__dict__.get("_strict_json")
+        if cached is not None:
+            return cached
+        if self.mimetype != "application/json":
+            raise UnsupportedMediaType()
+        value = parse_json_object(self._body())
+        self.__dict__["_strict_json"] = value
+        return value
+
+    def _body(self) -> bytes:
+        """The body, at most max_content_length bytes (413 past it), with or without Content-Length.
+
+        A chunked body has no length: werkzeug hands such a stream over empty or unbounded depending
+        on the server, so it is read here, up to one byte past the limit, from the server's stream
+        (gunicorn terminates it: `wsgi.input_terminated`).
+        """
+        limit = self.max_content_length
+        if self.content_length is not None or not self.environ.get("wsgi.input_terminated"):
+            return self.get_data(cache=True)
+        stream = self.environ["wsgi.input"]
+        data = stream.read(limit + 1) if limit is not None else stream.read()
+        if limit is not None and len(data) > limit:
+            raise PayloadTooLarge()
+        return data
+
+
 class AnyPathConverter(PathConverter):
     """Like `path`, but also takes CR/LF and other controls, so a bad id is a 400 from validation
     rather than a 404 from routing."""
@@ -49,6 +155,19 @@ class AnyPathConverter(PathConverter):
 def state():
     """The per-app services object (see wallet_proxy.services)."""
     return current_app.extensions["wallet_proxy"]
+
+
+def client_address() -> str:
+    """The caller's address: the peer, or, when the peer is a trusted proxy (gunicorn's
+    FORWARDED_ALLOW_IPS, default 127.0.0.1 and ::1), the last hop it added to X-Forwarded-For."""
+    peer = request.remote_addr or "-"
+    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    if trusted.strip() == "*" or peer in {t.strip() for t in trusted.split(",")}:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return peer
 
 
 def deadline() -> float:
@@ -98,6 +217,7 @@ def init_app(app: Flask) -> None:
     from . import logs, metrics
 
     services = app.extensions["wallet_proxy"]
+    app.request_class = JsonRequest
     logs.configure(services.settings)
     # Registered first, so they run last (Flask runs after_request hooks in reverse): they see the
     # final status and headers, whichever blueprint answered.
@@ -148,7 +268,8 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = exc.code or 500
-        mapped = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge}.get(code)
+        mapped = {404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge,
+                  415: UnsupportedMediaType}.get(code)
         if mapped is None:
             error = InvalidRequest(exc.description or "bad request", status=code)
             error.code = "invalid_request" if code < 500 else "internal"

@@ -25,6 +25,15 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 1.8, 2.0, 3.0, 5.0, 10.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 UNMATCHED = "<unmatched>"  # 404s: never label by raw path (unbounded cardinality, user ids in paths)
+# Label values come from fixed sets (SPEC): a method is one of these or "other", so invented methods
+# (any token is a valid HTTP method) cannot each add a histogram to every scrape.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+OTHER = "other"
+
+
+def status_label(status: int) -> str:
+    """A status code as a label: the real code for HTTP's range, else "other"."""
+    return str(status) if 100 <= status <= 599 else OTHER
 
 
 GAUGE_REFRESH = 1.0  # seconds between refreshes of the state gauges from the request hook
@@ -127,10 +136,12 @@ class Metrics:
 
     def record(self, route: str, method: str, status: int, seconds: float, cache_status: str | None) -> None:
         """Count one answer of `route` and its cache result."""
+        if method not in KNOWN_METHODS:
+            method = OTHER
         key = (route, method, status)
         children = self._children.get(key)
         if children is None:  # .labels() takes a lock and builds a key each time: resolve once
-            children = self._children[key] = (self.requests.labels(route, method, str(status)),
+            children = self._children[key] = (self.requests.labels(route, method, status_label(status)),
                                               self.latency.labels(route, method))
         children[0].inc()
         children[1].observe(seconds)

@@ -182,14 +182,21 @@ def _routes() -> dict:
     trigger_answers = {
         "201": _json("Braze accepted the send: each chunk's dispatch_id (a repeat of a key answers the "
                      "first result, with Idempotent-Replayed: true)", {"type": "object"}),
-        "400": _json("bad body (Braze not called)"),
+        "200": _json("dry run (`dry_run: true` or `?dry_run=1`): the exact Braze bodies that would be sent; "
+                     "nothing sent or recorded", {"type": "object"}),
+        "400": _json("bad body, or a blank Idempotency-Key / message_id (Braze not called)"),
         "409": _json("same Idempotency-Key with a different body"),
+        "422": _json("braze_not_sent: Braze answered 201 with a notice (canvas paused or archived), "
+                     "nothing was sent (the relay answers Braze's 201 as is)"),
         "4XX": _json("Braze's own 4xx and its message (not retried)"),
         **UPSTREAM_ERRORS,
     }
     idem = [{"in": "header", "name": "Idempotency-Key", "required": False,
              "schema": {"type": "string", "maxLength": 255},
-             "description": "a repeat within 24 h answers the first result without calling Braze"}]
+             "description": "a repeat within 24 h answers the first result without calling Braze"},
+            {"in": "query", "name": "dry_run", "required": False,
+             "schema": {"type": "string", "enum": ["0", "1"]},
+             "description": "1: validate and answer the Braze bodies without sending"}]
     native = _schema("sends.plan.NativeTrigger")
     html = {"description": "an HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
     see_other = {"description": "see other (the next page)",
@@ -203,13 +210,17 @@ def _routes() -> dict:
         "preview.login_form": {"get": {"summary": "The marketers' sign-in form",
                                        "responses": {"200": html}}},
         "preview.login": {"post": {
-            "summary": "Sign in to the preview page with a client name and secret (admin scope)",
+            "summary": "Sign in to the preview page with a client name and secret (preview or admin scope); "
+                       "10 failed attempts a minute from one address, then 429",
             "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                 "type": "object", "required": ["name", "secret", "csrf_token"],
                 "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
                                "csrf_token": {"type": "string"}}}}}},
             "responses": {"303": see_other, "401": {**html, "description": "wrong name or secret"},
-                          "403": {**html, "description": "expired form, or a client without admin"}}}},
+                          "403": {**html,
+                                  "description": "expired form, or a client without the preview scope"},
+                          "429": {**html, "description": "too many failed sign-ins from this address",
+                                  "headers": _RETRY_AFTER}}}},
         "preview.logout": {"post": {"summary": "Sign out", "parameters": [csrf],
                                     "responses": {"303": see_other}}},
         "preview.page": {"get": {
@@ -351,6 +362,9 @@ def _operation(app: Flask, endpoint: str, method: str, declared: dict | None) ->
                                                        headers=_RETRY_AFTER))
     if method in ("post", "put", "patch"):
         operation["responses"].setdefault("400", _json("bad request body"))
+        if "application/json" in operation.get("requestBody", {}).get("content", {}):
+            # SPEC "All JSON POST routes": one strict reading (web/http.py JsonRequest)
+            operation["responses"].setdefault("415", _json("the body's Content-Type is not application/json"))
     for code, answer in COMMON_ERRORS.items():
         operation["responses"].setdefault(code, answer)
     # SPEC: every answer carries X-Request-ID (the caller's, when it sent a valid one)

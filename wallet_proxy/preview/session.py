@@ -1,0 +1,114 @@
+"""The preview page's sign-in state: server-side sessions and the login form's guessing throttle.
+
+A session cookie is signed, but a signature alone cannot be taken back: logging out only deleted the
+cookie from that browser, and a copy kept working for 8 hours. So a session also exists on the
+server (in Redis when configured, so every process and host agrees; else in this process), and
+logging out deletes it there.
+
+The login form slows guessing per address with the one token bucket of `upstream.pacing`: 10 failed
+attempts within a minute, then `429` + `Retry-After` until the bucket refills (one attempt a minute),
+whatever the secret tried. Only the form is throttled: API clients are never locked out by address
+(Braze sends from shared addresses, and one misconfigured campaign must not block every other).
+No Flask here.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+
+from cachetools import TTLCache
+
+from ..errors import UpstreamUnavailable
+from ..upstream.pacing import TokenBucket
+
+log = logging.getLogger(__name__)
+
+SESSION_MAX_AGE = 8 * 3600  # a working day; then sign in again
+LOGIN_FAILURES = 10  # failed sign-ins per address...
+LOGIN_WINDOW = 60.0  # ...within this many seconds, then 429 (SPEC: Pages and operations)
+REDIS_PREFIX = "wallet-proxy:preview-session:"
+
+
+class Sessions:
+    """Signed-in sessions by id: started at sign-in, checked on every request, ended at logout."""
+
+    def __init__(self, redis=None, *, clock=time.time, max_age: int = SESSION_MAX_AGE, maxsize: int = 10_000):
+        self.redis = redis
+        self.max_age = max_age
+        self._memory: TTLCache = TTLCache(maxsize=maxsize, ttl=max_age, timer=clock)
+        self._lock = threading.Lock()
+
+    def start(self, name: str) -> str:
+        """Record a new session of client `name`; return its id (unguessable, 192 bits)."""
+        sid = secrets.token_urlsafe(24)
+        if self.redis is not None:
+            try:
+                self.redis.set(REDIS_PREFIX + sid, name, ex=self.max_age)
+            except Exception as exc:  # no session that other processes could not see
+                log.warning("preview sessions: Redis unreachable (%s)", type(exc).__name__)
+                raise UpstreamUnavailable("sign-in needs the shared session store (Redis), which is "
+                                          "unreachable", retry_after=5) from None
+        else:
+            with self._lock:
+                self._memory[sid] = name
+        return sid
+
+    def alive(self, sid: str, name: str) -> bool:
+        """True while session `sid` of client `name` has not ended (fails closed if Redis fails)."""
+        if not sid:
+            return False
+        if self.redis is not None:
+            try:
+                stored = self.redis.get(REDIS_PREFIX + sid)
+            except Exception as exc:
+                log.warning("preview sessions: Redis unreachable (%s)", type(exc).__name__)
+                return False
+            stored = stored.decode() if isinstance(stored, bytes) else stored
+            return stored == name
+        with self._lock:
+            return self._memory.get(sid) == name
+
+    def end(self, sid: str) -> None:
+        """End session `sid` everywhere: a copy of its cookie stops working."""
+        if self.redis is not None:
+            try:
+                self.redis.delete(REDIS_PREFIX + sid)
+            except Exception as exc:
+                log.warning("preview sessions: Redis unreachable at logout (%s)", type(exc).__name__)
+                raise UpstreamUnavailable("logout needs the shared session store (Redis), which is "
+                                          "unreachable: try again", retry_after=5) from None
+        with self._lock:
+            self._memory.pop(sid, None)
+
+
+class LoginThrottle:
+    """At most LOGIN_FAILURES failed sign-ins per address in any LOGIN_WINDOW seconds."""
+
+    def __init__(self, *, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW, clock=time.monotonic,
+                 maxsize: int = 100_000):
+        self.failures = failures
+        self.window = window
+        self.clock = clock
+        # an address's bucket is forgotten once it has refilled (ten windows, more than enough)
+        self._buckets: TTLCache = TTLCache(maxsize=maxsize, ttl=window * failures, timer=clock)
+        self._lock = threading.Lock()
+
+    def _bucket(self, address: str) -> TokenBucket:
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                bucket = self._buckets[address] = TokenBucket.for_window(self.failures, self.window,
+                                                                         self.failures, self.clock)
+            return bucket
+
+    def retry_after(self, address: str) -> float:
+        """Seconds before `address` may try again (0.0: it may try now)."""
+        with self._lock:
+            bucket = self._buckets.get(address)
+        return 0.0 if bucket is None else bucket.wait_time(1)
+
+    def failed(self, address: str) -> None:
+        """Count one failed sign-in of `address`."""
+        self._bucket(address).take(1)
