@@ -3,8 +3,8 @@
 The bulk runner hands each row to its own worker; a worker whose profile changed `submit`s it here and
 waits until the call carrying it is answered, so its row is journalled as done only once Braze
 accepted it (a kill -9 before that leaves the row for --resume). The worker that fills a batch sends
-it; a batch that does not fill within `linger` seconds is sent by a waiter, and once the input is read
-a batch holding every row still in flight goes at once.
+it; a batch no profile joined for `linger` seconds (or older than `max_wait`) is sent by a waiter, and
+once the input is read a batch holding every row still in flight goes at once.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class _Batch:
         self.done = threading.Event()
         self.refused: dict = {}
         self.error: BaseException | None = None
+        self.first = self.last = 0.0  # when the first and the latest profile joined (monotonic)
 
 
 class Batcher:
@@ -33,6 +34,7 @@ class Batcher:
         self.size = min(size, MAX_OBJECTS)
         self.linger = linger
         self.budget = budget  # seconds one call may spend on Braze's retries and rate waits
+        self.max_wait = max(linger, min(30.0, 10 * linger))  # a batch still filling goes out after this
         self.monotonic = monotonic
         self._lock = threading.Lock()
         self._open = _Batch()
@@ -57,17 +59,20 @@ class Batcher:
     def submit(self, planned) -> str | None:
         with self._lock:
             batch = self._open
+            batch.last = self.monotonic()
+            if not batch.items:
+                batch.first = batch.last
             batch.items.append(planned)
             full = len(batch.items) >= self.size
             if full:
                 self._take(batch)
         if full:
             self._send(batch)
-        since = self.monotonic()
         while not batch.done.wait(0.02):
             with self._lock:
+                now = self.monotonic()
                 mine = not batch.taken and (
-                    self.monotonic() - since >= self.linger
+                    now - batch.last >= self.linger or now - batch.first >= self.max_wait
                     or (self.exhausted.is_set() and len(batch.items) >= self.active))
                 if mine:
                     self._take(batch)
