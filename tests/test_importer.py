@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -201,9 +202,99 @@ class TestMalformedFiles:
         assert "longer than 128" in reasons["9"][1]
         assert list(core.accepted) == ["u1"]
 
+    def test_a_tag_with_a_control_character_is_a_rejected_row(self, tmp_path, core):
+        path = write(tmp_path / "rows.csv", 'user_id,tags\nu1,ok\nu2,"a\tb"\nu3,"x\u0085y"\n')
+        summary = run(path, core)
+        assert summary.sent == 1 and summary.rejected == 2
+        reasons = {r[1]: r[4] for r in rejects_of(tmp_path / "rows.rejects.csv")[1:]}
+        assert reasons == {"u2": "tags: must not contain control characters (found U+0009)",
+                           "u3": "tags: must not contain control characters (found U+0085)"}
+
     def test_bad_tag_option_is_an_error(self, tmp_path, core):
         with pytest.raises(FileError, match="--tag"):
             run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=[" "])
+
+
+class TestFilesAreSafe:
+    """SPEC: rejects cells neutralised against formulas; journal and rejects 0600, never through a link;
+    a line over 64 KB is one rejected row."""
+
+    def test_rejects_cells_are_neutralised_against_spreadsheet_formulas(self, tmp_path, core):
+        import csv
+
+        path = write(tmp_path / "rows.csv", 'user_id,tags,ttl\n'
+                     '"=HYPERLINK(""http://evil/"",""x"")",-1+2;@SUM(A1),\n+4915550,,\n')
+        assert run(path, core).rejected == 2
+        rows = rejects_of(tmp_path / "rows.rejects.csv")
+        assert rows[1][1:3] == ['\'=HYPERLINK("http://evil/","x")', "'-1+2;@SUM(A1)"]
+        assert rows[2][1] == "'+4915550" and rows[2][4].startswith("tags: none")
+        assert all(not cell.startswith(("=", "+", "-", "@")) for row in rows for cell in row)
+        # Fixed and imported as it is, the guard is read back: the user id is +4915550 again.
+        rows[2][2] = "'-vip"
+        with open(tmp_path / "fixed.csv", "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([rows[0], rows[2]])
+        assert run(str(tmp_path / "fixed.csv"), core).sent == 1
+        assert core.bodies["+4915550"] == {"tags": ["-vip"]}
+
+    def test_rejects_and_journal_are_created_0600(self, tmp_path):
+        core = FakeCore(lambda u, a: Reply(401, {}) if u == "u9" else None)
+        try:
+            users = "\n".join(f"u{i}" for i in range(10))
+            path = write(tmp_path / "seg.csv", f"user_id\n{users}\nbad id\n")
+            summary = run(path, core, tags=["vip"], concurrency=1)
+        finally:
+            core.close()
+        assert summary.fatal, "stopped: the journal stays"
+        for name in ("seg.rejects.csv", "seg.csv.journal", "seg.csv.journal-wal"):
+            if os.path.exists(tmp_path / name):
+                assert oct(os.stat(tmp_path / name).st_mode & 0o777) == "0o600", name
+        assert os.path.exists(tmp_path / "seg.csv.journal")
+
+    def test_a_rejects_file_that_is_a_symlink_is_refused_and_its_target_untouched(self, tmp_path, core):
+        target = tmp_path / "elsewhere.txt"
+        target.write_text("precious\n")
+        os.symlink(target, tmp_path / "seg.rejects.csv")
+        with pytest.raises(FileError, match="symbolic link"):
+            run(write(tmp_path / "seg.csv", "user_id\nbad id\n"), core, tags=["vip"])
+        assert target.read_text() == "precious\n" and core.attempts == {}
+
+    @pytest.mark.parametrize("suffix", ["", "-wal"])
+    def test_a_journal_that_is_a_symlink_is_refused_and_its_target_untouched(self, tmp_path, core, suffix):
+        target = tmp_path / "elsewhere.db"
+        os.symlink(target, tmp_path / f"seg.csv.journal{suffix}")
+        with pytest.raises(FileError, match="symbolic link"):
+            run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"])
+        assert not target.exists() and core.attempts == {}
+
+    def test_a_line_over_64_kb_is_one_rejected_row_and_the_rest_is_sent(self, tmp_path, core):
+        path = write(tmp_path / "seg.csv", "user_id,note\nu1,a\nu2," + "x" * 200_000 + "\nu3,b\n")
+        summary = run(path, core, tags=["vip"])
+        assert summary.sent == 2 and summary.rejected == 1
+        assert sorted(core.accepted) == ["u1", "u3"]
+        (row,) = rejects_of(tmp_path / "seg.rejects.csv")[1:]
+        assert row[0] == "3" and row[4] == "line: longer than 64 KB, not read"
+
+    def test_a_huge_line_is_never_held_in_memory(self, tmp_path):
+        core = FakeCore(in_process=True)
+        path = tmp_path / "seg.csv"
+        with open(path, "wb") as handle:
+            handle.write(b"user_id\nu1\n")
+            for _ in range(64):
+                handle.write(b"y" * 65536)  # one 4 MB line
+            handle.write(b"\nu2\n")
+        tracemalloc.start()
+        summary = run(str(path), core, tags=["vip"])
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert summary.sent == 2 and summary.rejected == 1
+        assert peak < 1_000_000, f"{peak} bytes for a 4 MB line"
+
+    def test_a_quoted_field_too_large_for_csv_stops_before_any_call(self, tmp_path, core):
+        big = "\n".join("z" * 60_000 for _ in range(4))  # 240 KB in lines under 64 KB: a malformed file
+        path = write(tmp_path / "seg.csv", f'user_id,note\nu1,a\nu2,"{big}"\n')
+        with pytest.raises(FileError, match=r"line \d+: malformed CSV"):
+            run(path, core, tags=["vip"])
+        assert core.attempts == {}, "nothing sent from a file that cannot be read to its end"
 
 
 class TestRetries:
@@ -348,8 +439,27 @@ class TestProgress:
         run(path, core, tags=["vip"], stream=stream, interval=0.0)
         lines = stream.getvalue().splitlines()
         assert lines and re.match(r"tags import: \d+/200 rows \([\d.]+%\), [\d.]+ rows/s, ETA \d+:\d\d:\d\d, "
-                                  r"0 rejected$", lines[-1])
+                                  r"0 rejected, 0 retries$", lines[-1])
         assert "\r" not in stream.getvalue()
+
+    def test_a_line_every_interval_even_while_every_row_is_retrying(self, tmp_path, caplog):
+        # SessionM fails the only row 5 times (about 0.2 + 0.4 + 0.8 + 1.6 s of backoff): no row
+        # finishes for seconds, yet a line must come every interval, and each retry is logged at debug.
+        core = FakeCore(lambda u, a: Reply(503, {"status": "error"}) if a <= 5 else None, in_process=True)
+        stream = io.StringIO()
+        path = write(tmp_path / "seg.csv", "user_id\nsecret-user-1\n")
+        with caplog.at_level(logging.DEBUG, logger="wallet_proxy.bulk.runner"):
+            summary = run(path, core, tags=["vip"], stream=stream, interval=0.2,
+                          retry=RetryPolicy(attempts=8, base=0.4, cap=10.0))
+        assert summary.sent == 1 and summary.retries == 5
+        waiting = [line for line in stream.getvalue().splitlines() if "0/1 rows" in line]
+        assert len(waiting) >= 4, stream.getvalue()
+        assert any(re.search(r", [1-5] retries$", line) for line in waiting)
+        retried = [r for r in caplog.records
+                   if r.levelno == logging.DEBUG and "retrying in" in r.getMessage()]
+        assert len(retried) == 5
+        assert retried[0].getMessage().startswith("line 2: upstream_unavailable (attempt 1 of 8)")
+        assert not any("secret-user-1" in r.getMessage() for r in caplog.records), "no user id in logs"
 
     def test_a_bar_with_rate_and_eta_on_a_terminal(self, tmp_path, core):
         class Terminal(io.StringIO):

@@ -213,3 +213,34 @@ def test_gunicorn_workers_share_one_set_of_counters(redis_url, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
+
+
+class TestErrorCodes:
+    """wallet_proxy_errors_total: error answers by route and the JSON body's error.code."""
+
+    def test_each_error_answer_is_counted_by_its_code(self, client, sessionm):
+        sessionm.on("POST", OFFERS_PATH, Reply(200, fixture_json("get_user_offers.user_not_found.json")))
+        assert client.get("/v1/wallets/nobody", headers=WALLET).status_code == 404
+        assert client.get("/v1/wallets/nobody").status_code == 401
+        found = scrape(client)
+        route = "/v1/wallets/<anypath:user_id>"
+        assert value(found, "wallet_proxy_errors_total", route=route, code="user_not_found") == 1
+        assert value(found, "wallet_proxy_errors_total", route=route, code="unauthorized") == 1
+
+    def test_a_trigger_whose_outcome_is_unknown_is_counted(self, app_for, braze):
+        braze.on("POST", "/campaigns/trigger/send", Reply(201, {"dispatch_id": "late"}, delay=0.8))
+        app = app_for(make_settings(braze_url=braze.url), braze_options={"timeout": 0.3})
+        client = app.test_client()
+        answer = client.post("/v1/braze/trigger", json={"campaign_id": "c", "external_user_id": "u"},
+                             headers={"Authorization": "Bearer secret"})
+        assert answer.status_code == 504 and answer.get_json()["error"]["code"] == "outcome_unknown"
+        found = scrape(client)
+        assert value(found, "wallet_proxy_errors_total", route="/v1/braze/trigger", code="outcome_unknown") == 1
+
+    def test_a_code_outside_the_declared_ones_is_other(self):
+        from wallet_proxy.web.metrics import Metrics
+
+        metrics = Metrics()
+        metrics.error("/x", "made-up")
+        assert metrics.registry.get_sample_value("wallet_proxy_errors_total",
+                                                 {"route": "/x", "code": "other"}) == 1

@@ -160,3 +160,10 @@ def test_ci_installs_every_debian_package_the_tests_start():
         line = f"command -v {binary} >/dev/null || need_pkgs+=({DEBIAN_PACKAGE[binary]})"
         assert line in ci, f".ci/run must install {DEBIAN_PACKAGE[binary]} for {binary}: {line!r}"
 
+
+
+def test_env_example_has_no_comment_after_a_value():
+    # docker --env-file and systemd's EnvironmentFile would read "1  # comment" as the value.
+    bad = [line for line in (ROOT / ".env.example").read_text().splitlines()
+           if re.match(r"^#?\s*[A-Z][A-Z0-9_]+=.*\s#", line)]
+    assert not bad, bad

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import time
 import uuid
+from urllib.parse import quote
 
 import pytest
 
@@ -118,3 +120,61 @@ def test_sandbox_prewarm_needs_redis_too(monkeypatch, tmp_path, capsys):
     assert parse({}).sandbox
     assert cli.main(["prewarm", users_file(tmp_path, ["u1"])]) == 2
     assert "WALLET_PROXY_REDIS_URL" in capsys.readouterr().err
+
+
+def readme_block_url() -> str:
+    """The wallet URL of the README's first Connected Content block (the one a marketer copies)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"\{% connected_content https://wallet\.example\.com(/v1/wallets/.+?) :basic_auth", readme)
+    assert match, "the README's Connected Content block"
+    return match.group(1)
+
+
+def test_prewarm_from_the_language_column_warms_exactly_what_the_readme_block_reads(
+        env, tmp_path, sessionm, redis_url, app_for, capsys):
+    # Braze's export has the profile's `language`; the README's block sends culture={{${language}}}
+    # (a bare code such as fr, or empty: en-US). Each prewarmed wallet must be the key that URL reads.
+    env.setenv("WALLET_PROXY_REDIS_URL", redis_url)
+    tag = uuid.uuid4().hex[:8]
+    users = {f"fr-{tag}": "fr", f"none-{tag}": "", f"pt-{tag}": "pt-br", f"de-{tag}": "DE"}
+    path = tmp_path / "send.csv"
+    path.write_text("user_id,email,language\n" + "".join(f"{u},{u}@example.com,{lang}\n"
+                                                          for u, lang in users.items()), encoding="utf-8")
+    assert cli.main(["prewarm", str(path), "--ttl", "3600", "--rate", "1000"]) == 0
+    assert "4 prewarmed" in capsys.readouterr().out
+    assert sorted((c.json["user_id"], c.json["culture"]) for c in offers_calls(sessionm)) == sorted(
+        [(f"fr-{tag}", "fr"), (f"none-{tag}", "en-US"), (f"pt-{tag}", "pt-BR"), (f"de-{tag}", "de")])
+
+    template = readme_block_url()
+    assert "{{${language} | url_param_escape}}" in template, template
+    settings = make_settings(sessionm.url, WALLET_PROXY_REDIS_URL=redis_url)
+    client = app_for(settings, clock=time.time).test_client()
+    for user_id, language in users.items():
+        url = (template.replace("{{custom_attribute.${sessionm_user_id}}}", user_id)
+               .replace("{{${language} | url_param_escape}}", quote(language, safe="")))
+        response = client.get(url, headers={"Authorization": "Bearer secret"})
+        assert response.status_code == 200, url
+        assert response.headers["Cache-Status"].startswith("wallet-proxy; hit"), (url, language)
+    assert len(offers_calls(sessionm)) == len(users), "every read of the send was a hit"
+
+
+def test_repeated_culture_option_adds_cultures_to_every_row(env, tmp_path, sessionm, redis_url, capsys):
+    env.setenv("WALLET_PROXY_REDIS_URL", redis_url)
+    tag = uuid.uuid4().hex[:8]
+    path = tmp_path / "send.csv"
+    path.write_text(f"user_id,culture\na-{tag},fr\nb-{tag},\nbad-{tag},not a culture\n", encoding="utf-8")
+    assert cli.main(["prewarm", str(path), "--culture", "en_us", "--culture", "es", "--rate", "1000"]) == 1
+    calls = sorted((c.json["user_id"], c.json["culture"]) for c in offers_calls(sessionm))
+    assert calls == sorted([(f"a-{tag}", "fr"), (f"a-{tag}", "en-US"), (f"a-{tag}", "es"),
+                            (f"b-{tag}", "en-US"), (f"b-{tag}", "es")])
+    with open(tmp_path / "send.rejects.csv", newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["user_id"] == f"bad-{tag}" and row["reason"].startswith("culture: must be a BCP 47")
+
+
+def test_a_bad_culture_option_is_a_usage_error(env, tmp_path, sessionm, capsys):
+    assert cli.main(["prewarm", users_file(tmp_path, ["u1"]), "--culture", "fr_FR!"]) == 2
+    assert "--culture" in capsys.readouterr().err
+    assert offers_calls(sessionm) == []

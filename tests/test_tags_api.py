@@ -40,6 +40,14 @@ class TestAccepted:
         assert call.json == {"tags": ["vip", "winter-2026"], "ttl": 2592000}
         assert call.headers["Authorization"] == "Basic " + base64.b64encode(b"core-key:core-secret").decode()
 
+    @pytest.mark.parametrize("ttl", ["2592000", " 60 "])
+    def test_a_ttl_written_by_liquid_as_a_string_of_digits_is_accepted(self, client, core, ttl):
+        # Braze builds webhook bodies with Liquid: "ttl": "{{ 30 | times: 86400 }}" is a string.
+        response = post(client, body={"tags": ["vip"], "ttl": ttl})
+        assert response.status_code == 200
+        assert response.json["ttl"] == int(ttl)
+        assert core.calls("/tags$")[0].json == {"tags": ["vip"], "ttl": int(ttl)}
+
     def test_ttl_is_optional_and_not_sent_when_absent(self, client, core):
         response = post(client, body={"tags": ["vip"]})
         assert response.status_code == 200
@@ -70,7 +78,17 @@ class TestBadInput:
         ({"tags": "vip"}, "tags", "Not a valid list"),
         ({"tags": ["vip"], "ttl": 0}, "ttl", "greater than or equal to 1"),
         ({"tags": ["vip"], "ttl": -5}, "ttl", "greater than or equal to 1"),
-        ({"tags": ["vip"], "ttl": "30"}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": "30d"}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": "1.5"}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": ""}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": "-5"}, "ttl", "Not a valid integer"),
+        ({"tags": ["vip"], "ttl": "0"}, "ttl", "greater than or equal to 1"),
+        ({"tags": ["vip"], "ttl": "٣٠"}, "ttl", "Not a valid integer"),  # Arabic-Indic digits: not ASCII
+        ({"tags": ["vip\nsegment"]}, "tags", "control characters (found U+000A)"),
+        ({"tags": ["ok", "a\tb"]}, "tags", "item 1: must not contain control characters (found U+0009)"),
+        ({"tags": ["nul\u0000"]}, "tags", "U+0000"),
+        ({"tags": ["del\u007f"]}, "tags", "U+007F"),
+        ({"tags": ["nel\u0085"]}, "tags", "U+0085"),
         ({"tags": ["vip"], "ttl": 1.5}, "ttl", "Not a valid integer"),
         ({"tags": ["vip"], "ttl": True}, "ttl", "Not a valid integer"),
         ({"tags": ["vip"], "TTL": 30}, "TTL", "Unknown field"),

@@ -202,6 +202,12 @@ class TestBrazeShapedErrors:
         assert response.status_code == 503 and "maintenance" in response.json["message"]
         assert isinstance(response.json["errors"], list) and response.headers["Retry-After"]
 
+    def test_a_form_body_is_a_braze_shaped_415(self, client, braze):
+        response = client.post(CAMPAIGN, data="campaign_id=c", headers={**AUTH,
+                               "Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 415 and response.json["message"] and response.json["errors"]
+        assert braze.requests == []
+
     def test_the_flat_door_keeps_its_own_shape(self, client, braze):
         response = post(client, {"external_user_id": "u"})
         assert response.status_code == 400 and "message" not in response.json

@@ -134,7 +134,7 @@ def _prewarm(args) -> int:
     from .wallet.stores import Entry
 
     try:
-        culture = normalise_culture(args.culture)
+        cultures = [normalise_culture(c) for c in args.culture]
     except ValueError as exc:
         print(f"wallet-proxy prewarm: --culture: {exc}", file=sys.stderr)
         return 2
@@ -149,15 +149,16 @@ def _prewarm(args) -> int:
                               "SESSIONM_CONNECT_AUTH, SESSIONM_RETAILER_ID)")
         clock, store = built.clock, built.store
 
-        def fetch(user_id: str) -> None:
+        def fetch(user_id: str, culture: str) -> None:
             wallet = built.connect.get_user_offers(user_id, culture, args.timeout)
             store.put(user_id, culture, Entry(wallet, clock(), args.ttl))
             if not store.healthy():
                 # The store fell back to this process's memory: nothing was shared, so retry the row.
                 raise UpstreamUnavailable("the shared cache (Redis) is unreachable", retry_after=1)
 
-        return prewarm(args.file, fetch, user_column=args.user_column, concurrency=args.concurrency,
-                       rate=args.rate, rejects=args.rejects, retry=_retry(args), interval=args.progress_interval)
+        return prewarm(args.file, fetch, cultures=cultures, user_column=args.user_column,
+                       concurrency=args.concurrency, rate=args.rate, rejects=args.rejects, retry=_retry(args),
+                       interval=args.progress_interval)
 
     return _run_bulk(job, args, "prewarm", "prewarmed")
 
@@ -252,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     warm = sub.add_parser("prewarm", help="fill the shared (Redis) wallet cache before a large send")
     _bulk_options(warm)
-    warm.add_argument("--culture", default="en-US", help="culture of the wallets to fetch (default en-US)")
+    warm.add_argument("--culture", action="append", default=[], metavar="CULTURE",
+                      help="culture to fetch for every row (repeatable), besides a 'culture' or 'language' "
+                           "column's; normalised as the wallet route's culture= (default en-US)")
     warm.add_argument("--ttl", type=_positive(float),
                       help="seconds the prewarmed wallets stay fresh (default WALLET_PROXY_CACHE_TTL)")
     warm.set_defaults(func=_prewarm)

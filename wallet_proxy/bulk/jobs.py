@@ -5,14 +5,17 @@ Each job reads its rows with bulk/rows.py and hands a per-row task to the runner
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable, Iterable
 
+from ..ids import DEFAULT_CULTURE
 from ..tags.rules import MAX_TAGS, check_tag
 from ..upstream.core import CredentialsRefused
 from .journal import Journal, file_identity, journal_path, stored_identity
 from .progress import Progress
-from .rows import FileError, Rejects, default_rejects, read_rows, scan
+from .rows import FileError, Rejects, Row, default_rejects, read_rows, scan
 from .runner import RetryPolicy, Runner, Summary
 
 
@@ -51,24 +54,36 @@ def import_tags(path: str, core, *, user_column: str | None = None, tags: Iterab
     return runner.run(_chain(first, rows))
 
 
-def prewarm(path: str, fetch: Callable[[str], None], *, user_column: str | None = None, concurrency: int = 8,
-            rate: float = 50.0, rejects: str | None = None, retry: RetryPolicy | None = None, stream=None,
-            interval: float = 10.0, sleep=time.sleep) -> Summary:
-    """Call `fetch(user_id)` (fetch a wallet, store it in the shared cache) once per user of a CSV."""
-    import tempfile
-
+def prewarm(path: str, fetch: Callable[[str, str], None], *, cultures: Iterable[str] = (),
+            user_column: str | None = None, concurrency: int = 8, rate: float = 50.0,
+            rejects: str | None = None, retry: RetryPolicy | None = None, stream=None, interval: float = 10.0,
+            sleep=time.sleep) -> Summary:
+    """Call `fetch(user_id, culture)` (fetch a wallet, store it in the shared cache) for every user of a
+    CSV and each of its cultures: the row's own (a `culture` or `language` column), then `cultures`
+    (normalised, from --culture), or en-US when neither gives one. That is the key a send's
+    `culture={{${language}}}` reads, so the send's calls are hits."""
+    extra = tuple(dict.fromkeys(cultures))
     total = scan(path)
-    rows = read_rows(path, user_column=user_column, need_tags=False)
+    rows = read_rows(path, user_column=user_column, need_tags=False, cultures=True)
     first = next(rows, None)
-    # Prewarming twice is harmless, so no resume: the journal is only the on-disk duplicate check.
-    handle, scratch = tempfile.mkstemp(prefix="wallet-proxy-prewarm-", suffix=".sqlite")
-    os.close(handle)
-    os.remove(scratch)
-    journal = Journal(scratch, {"job": "prewarm"}, resume=False, scratch=True)
-    runner = Runner(lambda row: fetch(row.user_id), journal, Rejects(rejects or default_rejects(path), False),
-                    Progress("prewarm", total, stream, interval), concurrency=concurrency, rate=rate,
-                    retry=retry, fatal=(CredentialsRefused,), sleep=sleep)
-    return runner.run(_chain(first, rows))
+    # Prewarming twice is harmless, so no resume: the journal is only the on-disk duplicate check, in a
+    # private (0700) folder of its own.
+    folder = tempfile.mkdtemp(prefix="wallet-proxy-prewarm-")
+    try:
+        journal = Journal(os.path.join(folder, "journal.sqlite"), {"job": "prewarm"}, resume=False,
+                          scratch=True)
+
+        def task(row: Row) -> None:
+            for culture in dict.fromkeys(([row.culture] if row.culture else []) + list(extra)) or (
+                    DEFAULT_CULTURE,):
+                fetch(row.user_id, culture)
+
+        runner = Runner(task, journal, Rejects(rejects or default_rejects(path), False),
+                        Progress("prewarm", total, stream, interval), concurrency=concurrency, rate=rate,
+                        retry=retry, fatal=(CredentialsRefused,), sleep=sleep)
+        return runner.run(_chain(first, rows))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _chain(first, rows):

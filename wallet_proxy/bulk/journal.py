@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 
-from .rows import FileError
+from .rows import FileError, private_file
 
 DONE, REJECTED, IN_FLIGHT = 1, 2, 3  # IN_FLIGHT: sent, no answer yet (rows that must not be sent twice)
 
@@ -25,12 +25,18 @@ class Journal:
         self.path = path
         self.keep = keep
         self.scratch = scratch
-        exists = os.path.exists(path)
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.islink(name):
+                raise FileError(f"{name}: is a symbolic link; refusing to keep the journal through it")
+        exists = os.path.lexists(path)
         if resume and not exists:
             raise FileError(f"{path}: no journal to resume (was the run finished, or started elsewhere?)")
         if exists and not resume:
             raise FileError(f"{path} exists from an interrupted run: add --resume to finish it, or delete "
                             f"the journal to start over (rows already sent would be sent again)")
+        # The journal holds user ids: 0600, created here (never through a link) before SQLite opens it;
+        # SQLite gives its -wal and -shm files the database file's permissions.
+        os.close(private_file(path, exclusive=True) if not exists else _narrow(path))
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # WAL + synchronous=NORMAL: each commit survives kill -9 (the OS holds it) without an fsync.
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -70,6 +76,16 @@ class Journal:
                     os.remove(self.path + suffix)
                 except FileNotFoundError:
                     pass
+
+
+def _narrow(path: str) -> int:
+    """Open an existing journal without following a link, and make it 0600; return the fd."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise FileError(f"{path}: cannot open the journal: {exc.strerror or exc}") from exc
+    os.fchmod(fd, 0o600)
+    return fd
 
 
 def stored_identity(path: str) -> dict | None:

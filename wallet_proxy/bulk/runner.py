@@ -134,6 +134,7 @@ class Runner:
     def run(self, rows: Iterable[Row | BadRow]) -> Summary:
         """Process every row (or stop on Ctrl-C / a fatal error) and return the summary."""
         started = self.clock()
+        self.progress.start()
         workers = [threading.Thread(target=self._work, daemon=True, name=f"import-{i}")
                    for i in range(self.concurrency)]
         for worker in workers:
@@ -271,6 +272,10 @@ class Runner:
                     self.limiter.hold(wait)  # SessionM is throttling: slow every worker, not just this one
                 with self._count_lock:
                     self.summary.retries += 1
+                self.progress.retried()
+                # The line number, never the user id: ids stay out of logs.
+                log.debug("line %d: %s (attempt %d of %d), retrying in %.2fs", row.line, exc.code, attempt,
+                          self.retry.attempts, wait)
                 self.sleep(wait)
                 if self.stopping.is_set():
                     return _ABANDONED

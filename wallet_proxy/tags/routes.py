@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from ..errors import InvalidRequest
 from ..ids import check_user_id
 from ..web.http import deadline, require, state
-from .rules import MAX_TAG_LENGTH, MAX_TAGS, MAX_TTL
+from .rules import MAX_TAG_LENGTH, MAX_TAGS, MAX_TTL, control_character
 
 bp = Blueprint("tags", __name__)
 
@@ -24,6 +24,25 @@ def _not_blank(value: str) -> None:
         raise ValidationError("a tag must not be empty or only spaces")
 
 
+def _no_control(value: str) -> None:
+    problem = control_character(value)
+    if problem:
+        raise ValidationError(problem)
+
+
+class Seconds(fields.Integer):
+    """A whole number of seconds: a JSON integer, or a string of ASCII digits.
+
+    Braze builds a webhook's body with Liquid, so `"ttl": "{{ 30 | times: 86400 }}"` arrives as the
+    string "2592000"; anything else that is not an integer (1.5, true, "30d") stays a 400.
+    """
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value.strip())
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class TagsBody(Schema):
     """Body of the tags webhook: 1-50 non-empty tags of at most 128 characters, optional ttl."""
 
@@ -31,10 +50,13 @@ class TagsBody(Schema):
         unknown = RAISE  # a typo such as "TTL" must be a 400, not silently dropped
 
     tags = fields.List(
-        fields.String(validate=[validate.Length(min=1, max=MAX_TAG_LENGTH), _not_blank]),
+        fields.String(validate=[validate.Length(min=1, max=MAX_TAG_LENGTH), _not_blank, _no_control]),
         required=True, validate=validate.Length(min=1, max=MAX_TAGS))
-    ttl = fields.Integer(strict=True, load_default=None, allow_none=True,
-                         validate=validate.Range(min=1, max=MAX_TTL))
+    ttl = Seconds(strict=True, load_default=None, allow_none=True,
+                  validate=validate.Range(min=1, max=MAX_TTL),
+                  metadata={"type": ["integer", "string"], "pattern": "^[0-9]+$",
+                            "description": "seconds the tags last (a string of digits is accepted: Braze "
+                                           "builds bodies with Liquid); without it the tags are counters"})
 
 
 class TagsQuery(Schema):

@@ -1,6 +1,8 @@
 """What a SessionM tag is, said once for the webhook route and the CSV importer (pure; no Flask)."""
 from __future__ import annotations
 
+import unicodedata
+
 MAX_TAGS = 50  # per call
 MAX_TAG_LENGTH = 128  # characters
 MAX_TTL = 2**31 - 1  # seconds (68 years): keeps the value a 32-bit int for SessionM
@@ -12,4 +14,16 @@ def check_tag(tag: str) -> str | None:
         return "a tag must not be empty"
     if len(tag) > MAX_TAG_LENGTH:
         return f"tag {tag[:20]!r}... is longer than {MAX_TAG_LENGTH} characters"
+    return control_character(tag)
+
+
+def control_character(text: str) -> str | None:
+    """Why `text` is refused when it holds a control character (a newline, a tab, NUL, DEL, C1), or None.
+
+    A tag is a keyword classifier SessionM's targeting rules compare: an invisible character makes a tag
+    that looks like another and never matches, and a newline can split a log or export line.
+    """
+    for char in text:
+        if unicodedata.category(char) == "Cc":
+            return f"must not contain control characters (found U+{ord(char):04X})"
     return None

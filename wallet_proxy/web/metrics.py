@@ -96,6 +96,9 @@ class Metrics:
                                     registry=r, multiprocess_mode="livemax")
         self.rate_limited = Counter("wallet_proxy_rate_limited_total", "Requests answered 429 by client",
                                     ("client",), registry=r)
+        # The JSON body's error.code, e.g. outcome_unknown for a triggered send that may have gone.
+        self.errors = Counter("wallet_proxy_errors_total", "Error answers by route and error code",
+                              ("route", "code"), registry=r)
         self._children: dict = {}  # label values -> resolved children (.labels() locks and allocates)
         self._gauges_at = 0.0  # monotonic time the breaker/cache gauges were last refreshed
 
@@ -131,8 +134,20 @@ class Metrics:
     def observe(self, response, seconds: float) -> None:
         """Count one answered request (called from the app's after_request hook)."""
         rule = request.url_rule
-        self.record(rule.rule if rule is not None else UNMATCHED, request.method, response.status_code,
-                    seconds, g.get("cache_status"))
+        route = rule.rule if rule is not None else UNMATCHED
+        self.record(route, request.method, response.status_code, seconds, g.get("cache_status"))
+        code = g.get("error_code")  # set by the JSON error handler (web/http.py) for every error answer
+        if code:
+            self.error(route, code)
+
+    def error(self, route: str, code: str) -> None:
+        """Count one error answer of `route` by its code (one of the codes of wallet_proxy.errors)."""
+        key = ("error", route, code)
+        child = self._children.get(key)
+        if child is None:
+            label = code if code in error_codes() else OTHER_CODE
+            child = self._children[key] = self.errors.labels(route, label)
+        child.inc()
 
     def record(self, route: str, method: str, status: int, seconds: float, cache_status: str | None) -> None:
         """Count one answer of `route` and its cache result."""
@@ -159,6 +174,24 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+OTHER_CODE = "other"
+
+
+def error_codes() -> frozenset:
+    """Every code an ApiError class declares: the fixed label set of wallet_proxy_errors_total.
+
+    Walked again for each new (route, code) pair only, so classes of modules imported late count.
+    """
+    from ..errors import ApiError
+
+    codes, todo = set(), [ApiError]
+    while todo:
+        cls = todo.pop()
+        codes.add(cls.code)
+        todo.extend(cls.__subclasses__())
+    return frozenset(codes)
 
 
 def carry_context(spawn):

@@ -21,7 +21,6 @@ falls back to gunicorn's loop.
 from __future__ import annotations
 
 import errno
-import json
 import ssl
 import traceback
 from collections import OrderedDict
@@ -31,6 +30,8 @@ from gevent.socket import wait_read
 from gunicorn import http, util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
+
+from ..errors import ApiError
 
 HEAD_TIMEOUT = 10.0  # seconds for a complete request head (SPEC: Pages and operations, Connections)
 RESERVE_FRACTION = 0.05  # of worker_connections kept free by closing idle keep-alive connections
@@ -77,9 +78,11 @@ def classify(exc: BaseException) -> tuple[int, str, str, str]:
 
 
 def json_error(status: int, reason: str, code: str, message: str) -> bytes:
-    """A whole HTTP/1.1 answer carrying the app's JSON error shape; the connection closes after it."""
-    body = (json.dumps({"ok": False, "error": {"code": code, "message": message}}, separators=(",", ":"))
-            + "\n").encode()
+    """A whole HTTP/1.1 answer carrying the app's JSON error (the one encoding, ApiError.encode);
+    the connection closes after it."""
+    error = ApiError(message, status=status)
+    error.code = code
+    body = error.encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
             "\r\n")
