@@ -139,7 +139,9 @@ def splice(text: str, new_section: str) -> str:
     start = text.find(TITLE)
     if start < 0:
         return text.rstrip("\n") + "\n\n" + new_section
-    end = text.find("\n## ", start + len(TITLE))
+    # The section ends at the next heading, or at a comment such as run.py's hand-written notes mark.
+    ends = [e for e in (text.find("\n## ", start + len(TITLE)), text.find("\n<!--", start)) if e >= 0]
+    end = min(ends) if ends else -1
     return text[:start] + new_section + ("\n" + text[end + 1:] if end >= 0 else "")
 
 
@@ -149,8 +151,11 @@ def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is required: sudo apt-get install -y wrk", file=sys.stderr)
         return 2
+    # gunicorn reads ./gunicorn.conf.py, which refuses to start with no upstream settings unless
+    # the sandbox is asked for: the SessionM stand-in has none.
     upstream = Server(["-k", "gevent", "-w", "1", "--worker-connections", "10000", "--chdir",
-                       str(RUN_BENCH), "--no-control-socket", "upstream:app"], probe="/_bench/calls")
+                       str(RUN_BENCH), "--no-control-socket", "upstream:app"], {"WALLET_PROXY_SANDBOX": "1"},
+                      probe="/_bench/calls")
     try:
         result = bench_redis_hits(upstream)
     finally:

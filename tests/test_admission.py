@@ -71,7 +71,8 @@ class TestSlotsMeasureTheirQueue:
 class TestAdmission:
     def test_a_miss_is_refused_at_once_when_the_queue_is_longer_than_its_target(self, mono):
         wallets, client, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
-        assert wallets.slots.take(mono() + 10)  # the only slot is busy; a call holds it 1.5 s (start)
+        assert wallets.slots.take(mono() + 10)  # the only slot is busy, and calls hold it 1 s
+        wallets.slots.hold = 1.0
         with pytest.raises(UpstreamUnavailable) as refused:
             wallets.get("new-user", "en-US", mono() + 1.8)
         assert "no slot" in refused.value.message and refused.value.retry_after_header() == "1"
@@ -93,6 +94,7 @@ class TestAdmission:
         wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
         assert wallets.refusal("u", "en-US", None, mono() + 1.8) is None
         assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 1.0
         refusal = wallets.refusal("u", "en-US", None, mono() + 1.8)
         assert refusal is not None and refusal.status == 503 and "no slot" in refusal.message
 
@@ -107,11 +109,11 @@ class TestPacer:
     def test_overload_refusals_wait_their_turn(self, mono):
         wallets, _, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
         assert wallets.slots.take(mono() + 10)
-        wallets.slots.hold = 0.6  # over the queue target: every newcomer is refused
+        wallets.slots.hold = 1.0  # over the queue target: every newcomer is refused
         for user in ("a", "b", "c"):
             with pytest.raises(UpstreamUnavailable):
                 wallets.get(user, "en-US", mono() + 1.8)
-        spacing = 1 / (PACE_FACTOR * 1 / 0.6)  # PACE_FACTOR x capacity (1 slot / 0.6 s) per second
+        spacing = 1 / (PACE_FACTOR * 1 / 1.0)  # PACE_FACTOR x capacity (1 slot / 1 s) per second
         assert slept == pytest.approx([spacing, 2 * spacing]), "the first leaves at once, then one per turn"
 
 
@@ -156,3 +158,13 @@ class TestBreakerCountsSessionMsFailuresOnly:
         client.elapsed, client.error = 0.15, None
         wallets.get("after", "en-US", mono() + 1.8)
         assert wallets.breaker.state == "closed"
+
+
+class TestNoDoomedCalls:
+    def test_a_slot_granted_too_late_for_the_call_is_given_back_and_no_call_made(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        # the slot is free, but the loop ran this request so late that only 0.05 s of it is left
+        with pytest.raises(UpstreamUnavailable) as refused:
+            wallets.get("late", "en-US", mono() + MIN_CALL / 2 + 0.025)
+        assert "no slot" in refused.value.message and client.calls == []
+        assert wallets.slots.take(mono()), "the slot was given back"

@@ -292,3 +292,69 @@ class TestTextFields:
     def test_an_empty_logo_uri_falls_back_to_media(self):
         offer = one_offer(logo_uri="", media=[{"uri": ""}, {"uri": "https://cdn.example.com/m.png", "content_type": 1}])
         assert offer["logo_url"] == "https://cdn.example.com/m.png"
+
+
+class TestSurvivorsOfTheMutationRun:
+    """Behaviours the first `make mutate` run of payload.py showed no test pinned down."""
+
+    def test_a_date_text_of_65_characters_is_refused_even_if_it_would_parse(self):
+        with pytest.raises(ValidationError):
+            parse_time("2026-12-31T23:59:59Z".ljust(65))
+
+    def test_parsed_times_are_utc_under_another_machine_zone(self, monkeypatch):
+        import time
+
+        monkeypatch.setenv("TZ", "Pacific/Auckland")
+        time.tzset()
+        try:
+            for value in ("2026-12-31T23:59:59+02:00", "2026-12-31T23:59:59", 1798761599):
+                assert parse_time(value).utcoffset().total_seconds() == 0, value
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+
+    def test_two_to_the_53_is_a_float_below_it_an_int(self):
+        body = payload()
+        body["available_points"] = 2**53
+        got = normalise_payload(body)[0]["available_points"]
+        assert type(got) is float
+        body["available_points"] = 2**53 - 1
+        assert type(normalise_payload(body)[0]["available_points"]) is int
+
+    @pytest.mark.parametrize("media, logo", [
+        ([{"uri": "https://v.example.com/v.mp4", "content_type": 2}, {"uri": "https://i.example.com/i.png",
+                                                                       "content_type": 1}], "https://i.example.com/i.png"),
+        ([{"uri": "https://i.example.com/s.png", "content_type": "1"}], "https://i.example.com/s.png"),
+        ([{"uri": "https://i.example.com/n.png"}], "https://i.example.com/n.png"),
+        ([{"uri": "https://w.example.com/", "content_type": 5}], None),
+        ([{"uri": "https://x.example.com/a", "content_type": "image"}, {"uri": "https://i.example.com/b.png",
+                                                                         "content_type": 1}], "https://i.example.com/b.png"),
+        ([{"uri": "https://x.example.com/t", "content_type": True}], None),
+        ([{"content_type": 1}, {"uri": 7, "content_type": 1}, "junk"], None),
+    ])
+    def test_the_logo_is_the_first_image(self, media, logo):
+        assert one_offer(logo_uri=None, media=media)["logo_url"] == logo
+
+    def test_an_offer_with_few_fields_still_normalises(self):
+        body = payload()
+        body["user_offers"] = [{"offer_id": "o1", "expiration_date": "2026-12-31T23:59:59Z"}]
+        wallet, dropped = normalise_payload(body)
+        assert dropped == []
+        (offer,) = wallet["offers"]
+        assert offer["title"] is None and offer["logo_url"] is None and offer["redeemable"] is True
+
+    def test_a_bad_group_entry_is_skipped(self):
+        body = payload()
+        body["offer_groups"] = ["junk", {"name": "no id"}, {"id": "g", "name": "G"}]
+        wallet, _ = normalise_payload(body)
+        assert wallet["groups"] == [{"id": "g", "name": "G"}]
+
+    def test_categories_follow_sort_order_too(self):
+        body = payload()
+        body["offer_categories"] = [{"id": "z", "name": "Z", "sort_order": 9}, {"id": "y", "name": "Y"},
+                                    {"id": "x", "name": "X", "sort_order": 1}]
+        wallet, _ = normalise_payload(body)
+        assert [c["id"] for c in wallet["categories"]] == ["x", "z", "y"]
+
+    def test_a_wallet_starts_untruncated(self):
+        assert normalise_payload(payload())[0]["truncated"] is False

@@ -327,3 +327,30 @@ class TestNearCache:
         monotonic.tick(2.0)
         assert reader.get(user, "en-US").fetched_at == 1001.0, "nothing kept from before the loss"
         assert reader.get(user, "en-US") is not None and reader.near_hits_total == 2, "subscribed again"
+
+    def test_a_redis_error_empties_the_near_cache(self, private_redis, user):
+        """A partition shows no error on an idle subscription: any failed call must resubscribe."""
+        clock, monotonic = FakeClock(1000.0), FakeClock(0)
+        store, client = make_store(private_redis.url, clock, monotonic=monotonic)
+        store.get("someone-else", "en-US")
+        store.put(user, "en-US", Entry(WALLET, 1000.0))
+        sent = counting_hget(client)
+        assert store.get(user, "en-US") is not None and sent == []
+        sleeper = threading.Thread(target=lambda: redis.Redis.from_url(private_redis.url).execute_command(
+            "DEBUG", "SLEEP", "0.4"))
+        sleeper.start()
+        time.sleep(0.1)
+        store.put("another", "en-US", Entry(WALLET, 1000.0))  # times out: Redis is failing
+        sleeper.join()
+        assert not store.healthy()
+        monotonic.tick(2.0)
+        assert store.get(user, "en-US") is not None and len(sent) == 1, "read from Redis, not kept near"
+
+
+def test_a_restarted_redis_costs_no_request_its_dead_pooled_connections(private_redis, user):
+    store, _ = make_store(private_redis.url)
+    store.put(user, "en-US", Entry(WALLET, 1.0))  # leaves a pooled connection to the first server
+    private_redis.kill()
+    private_redis.start()
+    assert store.get(user, "en-US") is None  # the restarted server is empty: a real answer
+    assert store.healthy() and store.errors_total == 0, "the dead connection was retried on a new one"

@@ -264,6 +264,7 @@ class TestSentinel:
         user = new_user()
         store.put(user, "en-US", Entry(WALLET, 1.0))
         assert client.connection_pool.master_address[1] == sentinel.master_port
+        assert isinstance(client.connection_pool, redis.BlockingConnectionPool), "a bounded pool"
         wait_until(lambda: redis.Redis(port=sentinel.replica_port).hget(keys.wallet_key(user), "en-US"), 5,
                    "replicated")
         sentinel.master.kill()

@@ -1,4 +1,7 @@
-"""Slots: bounded, first come first served, and a breaker opening wakes every waiter at once."""
+"""Slots: bounded, first come first served, and a breaker opening wakes every waiter at once.
+
+Waiters are lined up by waiting for `slots.waiting` to say they queued, never by sleeping.
+"""
 from __future__ import annotations
 
 import threading
@@ -7,22 +10,29 @@ import time
 from wallet_proxy.wallet.service import Slots
 
 
+def until(predicate, timeout: float = 5.0) -> None:
+    """Wait for another thread to get somewhere (a predicate), not for time to pass."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "the other thread never got there"
+        time.sleep(0.001)
+
+
 def test_bounded_and_a_freed_slot_goes_to_the_oldest_waiter():
     slots = Slots(1)
     assert slots.take(time.monotonic() + 1)
     order = []
 
-    def waiter(name, delay):
-        time.sleep(delay)
-        if slots.take(time.monotonic() + 2):
+    def waiter(name):
+        if slots.take(time.monotonic() + 5):
             order.append(name)
-            time.sleep(0.02)
             slots.release()
 
-    threads = [threading.Thread(target=waiter, args=(n, d)) for n, d in (("first", 0.0), ("second", 0.05))]
-    for t in threads:
-        t.start()
-    time.sleep(0.1)
+    threads = []
+    for n, name in enumerate(("first", "second")):
+        threads.append(threading.Thread(target=waiter, args=(name,)))
+        threads[-1].start()
+        until(lambda: slots.waiting == n + 1)  # "first" queued before "second" starts
     # a newcomer does not jump the queue while others wait
     assert not slots.take(time.monotonic() + 0.01)
     slots.release()
@@ -55,7 +65,7 @@ def test_wake_all_lets_every_waiter_give_up_at_once():
     threads = [threading.Thread(target=waiter) for _ in range(20)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    until(lambda: slots.waiting == 20)
     stop.set()
     slots.wake_all()
     for t in threads:
@@ -71,7 +81,7 @@ def test_a_granted_slot_is_passed_on_when_its_waiter_gives_up():
     got = []
     t = threading.Thread(target=lambda: got.append(slots.take(time.monotonic() + 2, give_up=stop.is_set)))
     t.start()
-    time.sleep(0.05)
+    until(lambda: slots.waiting == 1)
     stop.set()
     slots.release()  # granted to the waiter, who gives up: the slot must come back
     t.join(2)

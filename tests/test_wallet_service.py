@@ -208,7 +208,8 @@ class TestDeadlines:
                         WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_DEADLINE=1.8)
         with ThreadPoolExecutor(2) as pool:
             first = pool.submit(get, base, "hung-user")
-            time.sleep(0.1)  # the first request holds the only slot until its call times out at 0.3 s
+            # the first request holds the only slot until its call times out at 0.3 s
+            assert wait_for(lambda: len(sessionm.calls(OFFERS_PATH)) == 1)
             started = time.monotonic()
             second = get(base, "waiting-user")
             elapsed = time.monotonic() - started

@@ -107,12 +107,10 @@ def make_client(url: str, concurrency: int):
     from redis.retry import Retry
 
     size = max(32, 2 * concurrency)
-    # One immediate retry on a broken connection, none on a timeout: after a restart or a failover
-    # every pooled connection to the old server is dead, and each would otherwise fail one request
-    # (a refused or reset connection costs microseconds to retry; a timeout already cost 150 ms).
-    retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-    options = dict(socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT, retry=retry,
-                   health_check_interval=30)
+    # No retries: a failed call is a miss at once. (A pooled connection the server closed, after a
+    # restart or a failover, is not an error: redis-py finds it readable at checkout and reconnects.)
+    options = dict(socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT,
+                   retry=Retry(NoBackoff(), 0), health_check_interval=30)
     if url.startswith(SENTINEL):
         return _sentinel_client(parse_multi(url), size, options)
     if url.startswith(CLUSTER):

@@ -14,7 +14,7 @@ from .upstream import transport as upstream
 from .upstream.connect import ConnectClient
 from .upstream.core import CoreClient
 from .wallet.service import WalletService
-from .wallet.stores import MemoryStore, RenderCache
+from .wallet.stores import MemoryStore, RenderCache, Store
 from .web import ratelimit
 from .web.auth import Authenticator
 from .web.metrics import Metrics, carry_context, instrument_session
@@ -52,7 +52,7 @@ class Services:
     clock: object
     session: requests.Session
     auth: Authenticator
-    store: object
+    store: Store
     wallets: WalletService
     connect: ConnectClient | None = None
     core: CoreClient | None = None

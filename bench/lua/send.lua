@@ -1,30 +1,55 @@
 -- A Braze send: USERS users, each rendered RENDERS times back to back (HTML, text, AMP), spread over
 -- the threads; each thread stops after its share and drops a marker file so run.py can end wrk.
+-- With INSTANCES > 1, one wrk per instance runs this script: render r of user k goes to instance
+-- (k + r) % INSTANCES (a load balancer in front of them), so every user's renders meet on both.
 dofile(os.getenv("BENCH_LUA") .. "/common.lua")
 local users = tonumber(os.getenv("BENCH_USERS") or "5000")
 local renders = tonumber(os.getenv("BENCH_RENDERS") or "3")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "2")
+local instances = tonumber(os.getenv("BENCH_INSTANCES") or "1")
+local instance = tonumber(os.getenv("BENCH_INSTANCE") or "0")
 local prefix = os.getenv("BENCH_PREFIX") or "send"
 local marker = os.getenv("BENCH_MARKER")
-local sent, received = 0, 0
+local received, quota = 0, 0
+local user, render = nil, -1
 wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
 
-local function quota()
-   -- users tid, tid + nthreads, ... below `users`
-   return math.floor((users - 1 - tid) / nthreads + 1) * renders
+local function mine(k, r)
+   return (k + r) % instances == instance
+end
+
+function init(args)
+   -- this thread's users are tid, tid + nthreads, ... below `users`
+   for k = tid, users - 1, nthreads do
+      for r = 0, renders - 1 do
+         if mine(k, r) then quota = quota + 1 end
+      end
+   end
+   user = tid
+end
+
+local function next_pair()
+   -- the next (user, render) of this thread and instance, or nil past the end
+   while user < users do
+      render = render + 1
+      if render >= renders then
+         render, user = 0, user + nthreads
+      end
+      if user < users and mine(user, render) then
+         return user
+      end
+   end
+   return nil
 end
 
 function request()
-   local k = math.floor(sent / renders)
-   sent = sent + 1
-   local user = tid + k * nthreads
-   local tag = "send"
-   if user >= users then
+   local k, tag = next_pair(), "send"
+   if k == nil then
       -- past the quota while other connections are still busy: repeat a cached user, tagged so
       -- its answer is not counted as part of the send
-      user, tag = tid, "extra"
+      k, tag = tid, "extra"
    end
-   return wrk.format("GET", "/v1/wallets/" .. prefix .. "-" .. user, {["X-Request-ID"] = tag, ["Authorization"] = wrk.headers["Authorization"]})
+   return wrk.format("GET", "/v1/wallets/" .. prefix .. "-" .. k, {["X-Request-ID"] = tag, ["Authorization"] = wrk.headers["Authorization"]})
 end
 
 function response(status, headers, body)
@@ -32,8 +57,8 @@ function response(status, headers, body)
       return
    end
    received = received + 1
-   if received == quota() then
-      local f = io.open(marker .. "." .. tid, "w")
+   if received == quota then
+      local f = io.open(marker .. "." .. instance .. "." .. tid, "w")
       f:write(tostring(received))
       f:close()
       wrk.thread:stop()

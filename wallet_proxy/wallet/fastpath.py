@@ -9,29 +9,28 @@ validated-query memo, the store, the rendered-body cache, the same headers, log 
 It answers a plain 200 hit, and the two 503s a miss can only get at once: breaker open while
 SessionM is failing, and refused by admission control while more SessionM calls wait than can
 start in time (during an outage or an overload most of a send turns into those: at a quarter of
-the cost per answer, the requests that do wait on SessionM are not starved of the worker). Anything else -- a miss, a stale or not yet rendered
-wallet, bad or missing credentials, an unseen query string, `If-None-Match`, an external id,
-`on_error=empty`, a per-client rate limit -- falls through to Flask unchanged, which gives the full
-answer or error.
+the cost per answer, the requests that do wait on SessionM are not starved of the worker).
+Anything else -- a miss, a stale or not yet rendered wallet, bad or missing credentials, an unseen
+query string, `If-None-Match`, an external id, `on_error=empty`, a per-client rate limit -- falls
+through to Flask unchanged, which gives the full answer or error.
 """
 from __future__ import annotations
 
-import os
 import time
 
 from ..errors import ApiError
 from ..ids import valid_user_id
 from ..web.auth import check_signature
-from ..web.http import HSTS, JSON_CSP, REQUEST_ID, SECURITY_HEADERS
-from ..web.logs import ACCESS, hash_user_id, level_for, log_request
-from .service import HIT, Served
-from .service import cache_status as cache_status_of
+from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, request_id
+from ..web.logs import ACCESS, access_fields, level_for, log_request
+from .service import render_key, wallet_headers
 
 PREFIX = "/v1/wallets/"
 ROUTE = "/v1/wallets/<anypath:user_id>"  # the rule's text, as the slow path logs and counts it
 STATUS_LINES = {200: "200 OK", 503: "503 SERVICE UNAVAILABLE"}
 _STATIC = [("Content-Type", "application/json"), *SECURITY_HEADERS.items(),
            ("Content-Security-Policy", JSON_CSP)]
+_KNOWN_CLIENTS = 64  # Authorization headers remembered (a few per client: Basic, Bearer, rotation)
 
 
 class HitFastPath:
@@ -41,6 +40,9 @@ class HitFastPath:
         self.wsgi_app = wsgi_app
         self.services = services
         self.served = 0  # answers given here (tests and curiosity)
+        # Authorization header -> the client it authenticated for the wallet scope: a send repeats
+        # one header thousands of times, so decode and compare it once (failures are never kept).
+        self._clients: dict = {}
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO", "").startswith(PREFIX):
@@ -66,29 +68,35 @@ class HitFastPath:
         if query is None or query["id_type"] != "seed":
             return None
         try:
-            client = services.auth.authenticate(environ.get("HTTP_AUTHORIZATION"), "wallet")
+            client = self._client(environ.get("HTTP_AUTHORIZATION"))
             check_signature(settings.signing_key, user_id, query["sig"])
         except ApiError:
             return None
-        entry = services.store.get(user_id, query["culture"])
+        wallets = services.wallets
+        culture = query["culture"]
+        entry = services.store.get(user_id, culture)
         if query["on_error"] == "status":
-            refusal = services.wallets.refusal(user_id, query["culture"], entry, started + settings.deadline)
+            refusal = wallets.refusal(user_id, culture, entry, started + settings.deadline)
             if refusal is not None:
                 return self._refuse(environ, started, user_id, client, refusal)
-        if entry is None:
+        served = wallets.hit(entry) if entry is not None else None
+        if served is None:
             return None
-        ttl_left = (entry.ttl or settings.cache_ttl) - (services.clock() - entry.fetched_at)
-        if ttl_left <= 0:
-            return None
-        rendered = services.rendered.get((user_id, entry.stamp, False, raw_query), services.clock())
+        rendered = services.rendered.get(render_key(user_id, served, raw_query), services.clock())
         if rendered is None:
             return None
         body, etag = rendered
+        headers = wallet_headers(served, etag)
+        return self._finish(environ, started, 200, body, user_id, client, headers[0][1], headers)
 
-        cache_status = cache_status_of(Served(entry, HIT, ttl_left))
-        return self._finish(environ, started, 200, body, user_id, client, cache_status,
-                            [("Cache-Status", cache_status), ("Cache-Control", f"private, max-age={int(ttl_left)}"),
-                             ("ETag", f'"{etag}"')])
+    def _client(self, header: str | None):
+        """The client of an Authorization header for the wallet scope (ApiError when none)."""
+        client = self._clients.get(header)
+        if client is None:
+            client = self.services.auth.authenticate(header, "wallet")
+            if len(self._clients) < _KNOWN_CLIENTS:
+                self._clients[header] = client
+        return client
 
     def _refuse(self, environ, started: float, user_id: str, client, error):
         """The route's 503 when no SessionM call can be made now and nothing can be served stale."""
@@ -98,19 +106,16 @@ class HitFastPath:
 
     def _finish(self, environ, started: float, status: int, body: bytes, user_id: str, client,
                 cache_status: str | None, extra: list, error=None):
-        incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        request_id = incoming if REQUEST_ID.match(incoming) else os.urandom(16).hex()
-        headers = [("Content-Length", str(len(body))), *extra, ("X-Request-ID", request_id), *_STATIC]
+        rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
+        headers = [("Content-Length", str(len(body))), *extra, ("X-Request-ID", rid), *_STATIC]
         if environ.get("wsgi.url_scheme") == "https":
             headers.append(("Strict-Transport-Security", HSTS))
         seconds = time.monotonic() - started
         level = level_for(status, ROUTE)
         if ACCESS.isEnabledFor(level):
-            fields = {"request_id": request_id, "method": "GET", "route": ROUTE, "status": status,
-                      "duration_ms": round(seconds * 1000, 1), "cache": cache_status,
-                      "user": hash_user_id(user_id), "client": client.name,
-                      "error": error.code if error else None, "detail": error.message if error else None}
-            log_request(level, {k: v for k, v in fields.items() if v is not None})
+            log_request(level, access_fields(rid, "GET", ROUTE, status, seconds, cache_status, user_id,
+                                             client.name, error.code if error else None,
+                                             error.message if error else None))
         if self.services.metrics is not None:
             self.services.metrics.record(ROUTE, "GET", status, seconds, cache_status)
         self.served += 1

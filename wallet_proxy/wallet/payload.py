@@ -107,7 +107,9 @@ def image_uri(media) -> str | None:
             continue
         uri = item.get("uri")
         kind = item.get("content_type")
-        if kind is not None and not isinstance(kind, bool):
+        if isinstance(kind, bool):  # JSON true is not content type 1
+            continue
+        if kind is not None:
             try:
                 kind = int(kind)
             except (TypeError, ValueError):

@@ -13,7 +13,7 @@ from ..errors import ApiError, InvalidRequest, NotConfigured
 from ..ids import check_user_id
 from ..web.auth import check_signature
 from ..web.http import deadline, require, state
-from .service import cache_status
+from .service import render_key, wallet_headers
 from .view import WalletQuery, empty_wallet, encode, fit, flatten, next_change
 
 bp = Blueprint("wallets", __name__)
@@ -81,15 +81,14 @@ def get_wallet(user_id: str):
         return response
 
     data, etag = render(services, served, seed_id, query)
-    g.cache_status = cache_status(served)
+    headers = wallet_headers(served, etag)  # the fast path answers a hit with the same ones
+    g.cache_status = headers[0][1]
     # RFC 9110 §13.1.2: If-None-Match uses the weak comparison, so W/"x" matches "x" (a cache or a
     # compressing proxy may have weakened the tag it stored)
     not_modified = request.if_none_match and request.if_none_match.contains_weak(etag)
     response = Response(b"" if not_modified else data, status=304 if not_modified else 200,
                         mimetype="application/json")
-    response.headers["Cache-Status"] = g.cache_status
-    response.headers["Cache-Control"] = f"private, max-age={max(0, int(served.ttl_left))}"
-    response.set_etag(etag)
+    response.headers.extend(headers)
     return response
 
 
@@ -97,7 +96,7 @@ def render(services, served, seed_id: str, query: dict) -> tuple[bytes, str]:
     """The JSON body and ETag of a served wallet, reused while the view cannot change."""
     now_ts = services.clock()
     entry = served.entry
-    key = (seed_id, entry.stamp, served.stale, request.query_string)
+    key = render_key(seed_id, served, request.query_string)
     cached = services.rendered.get(key, now_ts)
     if cached is not None:
         return cached

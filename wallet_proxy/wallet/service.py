@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
 from ..upstream.breaker import Breaker
-from .stores import Entry
+from .stores import Entry, Store
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,10 @@ ANSWER_MARGIN = 0.025  # seconds kept to turn a timeout into an answer before th
 # Admission control: a new SessionM call expected to wait longer than this for a slot is refused at
 # once (503 + Retry-After) instead of joining the queue. Long enough to keep every slot busy through
 # the bursts of a send, short enough that an admitted call starts with most of its deadline left.
-QUEUE_TARGET = 0.5
+QUEUE_TARGET = 0.75
+# What a SessionM call is taken to hold a slot for until the first calls say (a healthy call is
+# ~150 ms; pessimism here would refuse the first burst of a send for nothing).
+INITIAL_HOLD = 0.25
 # A SessionM timeout counts against the breaker only when SessionM had a fair chance: at least this
 # share of WALLET_PROXY_UPSTREAM_TIMEOUT (not a remnant left by our own queue) ...
 FAIR_SHARE = 0.5
@@ -129,8 +132,7 @@ class Slots:
 
     The slots also measure how long a call holds one (a moving average of `release(held=...)`), so
     `expected_wait()` says how long a newcomer would queue: its place in line times the time a slot
-    takes to free up (hold time / size). It starts pessimistic (`hold`, the longest a call may hold
-    a slot) and learns from the first calls.
+    takes to free up (hold time / size). It starts from `hold` and learns from the first calls.
     """
 
     SMOOTHING = 0.05  # weight of each new hold time in the moving average (~20 calls of memory)
@@ -236,7 +238,7 @@ class WalletService:
     slot waits and call timing: both injectable, so tests move time instead of sleeping.
     """
 
-    def __init__(self, client, store, settings, *, breaker: Breaker | None = None, clock=time.time,
+    def __init__(self, client, store: Store, settings, *, breaker: Breaker | None = None, clock=time.time,
                  monotonic=time.monotonic, spawn=None, metrics=None, locker=None,
                  queue_target: float = QUEUE_TARGET, sleep=time.sleep):
         self.client = client
@@ -246,7 +248,8 @@ class WalletService:
         self.monotonic = monotonic
         self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
         self.flights = SingleFlight(monotonic)
-        self.slots = Slots(settings.upstream_concurrency, hold=settings.upstream_timeout, monotonic=monotonic)
+        self.slots = Slots(settings.upstream_concurrency, hold=min(INITIAL_HOLD, settings.upstream_timeout),
+                           monotonic=monotonic)
         self.queue_target = queue_target
         self.pacer = Pacer(lambda: PACE_FACTOR * self.slots.size / max(self.slots.hold, 0.001), PACE_MAX,
                            monotonic)
@@ -261,10 +264,11 @@ class WalletService:
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
+            hit = self.hit(entry)
+            if hit is not None:
+                return hit
             ttl = entry_ttl(entry, self.settings)
             age = self.clock() - entry.fetched_at
-            if age < ttl:
-                return Served(entry, HIT, ttl - age)
             if age < ttl + self.settings.swr_window and self.breaker.state == "closed":
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
@@ -278,6 +282,11 @@ class WalletService:
                 if age < ttl + self.settings.stale_ttl:
                     return Served(entry, SIE, ttl - age)
             raise
+
+    def hit(self, entry: Entry) -> Served | None:
+        """A cached entry served as a fresh hit, or None once past its TTL (the fast path asks too)."""
+        ttl_left = entry_ttl(entry, self.settings) - (self.clock() - entry.fetched_at)
+        return Served(entry, HIT, ttl_left) if ttl_left > 0 else None
 
     def refresh(self, user_id: str, culture: str) -> None:
         """Start a background refresh unless one is already running; never raises."""
@@ -365,7 +374,14 @@ class WalletService:
                 error = self.overloaded_error(paced=wait_for_slot and not admitted)
             self.flights.finish(key, flight, error=error)
             return
-        timeout = max(0.05, min(self.settings.upstream_timeout, deadline - self.monotonic()))
+        timeout = min(self.settings.upstream_timeout, deadline - self.monotonic())
+        if timeout < MIN_CALL:
+            # Granted, but woken too late (a busy loop) for the call to be worth making: a call
+            # with less time than SessionM needs only times out, spending a slot and the CPU.
+            self.slots.release()
+            self.breaker.cancel()
+            self.flights.finish(key, flight, error=self.overloaded_error(paced=False))
+            return
         self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
@@ -465,3 +481,14 @@ def cache_status(served) -> str:
     if served.status == MISS:
         return "wallet-proxy; fwd=uri-miss; stored"
     return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"
+
+
+def render_key(user_id: str, served: Served, raw_query: bytes) -> tuple:
+    """The rendered-body cache key of a served wallet: one fetch, stale or not, one query string."""
+    return user_id, served.entry.stamp, served.stale, raw_query
+
+
+def wallet_headers(served: Served, etag: str) -> list[tuple[str, str]]:
+    """The headers of a wallet answer (200 or 304): Cache-Status, Cache-Control and ETag (SPEC)."""
+    return [("Cache-Status", cache_status(served)),
+            ("Cache-Control", f"private, max-age={max(0, int(served.ttl_left))}"), ("ETag", f'"{etag}"')]

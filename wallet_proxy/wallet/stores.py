@@ -1,10 +1,14 @@
-"""Wallet stores: the in-process cache (cachetools) and the interface the Redis store shares."""
+"""Wallet stores: what a store is (`Store`), and the in-process one (cachetools).
+
+The shared one, over Redis, is `wallet_proxy.wallet.redis_store.RedisStore`.
+"""
 from __future__ import annotations
 
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from cachetools import LRUCache, TTLCache
 
@@ -30,6 +34,29 @@ class Entry:
     def from_json(cls, data: dict) -> "Entry":
         return cls(data["wallet"], float(data["fetched_at"]), data.get("ttl"),
                    data.get("stamp") or os.urandom(8).hex())
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What a wallet store is: entries per (user, culture), kept for TTL + stale window at least.
+
+    The wallet service, the routes, /readyz, the metrics and the prewarm job use only these; a
+    store never raises for its own faults (a cache fault is a miss, and `healthy()` says so).
+    """
+
+    name: str  # "memory" or "redis": /readyz reports it
+
+    def get(self, user_id: str, culture: str) -> Entry | None:
+        """The cached entry of (user, culture), or None."""
+
+    def put(self, user_id: str, culture: str, entry: Entry) -> None:
+        """Store an entry; the user's other cultures stay."""
+
+    def forget(self, user_id: str) -> None:
+        """Drop every culture of a user."""
+
+    def healthy(self) -> bool:
+        """False while the store serves from a fallback (Redis failing): /readyz says degraded."""
 
 
 class MemoryStore:
@@ -72,6 +99,7 @@ class MemoryStore:
             return len(self._cache)
 
     def healthy(self) -> bool:
+        """Always: the process's own memory does not fail."""
         return True
 
 

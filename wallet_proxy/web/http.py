@@ -7,7 +7,6 @@ import logging
 import os
 import re
 import time
-import uuid
 
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -39,6 +38,11 @@ SECURITY_HEADERS = {
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 JSON_HEADERS = (("Cache-Control", "no-store"), ("Content-Security-Policy", JSON_CSP))
 HSTS = "max-age=31536000"  # only sent over https (RFC 6797 §7.2: ignored, and wrong, over http)
+
+
+def request_id(incoming: str | None) -> str:
+    """The request's id: the caller's X-Request-ID when well-formed, else a new random one."""
+    return incoming if incoming and REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
 
 MAX_JSON_DEPTH = 32  # SPEC "All JSON POST routes": deeper bodies are a 400
@@ -228,8 +232,7 @@ def init_app(app: Flask) -> None:
     @app.before_request
     def _start():
         g.started = time.monotonic()
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = request_id(request.headers.get("X-Request-ID"))
         g.cache_status = None
 
     @app.after_request
@@ -252,7 +255,7 @@ def init_app(app: Flask) -> None:
             add += [(n, v) for n, v in JSON_HEADERS if n.lower() not in present]
         if request.is_secure and "strict-transport-security" not in present:
             add.append(("Strict-Transport-Security", HSTS))
-        headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        headers["X-Request-ID"] = g.get("request_id") or request_id(None)
         headers.extend(add)
         return response
 

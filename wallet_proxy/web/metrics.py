@@ -226,9 +226,7 @@ def refresh_gauges(metrics: Metrics, services) -> None:
     breaker = getattr(getattr(services, "wallets", None), "breaker", None)
     if breaker is not None:
         metrics.breaker_state(breaker.state)
-    store = services.store
-    if hasattr(store, "healthy"):
-        metrics.cache_degraded.set(0 if store.healthy() else 1)
+    metrics.cache_degraded.set(0 if services.store.healthy() else 1)  # every Store says
 
 
 def _outcome(response=None, error: Exception | None = None) -> str:
