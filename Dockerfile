@@ -20,6 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY pyproject.toml setup.cfg README.md LICENSE /tmp/src/
 COPY wallet_proxy /tmp/src/wallet_proxy
 RUN python -m venv /opt/wallet-proxy \
+ && pip install --upgrade pip \
  && pip install --no-compile /tmp/src \
  && rm -rf /tmp/src
 

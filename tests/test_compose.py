@@ -73,3 +73,20 @@ def test_nginx_mounts_the_shipped_front_and_reaches_both_instances():
     assert nginx["ports"] == [f"{listen}:{listen}"]
     assert {name: dep["condition"] for name, dep in nginx["depends_on"].items()} == {
         "app1": "service_healthy", "app2": "service_healthy"}
+
+
+def test_the_instances_environment_is_a_valid_production_configuration():
+    from wallet_proxy.settings import ConfigError, parse
+
+    env = dict(services()["app1"]["environment"])
+    resolved = {k: re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), str(v)) for k, v in env.items()}
+    # `WALLET_PROXY_SANDBOX=1 docker compose up`: the simulators, sharing Redis.
+    sandbox = parse(dict(resolved, WALLET_PROXY_SANDBOX="1"), implicit_sandbox=False)
+    assert sandbox.sandbox and sandbox.redis_url == "redis://redis:6379/0"
+    # Nothing in .env and no flag: the production entry refuses, it never serves made-up wallets.
+    try:
+        parse(resolved, implicit_sandbox=False)
+    except ConfigError as exc:
+        assert "WALLET_PROXY_SANDBOX=1" in str(exc)
+    else:
+        raise AssertionError("compose without settings must not start on the simulators")

@@ -170,6 +170,19 @@ class Replay:
         assert result.returncode == 0, f"RUN {args}\n{result.stdout}\n{result.stderr}"
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid`, from /proc (no procps needed)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 @pytest.fixture(scope="module")
 def image():
     """The Dockerfile replayed once for this module (installing the dependencies takes a while)."""
@@ -240,9 +253,9 @@ def test_the_cmd_serves_as_the_image_user_and_the_healthcheck_tells(image, sessi
                               headers={"Connection": "close"}, timeout=10)
         assert answer.status_code == 200 and answer.json()["ok"] is True
         if as_image_user:
-            owners = {int(line.split()[1]) for line in subprocess.run(
-                ["ps", "-o", "pid=,uid=", "--ppid", str(proc.pid)], capture_output=True, text=True
-            ).stdout.splitlines()} | {os.stat(f"/proc/{proc.pid}").st_uid}
+            workers = children(proc.pid)
+            assert workers, "gunicorn has no worker"
+            owners = {os.stat(f"/proc/{pid}").st_uid for pid in [proc.pid, *workers]}
             assert owners == {image.user}, owners  # master and workers run as the image's user
     finally:
         proc.send_signal(signal.SIGTERM)  # what `docker stop` sends

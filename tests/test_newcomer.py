@@ -5,7 +5,10 @@ import ast
 import configparser
 import re
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 from wallet_proxy import __version__, create_app
@@ -167,3 +170,20 @@ def test_env_example_has_no_comment_after_a_value():
     bad = [line for line in (ROOT / ".env.example").read_text().splitlines()
            if re.match(r"^#?\s*[A-Z][A-Z0-9_]+=.*\s#", line)]
     assert not bad, bad
+
+
+@pytest.mark.timeout(600)
+def test_the_editable_install_make_uses_prints_no_setuptools_warning(tmp_path):
+    # What `make run` does on a fresh checkout (dependencies left out: only the build is in question),
+    # with pip upgraded as the Makefile does: older pips hide the build backend's warnings.
+    pip = str(tmp_path / "venv" / "bin" / "pip")
+    subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True, timeout=120)
+    subprocess.run([pip, "install", "-q", "--upgrade", "pip"], check=True, capture_output=True, timeout=300)
+    result = subprocess.run([pip, "install", "-q", "--no-deps", "-e", str(ROOT)], capture_output=True, text=True,
+                            timeout=500)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "wallet-proxy" in subprocess.run([pip, "list"], capture_output=True, text=True).stdout
+    warnings = [line for line in output.splitlines()
+                if re.search(r"Setuptools\w*Warning|BuildBackendWarning|SetuptoolsDeprecation", line)]
+    assert not warnings, output

@@ -75,12 +75,12 @@ class HitFastPath:
         wallets = services.wallets
         culture = query["culture"]
         entry = services.store.get(user_id, culture)
-        if query["on_error"] == "status":
-            refusal = wallets.refusal(user_id, culture, entry, started + settings.deadline)
-            if refusal is not None:
-                return self._refuse(environ, started, user_id, client, refusal)
         served = wallets.hit(entry) if entry is not None else None
-        if served is None:
+        if served is None:  # a fresh hit is served whatever SessionM's state: ask only otherwise
+            if query["on_error"] == "status":
+                refusal = wallets.refusal(user_id, culture, entry, started + settings.deadline)
+                if refusal is not None:
+                    return self._refuse(environ, started, user_id, client, refusal)
             return None
         rendered = services.rendered.get(render_key(user_id, served, raw_query), services.clock())
         if rendered is None:
@@ -116,7 +116,10 @@ class HitFastPath:
             log_request(level, access_fields(rid, "GET", ROUTE, status, seconds, cache_status, user_id,
                                              client.name, error.code if error else None,
                                              error.message if error else None))
-        if self.services.metrics is not None:
-            self.services.metrics.record(ROUTE, "GET", status, seconds, cache_status)
+        metrics = self.services.metrics
+        if metrics is not None:
+            metrics.record(ROUTE, "GET", status, seconds, cache_status)
+            if error is not None:  # as the route's hook counts its error answers
+                metrics.error(ROUTE, error.code)
         self.served += 1
         return STATUS_LINES[status], headers, body
