@@ -38,7 +38,11 @@ def test_is_a_batch_v1_cronjob_that_never_overlaps():
     assert pod["securityContext"]["runAsNonRoot"] is True
     mounts = {m["mountPath"] for m in container(doc)["volumeMounts"]}
     assert "/data" in mounts, "journal, rejects and state must outlive the pod"
-    assert container(doc)["envFrom"][0]["secretRef"]["name"]
+    deployment = yaml.safe_load((CRONJOB.parent / "deployment.yaml").read_text())
+    (web,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container(doc)["envFrom"][0]["secretRef"]["name"] in {
+        source["secretRef"]["name"] for source in web["envFrom"] if "secretRef" in source}, "the web's Secret"
+    assert container(doc)["image"] == web["image"], "the same image as the web pods"
 
 
 def run_script(tmp_path, journal: bool) -> list:
