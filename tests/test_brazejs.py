@@ -86,9 +86,21 @@ def test_the_readme_and_docs_have_liquid_blocks():
     assert len(liquid_blocks()) >= 3
 
 
+SESSIONM_EXAMPLE_HOST = "https://sessionm-connect.example.com"  # the README's "before" block
+
+
+@pytest.fixture
+def stand_in(live, clock):
+    """SessionM Connect as the sandbox simulates it, on loopback (the seed's direct call goes here)."""
+    from wallet_proxy.sandbox import SimState, make_sandbox_app
+
+    return live(make_sandbox_app(SimState(clock=clock)))
+
+
 @pytest.mark.parametrize("where, block", liquid_blocks(), ids=[w for w, _ in liquid_blocks()])
-def test_every_liquid_block_renders_against_the_service(base, sessionm, where, block):
+def test_every_liquid_block_renders_against_the_service(base, sessionm, stand_in, where, block):
     """Each block a marketer may copy renders in brazejs against a running wallet-proxy."""
+    block = block.replace(SESSIONM_EXAMPLE_HOST, stand_in)
     result = render_full(block.replace(EXAMPLE_HOST, base), **PROFILE)
     assert "output" in result or "aborted" in result, (where, result)
     if EXAMPLE_HOST + "/v1/wallets/" in block:

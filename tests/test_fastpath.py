@@ -169,6 +169,7 @@ def test_overload_refusal_is_the_same_answer_as_the_route(pair):
     assert status == 503 and "no slot" in json.loads(body)["error"]["message"]
     assert headers["Retry-After"] == "1" and headers["Cache-Control"] == "no-store"
     for app in (fast, slow):  # and counted as the route counts its error answers
-        text = app.test_client().get("/metrics", headers={"Authorization": "Bearer secret"}).get_data(as_text=True)
+        scrape = app.test_client().get("/metrics", headers={"Authorization": "Bearer secret"})
+        text = scrape.get_data(as_text=True)
         (line,) = [n for n in text.splitlines() if n.startswith("wallet_proxy_errors_total{")]
         assert 'code="upstream_unavailable"' in line and line.endswith(" 1.0")

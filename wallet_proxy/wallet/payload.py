@@ -119,6 +119,19 @@ def image_uri(media) -> str | None:
     return None
 
 
+MEDIA_KEYS = ("uri", "content_type", "category_id", "category_name")
+
+
+def media_items(media) -> list:
+    """SessionM's media items, kept for view=sessionm: objects only, their documented keys only."""
+    items = []
+    for item in media or ():
+        if isinstance(item, dict):
+            items.append({k: shared(v) if isinstance(v, str) else v for k in MEDIA_KEYS
+                          if isinstance(v := item.get(k), (str, int, float)) and not isinstance(v, bool)})
+    return items
+
+
 def _opt(field_cls, **kw):
     return field_cls(load_default=None, allow_none=True, **kw)
 
@@ -141,6 +154,7 @@ class OfferSchema(Schema):
     media = fields.List(fields.Raw(allow_none=True), load_default=list, allow_none=True)
     pos_discount_id = _opt(Text)
     start_date = _opt(Timestamp)
+    end_date = _opt(Timestamp)
     expiration_date = _opt(Timestamp)
     acquire_date = _opt(Timestamp)
     redeem_date = fields.Raw(load_default=None, allow_none=True)
@@ -154,7 +168,7 @@ class OfferSchema(Schema):
         # (an offer we cannot prove unexpired is never shown), so it is left to fail validation.
         if isinstance(data, dict):
             data = dict(data)
-            for name in ("start_date", "acquire_date"):
+            for name in ("start_date", "end_date", "acquire_date"):
                 try:
                     parse_time(data.get(name))
                 except ValidationError:
@@ -178,6 +192,11 @@ class OfferSchema(Schema):
         return {
             "user_offer_id": data["user_offer_id"],
             "offer_id": shared(data["offer_id"]),
+            "root_offer_id": shared(data["root_offer_id"]),
+            "logo_uri": shared(data["logo_uri"]),
+            "media": media_items(data["media"]),
+            "start_date": shared(iso(data["start_date"])),
+            "end_date": shared(iso(data["end_date"])),
             "offer_type": shared(data["offer_type"]),
             "title": shared(data["name"]),
             "description": shared(data["description"]),
@@ -272,8 +291,8 @@ def normalise_payload(payload) -> tuple[dict, list]:
         "available_points": data["available_points"],
         "user": user,
         "offers": offers,
-        "groups": _catalogue(tuple((g["id"], g["name"]) for g in groups)),
-        "categories": _catalogue(tuple((c["id"], c["name"]) for c in categories)),
+        "groups": _catalogue(tuple((g["id"], g["name"], g["sort_order"]) for g in groups)),
+        "categories": _catalogue(tuple((c["id"], c["name"], c["sort_order"]) for c in categories)),
         "truncated": False,  # set when SessionM held more offers than were fetched
     }
     return wallet, dropped
@@ -283,7 +302,7 @@ def normalise_payload(payload) -> tuple[dict, list]:
 def _catalogue(pairs: tuple) -> list:
     """The retailer's offer groups (or categories) as [{id, name}], one shared list per distinct
     catalogue: every wallet carries the same few, and the view only reads them."""
-    return [{"id": shared(i), "name": shared(n)} for i, n in pairs]
+    return [{"id": shared(i), "name": shared(n), "sort_order": o} for i, n, o in pairs]
 
 
 def _order(item):

@@ -14,7 +14,7 @@ from ..ids import check_user_id
 from ..web.auth import check_signature
 from ..web.http import deadline, require, state
 from .service import render_key, wallet_headers
-from .view import WalletQuery, empty_wallet, encode, fit, flatten, next_change
+from .view import VIEWS, WalletQuery, empty_wallet, encode, fit, next_change
 
 bp = Blueprint("wallets", __name__)
 
@@ -63,7 +63,7 @@ def resolve_user(user_id: str, query: dict) -> str:
 @bp.get("/v1/wallets/<anypath:user_id>")
 @require("wallet", "connect")
 def get_wallet(user_id: str):
-    """Serve a user's flattened wallet for Connected Content."""
+    """Serve a user's wallet for Connected Content: the flat view, or SessionM's shape (view=sessionm)."""
     check_user_id(user_id)
     query = parse_query()
     services = state()
@@ -75,7 +75,7 @@ def get_wallet(user_id: str):
         if query["on_error"] != "empty" or exc.code not in _SOFT:
             raise
         g.cache_status = "wallet-proxy; fwd=uri-miss; detail=error"
-        response = _json(empty_wallet(user_id=user_id, culture=query["culture"],
+        response = _json(empty_wallet(user_id=user_id, culture=query["culture"], view=query["view"],
                                       error={"code": exc.code, "message": exc.message}))
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -101,8 +101,9 @@ def render(services, served, seed_id: str, query: dict) -> tuple[bytes, str]:
     if cached is not None:
         return cached
     now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
-    data = fit(functools.partial(flatten, entry.wallet, now=now, user_id=seed_id, culture=query["culture"],
-                                 fetched_at=entry.fetched_at, stale=served.stale, query=query))
+    data = fit(functools.partial(VIEWS[query["view"]], entry.wallet, now=now, user_id=seed_id,
+                                 culture=query["culture"], fetched_at=entry.fetched_at, stale=served.stale,
+                                 query=query))
     etag = hashlib.blake2b(data, digest_size=12).hexdigest()
     services.rendered.put(key, data, etag, next_change(entry.wallet, now_ts))
     return data, etag

@@ -15,7 +15,7 @@ from flask import Flask
 from marshmallow import Schema, fields, validate
 
 from ..version import __version__
-from ..wallet.view import WalletQuery
+from ..wallet.view import SessionMView, WalletQuery, WalletView
 
 package = __name__.split(".")[0]
 
@@ -47,57 +47,6 @@ class Error(Schema):
 def _n(field_cls, **kw):
     """A field that is always present and may be null (SPEC: absent values are null)."""
     return field_cls(required=True, allow_none=True, **kw)
-
-
-class OfferView(Schema):
-    user_offer_id = _n(fields.String)
-    offer_id = _n(fields.String)
-    offer_type = _n(fields.String)
-    title = _n(fields.String)
-    description = _n(fields.String)
-    terms = _n(fields.String)
-    logo_url = _n(fields.String)
-    pos_discount_id = _n(fields.String)
-    group_id = _n(fields.String)
-    group_name = _n(fields.String)
-    category_names = fields.List(fields.String(), required=True)
-    issued_at = _n(fields.String, metadata={"format": "date-time"})
-    expires_at = _n(fields.String, metadata={"format": "date-time"})
-    expires_in_days = _n(fields.Integer)
-    redeemable = fields.Boolean(required=True)
-
-
-class CountView(Schema):
-    id = fields.String(required=True)
-    name = _n(fields.String)
-    offer_count = fields.Integer(required=True)
-
-
-class UserView(Schema):
-    opted_in = _n(fields.Boolean)
-    activated = _n(fields.Boolean)
-
-
-class WalletView(Schema):
-    """The flattened wallet: every key always present, absent values null."""
-
-    ok = fields.Boolean(required=True, metadata={"description": "false only with on_error=empty"})
-    error = fields.Nested(ErrorDetail, metadata={"description": "only with on_error=empty"})
-    stale = fields.Boolean(required=True, metadata={"description": "served past its TTL"})
-    user_id = fields.String(required=True)
-    culture = fields.String(required=True)
-    available_points = _n(fields.Float, metadata={"description": "points the user can spend now"})
-    total_points = _n(fields.Float, metadata={
-        "description": "SessionM's total_points: points the user has spent (SessionM's SDK documents it "
-                       "so), not a balance; use available_points for the balance"})
-    offer_count = fields.Integer(required=True)
-    offers = fields.List(fields.Nested(OfferView), required=True)
-    groups = fields.List(fields.Nested(CountView), required=True)
-    categories = fields.List(fields.Nested(CountView), required=True)
-    user = fields.Nested(UserView, required=True)
-    fetched_at = _n(fields.String, metadata={"format": "date-time"})
-    truncated = fields.Boolean(required=True, metadata={
-        "description": "true when the last offers were left out to keep the body under Braze's 1 MB"})
 
 
 class Ok(Schema):
@@ -273,8 +222,10 @@ def _routes() -> dict:
             "summary": "A user's flattened wallet (Braze Connected Content)",
             "parameters": [{"in": "query", "schema": WalletQuery}],
             "responses": {
-                "200": _json("the wallet (or, with on_error=empty, ok=false and an empty wallet)",
-                             WalletView, wallet_headers),
+                "200": _json("the wallet (or, with on_error=empty, ok=false and an empty wallet); with "
+                             "view=sessionm, SessionM's own get_user_offers shape",
+                             {"oneOf": [WalletView, SessionMView]}, wallet_headers),
+                "422": _json("upstream_refused: SessionM refused the request as invalid (not retried)"),
                 "304": {"description": "not modified (If-None-Match)"},
                 "400": _json("bad user id or query: the details name each field"),
                 "404": _json("user_not_found (or no such route)"),
