@@ -10,12 +10,15 @@ verdicts. The table goes to docs/mutation.md. Not part of `make test`: it takes 
 
 Verdicts: killed (a test failed), survived (every selected test passed: a behaviour nothing pins
 down, or an equivalent mutant), no tests (no selected test reaches the mutated function), timeout.
-Equivalent and message-wording survivors are listed in EQUIVALENT with the reason; the score is
-killed / (mutants - no-tests - listed equivalents).
+Message-wording survivors (a string literal with a space rewritten) are counted apart; equivalent
+ones are listed in EQUIVALENT with the reason; the score is killed / (mutants - wording - no tests -
+equivalents).
 """
 from __future__ import annotations
 
 import argparse
+import io
+import tokenize
 import datetime as dt
 import os
 import re
@@ -43,36 +46,60 @@ CORE = {
 # Survivors that no test can or should kill, by mutant name prefix -> reason. Kept short and argued.
 EQUIVALENT: dict[str, str] = {}
 
+def is_wording(diff: str) -> bool:
+    """True when a mutant only rewrites human text: a string literal with a space in it (a message).
+
+    Such mutants (`"must be a number"` -> `"XXmust be a numberXX"`, or the message replaced by None)
+    change what a person reads, not what the service does; the issue lets them be excluded.
+    """
+    minus = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    plus = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    if len(minus) != 1 or len(plus) != 1:
+        return False
+    try:
+        old = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(minus[0].strip()).readline)]
+        new = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(plus[0].strip()).readline)]
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return False
+    if len(old) != len(new):
+        return False
+    changed = [(a, b) for a, b in zip(old, new) if a != b]
+    return bool(changed) and all(a[0] == tokenize.STRING and " " in a[1] for a, _ in changed)
+
+
 _LINE = re.compile(r"^\s*(\S+): (killed|survived|no tests|timeout|suspicious|skipped|not checked|segfault)")
 
 
-def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str | None = None) -> dict:
+def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str | None = None,
+            reuse: bool = False) -> dict:
+    """Mutate `target`, run its mutants against `tests`, and count the verdicts (reuse: count a kept run)."""
     existing = [t for t in tests if (ROOT / t).exists()]
     if not (ROOT / target).exists() or not existing:
         return {"name": name, "target": target, "missing": True}
     with tempfile.TemporaryDirectory(prefix=f"mutate-{name}-") as tmp:
         work = Path(keep) / name if keep else Path(tmp)
-        if keep:
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir(parents=True)
-        shutil.copytree(ROOT / "wallet_proxy", work / "wallet_proxy",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "tests", work / "tests",
-                        ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
-        config = (ROOT / "setup.cfg").read_text().split("\n[mutmut]")[0]
-        config += ("\n[mutmut]\nsource_paths = wallet_proxy\n"
-                   f"only_mutate = {target}\n"
-                   "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in existing) +
-                   "pytest_add_cli_args = -p no:cacheprovider -q -x\n")
-        (work / "setup.cfg").write_text(config)
         mutmut = [sys.executable, "-m", "mutmut"]
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="mutate", CI="true")
-        subprocess.run(mutmut + ["run", "--max-children", str(os.cpu_count() or 2)], cwd=work, env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if not reuse:
+            if keep:
+                shutil.rmtree(work, ignore_errors=True)
+                work.mkdir(parents=True)
+            shutil.copytree(ROOT / "wallet_proxy", work / "wallet_proxy",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(ROOT / "tests", work / "tests",
+                            ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
+            config = (ROOT / "setup.cfg").read_text().split("\n[mutmut]")[0]
+            config += ("\n[mutmut]\nsource_paths = wallet_proxy\n"
+                       f"only_mutate = {target}\n"
+                       "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in existing) +
+                       "pytest_add_cli_args = -p no:cacheprovider -q -x\n")
+            (work / "setup.cfg").write_text(config)
+            subprocess.run(mutmut + ["run", "--max-children", str(os.cpu_count() or 2)], cwd=work, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         listing = subprocess.run(mutmut + ["results", "--all", "true"], cwd=work, env=env,
                                  capture_output=True, text=True).stdout
         counts: dict[str, int] = {}
-        survived, equivalent = [], []
+        survived, equivalent, shown = [], [], []
         for line in listing.splitlines():
             match = _LINE.match(line)
             if not match:
@@ -80,18 +107,21 @@ def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str
             mutant, verdict = match.groups()
             if verdict == "survived":
                 reason = next((why for prefix, why in EQUIVALENT.items() if mutant.startswith(prefix)), None)
+                diff = subprocess.run(mutmut + ["show", mutant], cwd=work, env=env, capture_output=True,
+                                      text=True).stdout
                 if reason:
                     equivalent.append(mutant)
                     verdict = "equivalent"
+                elif is_wording(diff):
+                    verdict = "wording"
                 else:
                     survived.append(mutant)
+                    shown.append(diff)
             counts[verdict] = counts.get(verdict, 0) + 1
         if survivors:
-            for mutant in survived:
-                print(subprocess.run(mutmut + ["show", mutant], cwd=work, env=env,
-                                     capture_output=True, text=True).stdout)
+            print("\n".join(shown))
     total = sum(counts.values())
-    judged = total - counts.get("no tests", 0) - counts.get("equivalent", 0)
+    judged = total - counts.get("no tests", 0) - counts.get("equivalent", 0) - counts.get("wording", 0)
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     return {"name": name, "target": target, "tests": existing, "counts": counts, "total": total,
             "score": killed / judged if judged else 0.0, "survived": survived}
@@ -104,13 +134,15 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs" / "mutation.md"))
     parser.add_argument("--keep", metavar="DIR", help="keep each module's mutmut folder under DIR "
                         "(then `cd DIR/MODULE && mutmut show NAME` shows a survivor)")
+    parser.add_argument("--reuse", action="store_true", help="count the runs kept under --keep DIR again "
+                        "(no new mutmut run)")
     args = parser.parse_args()
     names = args.modules or list(CORE)
     rows = []
     for name in names:
         target, tests = CORE[name]
         started = dt.datetime.now()
-        row = run_one(name, target, tests, args.survivors, args.keep)
+        row = run_one(name, target, tests, args.survivors, args.keep, args.reuse)
         row["seconds"] = (dt.datetime.now() - started).total_seconds()
         rows.append(row)
         if row.get("missing"):
@@ -121,17 +153,20 @@ def main() -> int:
     lines = ["# Mutation score of the core modules", "",
              f"`make mutate` (scripts/mutate.py, mutmut), {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
              "Each module's mutants run against its own fast tests only.", "",
-             "| module | file | mutants | killed | survived | no tests | equivalent | score |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| module | file | mutants | killed | survived | wording | no tests | equivalent | score |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         if row.get("missing"):
-            lines.append(f"| {row['name']} | `{row['target']}` | — | — | — | — | — | missing |")
+            lines.append(f"| {row['name']} | `{row['target']}` | — | — | — | — | — | — | missing |")
             continue
         c = row["counts"]
         lines.append(f"| {row['name']} | `{row['target']}` | {row['total']} | "
                      f"{c.get('killed', 0) + c.get('timeout', 0)} | {c.get('survived', 0)} | "
-                     f"{c.get('no tests', 0)} | {c.get('equivalent', 0)} | {row['score']:.0%} |")
-    lines += ["", "Score = killed / (mutants − no tests − equivalent). Survivors per module:", ""]
+                     f"{c.get('wording', 0)} | {c.get('no tests', 0)} | {c.get('equivalent', 0)} | "
+                     f"{row['score']:.0%} |")
+    lines += ["", "Score = killed / (mutants − wording − no tests − equivalent). `wording` mutants only rewrite "
+              "a message's text; `no tests` mutate code its own fast tests never reach (the HTTP tests do). "
+              "Survivors per module:", ""]
     for row in rows:
         if row.get("survived"):
             lines.append(f"- **{row['name']}**: " + ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in row["survived"]))

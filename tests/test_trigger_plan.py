@@ -243,3 +243,81 @@ class TestDryRun:
     def test_the_field_must_be_a_boolean(self, flag):
         with pytest.raises(InvalidRequest):
             split_dry_run({"dry_run": flag})
+
+
+class TestSurvivorsOfTheMutationRun:
+    """Behaviours the first `make mutate` run of plan.py showed no test pinned down."""
+
+    @pytest.mark.parametrize("value, ok", [("c", True), ("c" * 512, True), ("", False), ("c" * 513, False)])
+    def test_ids_are_1_to_512_characters(self, value, ok):
+        body = {"campaign_id": value, "external_user_id": "u"}
+        if ok:
+            assert plan_flat(body).bodies[0]["campaign_id"] == value
+        else:
+            with pytest.raises(InvalidRequest) as exc:
+                plan_flat(body)
+            assert "campaign_id" in problems(exc)
+
+    def test_properties_of_exactly_50_kb_are_accepted(self):
+        from wallet_proxy.sends.plan import MAX_PROPERTIES_BYTES
+
+        overhead = len('{"p":""}')
+        exact = {"p": "x" * (MAX_PROPERTIES_BYTES - overhead)}
+        plan_native("campaign", {"campaign_id": "c", "broadcast": True, "trigger_properties": exact})
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "broadcast": True,
+                                     "trigger_properties": {"p": exact["p"] + "x"}})
+        assert "trigger_properties" in problems(exc)
+
+    def test_recipient_properties_over_50_kb_are_refused(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "recipients": [
+                {"external_user_id": "u", "trigger_properties": {"p": "x" * (50 * 1024)}}]})
+        assert "recipients" in problems(exc)
+
+    def test_aliases_with_another_name_are_not_duplicates(self):
+        a = {"user_alias": {"alias_name": "n1", "alias_label": "l"}}
+        b = {"user_alias": {"alias_name": "n2", "alias_label": "l"}}
+        assert dedupe([a, b]) == ([a, b], 0)
+
+    def test_email_case_does_not_make_another_recipient_but_ids_keep_case(self):
+        assert dedupe([{"external_user_id": "U1"}, {"external_user_id": "u1"}])[1] == 0
+        assert identity({"email": "A@B.C"}) == ("email", "a@b.c")
+        assert identity({"braze_id": "AbC"}) == ("braze_id", "AbC")
+
+    def test_a_recipient_whose_identifier_is_not_hashable_is_still_deduplicated(self):
+        one = {"external_user_id": ["odd"]}
+        assert dedupe([one, {"external_user_id": ["odd"]}, {"external_user_id": ["other"]}])[1] == 1
+
+    def test_braze_campaign_id_alone_picks_a_campaign(self):
+        plan = plan_flat({"braze_campaign_id": "bc", "external_user_id": "u", "campaign_id": "sessionm"})
+        (body,) = plan.bodies
+        assert plan.kind == "campaign" and body["campaign_id"] == "bc"
+        assert body["trigger_properties"]["campaign_id"] == "sessionm"
+
+    def test_both_sessionm_advanced_ids_is_a_400(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"braze_campaign_id": "a", "braze_canvas_id": "b", "external_user_id": "u"})
+        assert "braze_campaign_id and braze_canvas_id" in str(problems(exc))
+
+    def test_the_field_names_of_errors(self):
+        with pytest.raises(InvalidRequest) as exc:
+            split_dry_run({"dry_run": "yes"})
+        assert set(problems(exc)) == {"dry_run"}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat([1])
+        assert set(problems(exc)) == {"body"}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("canvas", "x")
+        assert set(problems(exc)) == {"body"}
+
+    def test_the_message_names_each_bad_field_with_its_path(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "recipients": [{"email": "a@b.c"}]})
+        assert "recipients.0.prioritization" in exc.value.message
+
+    def test_the_digest_of_non_ascii_bodies_is_stable(self):
+        body = {"campaign_id": "c", "recipients": [{"external_user_id": "ü"}]}
+        assert digest("campaign", body) == digest("campaign", {"recipients": [{"external_user_id": "ü"}],
+                                                               "campaign_id": "c"})
+        assert len(digest("campaign", body)) == 64

@@ -22,6 +22,7 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     from .preview import routes as preview
     from .sends import routes as trigger
     from .settings import Settings
+    from .sync import routes as sync
     from .tags import routes as tags
     from .wallet import fastpath
     from .wallet import routes as wallets
@@ -36,7 +37,7 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["wallet_proxy"] = services.build(settings, **services_kwargs)
     http.init_app(app)
-    for blueprint in (ops.bp, wallets.bp, tags.bp, trigger.bp, preview.bp):
+    for blueprint in (ops.bp, wallets.bp, tags.bp, sync.bp, trigger.bp, preview.bp):
         app.register_blueprint(blueprint)
     # Fresh, already rendered wallet reads (most of a send) skip Flask; everything else goes through.
     app.wsgi_app = fastpath.HitFastPath(app.wsgi_app, app.extensions["wallet_proxy"])

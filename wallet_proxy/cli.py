@@ -92,14 +92,17 @@ def _run_bulk(job, args, label: str, verb: str) -> int:
         print("rejected by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_reason.items())))
     if summary.fatal:
         print(f"wallet-proxy {label}: stopped: {summary.fatal}; fix it and run again"
-              + (" with --resume" if label == "tags import" else ""), file=sys.stderr)
+              + (" with --resume" if label in RESUMABLE else ""), file=sys.stderr)
         return 2
     if summary.interrupted:
-        if label == "tags import":
-            print(f"wallet-proxy {label}: resume with: wallet-proxy tags import {args.file} --resume",
+        if label in RESUMABLE:
+            print(f"wallet-proxy {label}: resume with: wallet-proxy {label} {args.file} --resume",
                   file=sys.stderr)
         return 130
     return 1 if summary.rejected else 0
+
+
+RESUMABLE = ("tags import", "attributes sync")
 
 
 def _retry(args):
@@ -160,6 +163,36 @@ def _prewarm(args) -> int:
     return _run_bulk(job, args, "prewarm", "prewarmed")
 
 
+def _attributes_sync(args) -> int:
+    from . import services
+    from .sync.job import default_state, sync_attributes
+    from .sync.state import FileState, RedisState
+
+    def job():
+        settings, built = _bulk_services(args, "attributes sync")
+        if built.connect is None or not settings.braze_configured:
+            raise ConfigError("attributes sync needs the SessionM Connect settings and BRAZE_REST_URL, "
+                              "BRAZE_API_KEY")
+        if args.id_type == "external" and built.external_ids is None:
+            raise ConfigError("--id-type external needs the SessionM Core settings")
+        # Redis when configured: the route and every run share what Braze last accepted.
+        state = RedisState(built.redis) if built.redis is not None and not args.state else FileState(
+            args.state or default_state(args.file))
+        sync = services.build_attribute_sync(settings, built.session, built.redis, built.wallets, built.clock,
+                                             state=state, max_attempts=args.max_attempts,
+                                             backoff_base=args.backoff, timeout=args.timeout)
+        try:
+            return sync_attributes(args.file, sync, resolve=built.external_ids.resolve if built.external_ids
+                                   else None, user_column=args.user_column, id_type=args.id_type,
+                                   concurrency=args.concurrency, rate=args.rate, rejects=args.rejects,
+                                   resume=args.resume, timeout=args.timeout, retry=_retry(args),
+                                   interval=args.progress_interval)
+        finally:
+            state.close()
+
+    return _run_bulk(job, args, "attributes sync", "synced")
+
+
 def _bulk_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.csv", help="Braze segment export, or user_id,tags,ttl rows")
     parser.add_argument("--user-column", help="column holding the SessionM user id (default: user_id)")
@@ -198,6 +231,25 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--resume", action="store_true",
                           help="finish an interrupted run from its journal (FILE.csv.journal)")
     importer.set_defaults(func=_tags_import)
+
+    attributes = sub.add_parser("attributes", help="SessionM loyalty data as Braze profile attributes")
+    attributes_sub = attributes.add_subparsers(dest="attributes_command", required=True)
+    syncer = attributes_sub.add_parser("sync", help="write sessionm_* attributes of every user of a CSV to "
+                                                    "their Braze profile, sending only what changed")
+    _bulk_options(syncer)
+    for action in syncer._actions:  # workers wait for their batch of 75: fewer could not fill one
+        if action.dest == "concurrency":
+            action.default = 150
+            action.help = "rows in flight (default 150: two /users/track calls of 75 can fill)"
+    syncer.add_argument("--id-type", choices=("seed", "external"), default="seed",
+                        help="seed: the column holds SessionM user ids; external: customer external ids "
+                             "(resolved through SessionM Core). The Braze profile is the id in the file")
+    syncer.add_argument("--state", help="file remembering what Braze last accepted per profile (default: "
+                                        "wallet-proxy-attributes.state beside FILE.csv; Redis when "
+                                        "WALLET_PROXY_REDIS_URL is set)")
+    syncer.add_argument("--resume", action="store_true",
+                        help="finish an interrupted run from its journal (FILE.csv.journal)")
+    syncer.set_defaults(func=_attributes_sync)
 
     warm = sub.add_parser("prewarm", help="fill the shared (Redis) wallet cache before a large send")
     _bulk_options(warm)

@@ -64,6 +64,7 @@ class Services:
     ratelimit: object | None = None  # wallet_proxy.ratelimit.RateLimiter, None when off
     braze: object | None = None  # wallet_proxy.braze.BrazeClient, None without the Braze settings
     trigger: object | None = None  # wallet_proxy.trigger.TriggerEngine (sends, at most once)
+    attribute_sync: object | None = None  # wallet_proxy.sync.service.AttributeSync (Braze profiles)
     rendered: RenderCache = field(default_factory=RenderCache)  # recently rendered wallet bodies
     queries: dict = field(default_factory=dict)  # raw query string -> validated wallet query
     extras: dict = field(default_factory=dict)
@@ -108,11 +109,16 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     braze = trigger = None
     if settings.braze_configured:
         braze, trigger = _build_trigger(settings, session, redis_client, clock, braze_options or {})
+    attribute_sync = None
+    if settings.braze_configured:
+        # A webhook gets its answer soon: a few quick retries, then 429/503 + Retry-After for Braze to retry.
+        attribute_sync = build_attribute_sync(settings, session, redis_client, wallets, clock, max_attempts=3)
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
                     external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
                     sandbox=sandbox_state, redis=redis_client, metrics=metrics,
-                    ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger)
+                    ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger,
+                    attribute_sync=attribute_sync)
 
 
 def _build_trigger(settings: Settings, session, redis_client, clock, options: dict):
@@ -137,3 +143,29 @@ def _build_trigger(settings: Settings, session, redis_client, clock, options: di
     else:
         store = MemoryIdempotency(min(settings.cache_size, 100_000), clock=clock, wait_timeout=wait)
     return braze, TriggerEngine(braze, store)
+
+
+def build_attribute_sync(settings: Settings, session, redis_client, wallets, clock, *, state=None, bucket=None,
+                         **client_options):
+    """The attribute sync (route and CLI): Braze's /users/track client and the last-synced state.
+
+    With Redis, the state lives there (shared by every process and the CLI); else the route keeps it
+    in process memory and the CLI passes its state file.
+    """
+    from .sync.service import AttributeSync
+    from .sync.state import MemoryState, RedisState
+    from .upstream.braze_users import BrazeUsersClient
+
+    if state is None:
+        state = RedisState(redis_client) if redis_client is not None else MemoryState(
+            min(settings.cache_size, 100_000))
+    if bucket is None and redis_client is not None:
+        from .upstream.braze_users import LIMIT, WINDOW, track_bucket, track_bucket_shape
+        from .upstream.budget import RedisTokenBucket, budget_name
+
+        # Braze counts /users/track calls per workspace: every process and CLI run shares one budget.
+        bucket = RedisTokenBucket(redis_client, budget_name(settings.braze_api_key, "users_track"),
+                                  *track_bucket_shape(LIMIT, WINDOW), fallback=track_bucket(LIMIT, WINDOW))
+    client = BrazeUsersClient(settings.braze_url, settings.braze_api_key, session, bucket=bucket,
+                              clock=clock, **client_options)
+    return AttributeSync(wallets, client, state, clock=clock)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -226,21 +227,25 @@ class Rejects:
         self.append = append and os.path.lexists(path)
         self._handle = None
         self._writer = None
+        self._lock = threading.Lock()
         if os.path.islink(path):
             raise FileError(f"{path}: is a symbolic link; refusing to write rejects through it")
         if not append and os.path.lexists(path):
             os.remove(path)  # a stale rejects file from an earlier run would mislead
 
     def write(self, line: int, user_id: str, tags: tuple, ttl, reason: str) -> None:
-        if self._writer is None:
-            self._handle = open(private_file(self.path, append=self.append), "a" if self.append else "w",
-                                encoding="utf-8", newline="")
-            self._writer = csv.writer(self._handle)
-            if not self.append:
-                self._writer.writerow(self.HEADER)
-        cells = (line, user_id, ";".join(tags), "" if ttl is None else ttl, reason)
-        self._writer.writerow([neutralise(str(c)) for c in cells])
-        self._handle.flush()  # before the journal says "rejected", so kill -9 never loses a reject
+        # Workers reject rows concurrently (a refused batch rejects several at once): two first writes
+        # racing would each open the file and one would truncate the other's rows.
+        with self._lock:
+            if self._writer is None:
+                self._handle = open(private_file(self.path, append=self.append), "a" if self.append else "w",
+                                    encoding="utf-8", newline="")
+                self._writer = csv.writer(self._handle)
+                if not self.append:
+                    self._writer.writerow(self.HEADER)
+            cells = (line, user_id, ";".join(tags), "" if ttl is None else ttl, reason)
+            self._writer.writerow([neutralise(str(c)) for c in cells])
+            self._handle.flush()  # before the journal says "rejected", so kill -9 never loses a reject
 
     def close(self) -> None:
         if self._handle is not None:

@@ -20,7 +20,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.response import HTTPResponse
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from . import braze, connect, core
+from . import braze, connect, core, track
 
 # user-id prefix (or WALLET_PROXY_SANDBOX_FAULT value) -> what the simulator does
 FAULTS = {
@@ -66,6 +66,7 @@ def make_sandbox_app(state: SimState | None = None) -> Flask:
     app.register_blueprint(connect.bp)
     app.register_blueprint(core.bp)
     app.register_blueprint(braze.bp)
+    app.register_blueprint(track.bp)
     return app
 
 

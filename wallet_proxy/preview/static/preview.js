@@ -77,6 +77,25 @@
   var errorBox = document.getElementById("render-error");
   var meta = document.getElementById("render-meta");
 
+  // The template gallery (docs/templates, listed in static/gallery.json): picking one fills the editor.
+  var examples = document.getElementById("examples");
+  if (examples) {
+    fetch(examples.getAttribute("data-src"), { credentials: "same-origin" }).then(function (response) {
+      return response.ok ? response.json() : [];
+    }).then(function (list) {
+      list.forEach(function (item, index) {
+        var option = document.createElement("option");
+        option.value = String(index);
+        option.textContent = item.name;
+        examples.appendChild(option);
+      });
+      examples.addEventListener("change", function () {
+        var item = list[Number(examples.value)];
+        if (examples.value !== "" && item) document.getElementById("template").value = item.template;
+      });
+    }).catch(function () { examples.disabled = true; });
+  }
+
   function showError(text) {
     errorBox.textContent = text;
     errorBox.hidden = false;
