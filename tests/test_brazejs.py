@@ -6,6 +6,7 @@ tests show what a marketer's template renders, not what we think it renders.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,9 +30,12 @@ def render_full(template: str, **context) -> dict:
     need("node", shutil.which("node") is not None, "apt-get install nodejs npm")
     need("brazejs", (JS / "node_modules" / "brazejs").is_dir(), "cd tests/js && npm ci")
     context.setdefault("__secrets", SECRETS)
+    # Braze renders Liquid dates in UTC (a template converts with `time_zone`); node would use the
+    # machine's zone, so the tests would pass or fail by where they run.
     done = subprocess.run(["node", str(JS / "render.js")], input=json.dumps({"template": template,
                                                                             "context": context}),
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "TZ": "UTC"})
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 
