@@ -19,8 +19,8 @@ from wallet_proxy import create_app
 from wallet_proxy.settings import parse
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = next((p for p in (ROOT.parent / "shared" / "fixtures", ROOT / "tests" / "fixtures")
-                 if (p / "get_user_offers.ok.json").exists()), ROOT / "tests" / "fixtures")
+# The project's own copies: the suite must not depend on anything outside the repository.
+FIXTURES = ROOT / "tests" / "fixtures"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NOW = datetime(2026, 11, 28, 10, 0, 0, tzinfo=timezone.utc).timestamp()
 OFFERS_PATH = "/offers/api/2.0/offers/get_user_offers"
@@ -34,7 +34,7 @@ CLIENTS = "test:secret,braze:bz-secret:wallet,tagger:tg-secret:tags,ops:ops-secr
 
 
 def fixture_json(name: str) -> dict:
-    """A sample SessionM answer from shared/fixtures (copied under tests/fixtures)."""
+    """A sample SessionM answer from tests/fixtures."""
     return json.loads((FIXTURES / name).read_text())
 
 
@@ -61,7 +61,7 @@ def clock():
 
 @pytest.fixture
 def sessionm():
-    """A fake SessionM Connect/Core on loopback answering the shared `ok` fixture by default."""
+    """A fake SessionM Connect/Core on loopback answering the `ok` fixture by default."""
     fake = FakeUpstream()
     fake.on("POST", OFFERS_PATH, Reply(200, fixture_json("get_user_offers.ok.json")))
     yield fake
