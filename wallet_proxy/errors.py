@@ -41,6 +41,32 @@ class InvalidRequest(ApiError):
     status, code, message = 400, "invalid_request", "invalid request"
 
 
+def field_problems(messages, prefix: str = "") -> list[str]:
+    """A validation error's messages (marshmallow's nested dict) as "dotted.path: reason" lines.
+
+    The one formatter of field errors: request bodies and queries (400) and SessionM payloads (502)
+    all name a bad field this way, e.g. "recipients.3.external_user_id: Missing data for required field."
+    """
+    if not isinstance(messages, dict):
+        messages = {"_schema": messages}
+    lines = []
+    for name, value in messages.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            lines.extend(field_problems(value, path + "."))
+        elif isinstance(value, (list, tuple)):
+            lines.append(f"{path}: {' '.join(map(str, value))}")
+        else:
+            lines.append(f"{path}: {value}")
+    return lines
+
+
+def invalid_fields(what: str, messages) -> InvalidRequest:
+    """A 400 naming every bad field of `what` (a body, a query) and why; `details` keeps the structure."""
+    details = messages if isinstance(messages, dict) else {"_schema": messages}
+    return InvalidRequest(f"invalid {what}: " + "; ".join(field_problems(details)), details=details)
+
+
 class Unauthorized(ApiError):
     status, code, message = 401, "unauthorized", "missing or wrong credentials"
 

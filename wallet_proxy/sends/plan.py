@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, field_problems, invalid_fields
 from ..upstream.braze import PATHS
 
 CHUNK = 50  # Braze: at most 50 recipients per trigger call
@@ -61,26 +61,14 @@ def snake_case(name: str) -> str:
     return _NON_WORD.sub("_", name).strip("_").lower()
 
 
-def _dotted(messages, prefix="") -> list[str]:
-    """Flatten marshmallow's nested messages to "recipients.3.external_user_id: reason" lines."""
-    lines = []
-    for name, value in messages.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, dict):
-            lines.extend(_dotted(value, path + "."))
-        else:
-            lines.append(f"{path}: {' '.join(map(str, value))}")
-    return lines
-
-
 def invalid(messages: dict) -> InvalidRequest:
     """A 400 naming every bad field and why."""
-    return InvalidRequest("invalid trigger body: " + "; ".join(_dotted(messages)), details=messages)
+    return invalid_fields("trigger body", messages)
 
 
 def problems_list(details) -> list[str]:
     """The "field: reason" lines of an error's details (Braze's `errors` list on the relay)."""
-    return _dotted(details) if isinstance(details, dict) else []
+    return field_problems(details) if isinstance(details, dict) else []
 
 
 class StrictBoolean(fields.Field):

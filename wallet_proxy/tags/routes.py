@@ -11,7 +11,7 @@ import time
 from flask import Blueprint, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, invalid_fields
 from ..ids import check_user_id
 from ..web.http import deadline, require, state
 from .rules import MAX_TAG_LENGTH, MAX_TAGS, MAX_TTL, control_character
@@ -75,18 +75,7 @@ def _load(schema: Schema, data, what: str) -> dict:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
-        raise InvalidRequest(f"invalid {what}: " + "; ".join(
-            f"{field}: {_flatten(reasons)}" for field, reasons in messages.items()),
-            details=messages) from exc
-
-
-def _flatten(reasons) -> str:
-    if isinstance(reasons, dict):  # per-item errors of a list: {index: [reasons]}
-        return "; ".join(f"item {k}: {_flatten(v)}" for k, v in reasons.items())
-    if isinstance(reasons, list):
-        return " ".join(map(str, reasons))
-    return str(reasons)
+        raise invalid_fields(what, exc.messages) from exc
 
 
 @bp.post("/v1/users/<anypath:user_id>/tags")

@@ -7,7 +7,7 @@ import time
 import requests
 from marshmallow import ValidationError
 
-from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, UserNotFound
+from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, UserNotFound, field_problems
 from ..wallet.payload import normalise_payload
 from . import transport as upstream
 
@@ -122,8 +122,5 @@ def normalised(payload: dict) -> dict:
 
 
 def _summary(messages) -> str:
-    if isinstance(messages, dict):
-        return ", ".join(f"{k}: {_summary(v)}" for k, v in list(messages.items())[:4])
-    if isinstance(messages, list):
-        return " ".join(str(m) for m in messages[:2])
-    return str(messages)
+    """The first few field problems of a SessionM payload, for a 502's message and the log."""
+    return "; ".join(field_problems(messages)[:4])

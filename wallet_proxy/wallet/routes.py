@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 
-from ..errors import ApiError, InvalidRequest, NotConfigured
+from ..errors import ApiError, NotConfigured, invalid_fields
 from ..ids import check_user_id
 from ..web.auth import check_signature
 from ..web.http import deadline, require, state
@@ -38,8 +38,7 @@ def parse_query() -> dict:
     try:
         query = _query.load(request.args.to_dict())
     except ValidationError as exc:
-        raise InvalidRequest("invalid query: " + "; ".join(
-            f"{k}: {' '.join(map(str, v))}" for k, v in exc.messages.items()), details=exc.messages)
+        raise invalid_fields("query", exc.messages) from exc
     if len(_parsed) >= _PARSED_MAX:  # per-user `sig`s make many distinct strings: start over
         _parsed.clear()
     _parsed[raw] = query
