@@ -5,10 +5,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
 import requests
 from cachetools import TTLCache
 
+from .preview.session import PreviewParts
 from .settings import SANDBOX_BRAZE_URL, SANDBOX_CONNECT_URL, SANDBOX_CORE_URL, Settings
 from .upstream import transport as upstream
 from .upstream.connect import ConnectClient
@@ -18,6 +20,15 @@ from .wallet.stores import MemoryStore, RenderCache, Store
 from .web import ratelimit
 from .web.auth import Authenticator
 from .web.metrics import Metrics, carry_context, instrument_session
+
+if TYPE_CHECKING:  # annotations only: these are imported where they are built, when configured
+    import redis
+
+    from .sandbox import SimState
+    from .sends.engine import TriggerEngine
+    from .sync.service import AttributeSync
+    from .upstream.braze import BrazeClient
+    from .web.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +60,26 @@ class Services:
     """Everything a request handler needs, hung on `app.extensions["wallet_proxy"]`."""
 
     settings: Settings
-    clock: object
+    clock: Callable[[], float]
     session: requests.Session
     auth: Authenticator
     store: Store
     wallets: WalletService
+    metrics: Metrics
+    preview: PreviewParts
     connect: ConnectClient | None = None
     core: CoreClient | None = None
     external_ids: ExternalIds | None = None
-    sandbox: object | None = None
+    sandbox: SimState | None = None  # the built-in SessionM/Braze, when nothing is configured
     # The shared Redis client (None without WALLET_PROXY_REDIS_URL); other features reuse it.
-    redis: object | None = None
-    metrics: object | None = None  # wallet_proxy.metrics.Metrics
-    ratelimit: object | None = None  # wallet_proxy.ratelimit.RateLimiter, None when off
-    braze: object | None = None  # wallet_proxy.braze.BrazeClient, None without the Braze settings
-    trigger: object | None = None  # wallet_proxy.trigger.TriggerEngine (sends, at most once)
-    attribute_sync: object | None = None  # wallet_proxy.sync.service.AttributeSync (Braze profiles)
+    redis: redis.Redis | None = None
+    ratelimit: RateLimiter | None = None  # None when per-client limits are off
+    braze: BrazeClient | None = None  # None without the Braze settings
+    trigger: TriggerEngine | None = None  # sends, at most once
+    attribute_sync: AttributeSync | None = None  # loyalty data into Braze profiles
     rendered: RenderCache = field(default_factory=RenderCache)  # recently rendered wallet bodies
     queries: dict = field(default_factory=dict)  # raw query string -> validated wallet query
-    extras: dict = field(default_factory=dict)
+    openapi: dict | None = None  # the OpenAPI document, built on first request (after every blueprint)
 
 
 def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,
@@ -117,6 +129,7 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
                     store=store, wallets=wallets, connect=connect, core=core,
                     external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
                     sandbox=sandbox_state, redis=redis_client, metrics=metrics,
+                    preview=PreviewParts(settings, redis_client, clock=clock),
                     ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger,
                     attribute_sync=attribute_sync)
 

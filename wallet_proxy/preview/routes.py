@@ -28,14 +28,13 @@ from ..wallet.view import empty_wallet, flatten
 from ..web.auth import signing_keys
 from ..web.http import client_address, deadline, require, state
 from .isolate import IsolatedPlayground, PlaygroundBusy
-from .session import SESSION_MAX_AGE, LoginThrottle, Sessions
+from .session import MAX_TEMPLATE_CHARS, SESSION_MAX_AGE, LoginThrottle, PreviewParts, Sessions
 from .liquid import TemplateProblem
 
 bp = Blueprint("preview", __name__)
 
 SESSION_COOKIE = "wallet_proxy_preview"
 LOGIN_CSRF_COOKIE = "wallet_proxy_preview_login"
-MAX_TEMPLATE_CHARS = 20_000
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SAMPLE_TEMPLATE = """{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}
@@ -51,41 +50,26 @@ class TemplateInvalid(InvalidRequest):
     status, code, message = 422, "template_error", "the template did not render"
 
 
-def secret_key(settings) -> bytes:
-    """Derive the session/CSRF key from the configured secrets, so every worker agrees on it."""
-    material = "\n".join(sorted(f"{c.name}:{c.secret}" for c in settings.clients))
-    material += "\n" + (settings.signing_key or "")
-    return hmac.new(b"wallet-proxy preview session v1", material.encode(), hashlib.sha256).digest()
-
-
 def _mac(key: bytes, *parts: str) -> str:
     return hmac.new(key, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
+def _parts() -> PreviewParts:
+    return state().preview
+
+
 def _key() -> bytes:
-    services = state()
-    key = services.extras.get("preview_key")
-    if key is None:
-        key = services.extras["preview_key"] = secret_key(services.settings)
-    return key
+    return _parts().key
 
 
 def sessions() -> Sessions:
     """The app's server-side preview sessions (in Redis when configured)."""
-    services = state()
-    found = services.extras.get("preview_sessions")
-    if found is None:
-        found = services.extras["preview_sessions"] = Sessions(services.redis, clock=services.clock)
-    return found
+    return _parts().sessions
 
 
 def throttle() -> LoginThrottle:
     """The app's login form throttle (per process)."""
-    services = state()
-    found = services.extras.get("login_throttle")
-    if found is None:
-        found = services.extras["login_throttle"] = LoginThrottle()
-    return found
+    return _parts().throttle
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -93,14 +77,8 @@ def _serializer() -> URLSafeTimedSerializer:
 
 
 def playground() -> IsolatedPlayground:
-    """The app's Liquid playground (built once per app, never a module global): each render runs in
-    its own process under memory and time limits, so no template can slow the workers serving Braze."""
-    services = state()
-    found = services.extras.get("playground")
-    if found is None:
-        found = IsolatedPlayground(clock=services.clock, max_source=MAX_TEMPLATE_CHARS)
-        services.extras["playground"] = found
-    return found
+    """The app's Liquid playground, started on first use."""
+    return _parts().playground
 
 
 def _session_client():

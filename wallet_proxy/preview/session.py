@@ -13,6 +13,8 @@ No Flask here.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 import threading
@@ -22,6 +24,7 @@ from cachetools import TTLCache
 
 from ..errors import UpstreamUnavailable
 from ..upstream.pacing import TokenBucket
+from .isolate import IsolatedPlayground
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ SESSION_MAX_AGE = 8 * 3600  # a working day; then sign in again
 LOGIN_FAILURES = 10  # failed sign-ins per address...
 LOGIN_WINDOW = 60.0  # ...within this many seconds, then 429 (SPEC: Pages and operations)
 REDIS_PREFIX = "wallet-proxy:preview-session:"
+MAX_TEMPLATE_CHARS = 20_000  # a template longer than this is a 400, before any render
 
 
 class Sessions:
@@ -112,3 +116,34 @@ class LoginThrottle:
     def failed(self, address: str) -> None:
         """Count one failed sign-in of `address`."""
         self._bucket(address).take(1)
+
+
+def secret_key(settings) -> bytes:
+    """Derive the session/CSRF key from the configured secrets, so every worker agrees on it."""
+    material = "\n".join(sorted(f"{c.name}:{c.secret}" for c in settings.clients))
+    material += "\n" + (settings.signing_key or "")
+    return hmac.new(b"wallet-proxy preview session v1", material.encode(), hashlib.sha256).digest()
+
+
+class PreviewParts:
+    """The preview's collaborators for one app, built with its Services (never module globals).
+
+    The Liquid playground starts render processes, so it is made on first use.
+    """
+
+    def __init__(self, settings, redis=None, *, clock=time.time):
+        self.key = secret_key(settings)
+        self.sessions = Sessions(redis, clock=clock)
+        self.throttle = LoginThrottle()
+        self._clock = clock
+        self._playground: IsolatedPlayground | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def playground(self) -> IsolatedPlayground:
+        """The app's Liquid playground: each render runs in its own process under memory and time
+        limits, so no template can slow the workers serving Braze."""
+        with self._lock:
+            if self._playground is None:
+                self._playground = IsolatedPlayground(clock=self._clock, max_source=MAX_TEMPLATE_CHARS)
+            return self._playground

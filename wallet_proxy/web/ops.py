@@ -104,9 +104,9 @@ metrics.required_scope = "admin"  # documented as admin; WALLET_PROXY_PUBLIC_MET
 def openapi_json():
     """The OpenAPI 3.1 document of this API, generated from the app's routes and schemas."""
     services = state()
-    spec = services.extras.get("openapi")
+    spec = services.openapi
     if spec is None:  # built once per app, after every blueprint is registered
-        spec = services.extras["openapi"] = build_spec(current_app)
+        spec = services.openapi = build_spec(current_app)
     response = jsonify(spec)
     response.headers["Cache-Control"] = "public, max-age=300"
     return response
