@@ -169,6 +169,11 @@ class RedisStore:
 
     # -- used by the locker --------------------------------------------------------------------
 
+    def keep_local(self, user_id: str, culture: str, entry: Entry) -> None:
+        """Keep in this process's memory an entry another process stored in Redis (served from here
+        if Redis fails next)."""
+        self.fallback.put(user_id, culture, entry)
+
     def get_raw(self, user_id: str, culture: str) -> bytes | None:
         """The stored JSON of (user, culture) in Redis; raises one of REDIS_ERRORS."""
         return self.client.hget(keys.wallet_key(user_id), culture)
@@ -364,7 +369,7 @@ class RedisLocker:
                     entry = self.store.decode(raw, user_id)
                     if entry is not None:
                         self.waits_total += 1
-                        self.store.fallback.put(user_id, culture, entry)
+                        self.store.keep_local(user_id, culture, entry)
                         return entry
                 # The holder finished (or died) without storing: try to take over.
                 won = self.client.set(key, token, nx=True,
@@ -382,7 +387,7 @@ class RedisLocker:
                 landed = None
             if landed is not None:
                 self.waits_total += 1
-                self.store.fallback.put(user_id, culture, landed)
+                self.store.keep_local(user_id, culture, landed)
                 return landed
             return call()
         finally:
