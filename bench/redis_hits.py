@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,19 +49,6 @@ def _redis_server() -> tuple[subprocess.Popen, str, str]:
     return proc, f"redis://127.0.0.1:{port}/0", version
 
 
-def _worker_cpu(server) -> float:
-    """CPU seconds (user + system) used so far by a gunicorn server's worker processes."""
-    total = 0
-    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout
-    for pid in children.split():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: int = 50,
                      users: int = 100) -> dict:
     """Hits of `users` prewarmed wallets: memory mode, then Redis mode, `rounds` times in turn."""
@@ -83,10 +69,10 @@ def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: i
         cpu = {name: 0.0 for name in services}
         for _ in range(rounds):
             for name, svc in services.items():
-                before = _worker_cpu(svc)
+                before = svc.cpu_seconds()
                 runs[name].append(wrk(svc.url, "hits.lua", connections, seconds,
                                       env={"BENCH_WARM": str(users)}))
-                cpu[name] += _worker_cpu(svc) - before
+                cpu[name] += svc.cpu_seconds() - before
         redis_info = subprocess.run(["redis-cli", "-u", redis_url, "info", "commandstats"],
                                     capture_output=True, text=True).stdout
     finally:

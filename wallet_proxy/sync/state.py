@@ -21,6 +21,16 @@ PREFIX = "wp:v1:sync:"
 REDIS_TTL = 90 * 86400  # a profile not synced for 90 days is sent in full once more
 
 
+def _readable(rows) -> dict:
+    """{user_id: attributes} of (user_id, stored text) rows, leaving out absent and unreadable ones."""
+    found = {}
+    for user_id, raw in rows:
+        value = _decode(raw) if raw is not None else None
+        if value is not None:
+            found[user_id] = value
+    return found
+
+
 def _decode(raw) -> dict | None:
     try:
         value = json.loads(raw)
@@ -77,12 +87,7 @@ class RedisState:
         except Exception as exc:  # redis.RedisError and cluster errors alike: resend rather than fail
             log.warning("sync state: Redis unreadable (%s); sending every attribute", type(exc).__name__)
             return {}
-        found = {}
-        for user_id, raw in zip(ids, raws):
-            value = _decode(raw) if raw is not None else None
-            if value is not None:
-                found[user_id] = value
-        return found
+        return _readable(zip(ids, raws))
 
     def put_many(self, records: dict) -> None:
         if not records:
@@ -125,11 +130,8 @@ class FileState:
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 marks = ",".join("?" * len(chunk))
-                for user_id, raw in self.db.execute(
-                        f"SELECT user_id, attributes FROM synced WHERE user_id IN ({marks})", chunk):
-                    value = _decode(raw)
-                    if value is not None:
-                        found[user_id] = value
+                found.update(_readable(self.db.execute(
+                    f"SELECT user_id, attributes FROM synced WHERE user_id IN ({marks})", chunk)))
         return found
 
     def put_many(self, records: dict) -> None:
