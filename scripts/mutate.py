@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import tokenize
 import datetime as dt
 import os
@@ -43,8 +44,22 @@ CORE = {
     "journal": ("wallet_proxy/bulk/journal.py", ["tests/test_journal.py"]),
 }
 
-# Survivors that no test can or should kill, by mutant name prefix -> reason. Kept short and argued.
-EQUIVALENT: dict[str, str] = {}
+# Survivors that no test can or should kill: module -> [(function, text of the line the mutant writes,
+# reason)]. A survivor is equivalent when its name holds `function` (mutmut's names: `x_parse_time`,
+# `xǁBreakerǁ__init__`) and its diff's added line holds `text` ("" = any mutant of that function).
+# Matched on the diff, not on mutmut's numbers, which shift when the code changes. Kept short and argued.
+EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {}
+RESULTS = ROOT / "docs" / "mutation"  # one JSON file per module: the table is made from all of them
+
+
+def equivalent_reason(name: str, mutant: str, diff: str) -> str | None:
+    """The reason a surviving mutant is equivalent, or None when it is a real survivor."""
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    function = mutant.rsplit(".", 1)[-1].split("__mutmut_")[0]
+    for where, text, why in EQUIVALENT.get(name, []):
+        if where == function and (not text or any(text in line for line in added)):
+            return why
+    return None
 
 def is_wording(diff: str) -> bool:
     """True when a mutant only rewrites human text: a string literal with a space in it (a message).
@@ -106,9 +121,9 @@ def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str
                 continue
             mutant, verdict = match.groups()
             if verdict == "survived":
-                reason = next((why for prefix, why in EQUIVALENT.items() if mutant.startswith(prefix)), None)
                 diff = subprocess.run(mutmut + ["show", mutant], cwd=work, env=env, capture_output=True,
                                       text=True).stdout
+                reason = equivalent_reason(name, mutant, diff)
                 if reason:
                     equivalent.append(mutant)
                     verdict = "equivalent"
@@ -127,6 +142,38 @@ def run_one(name: str, target: str, tests: list[str], survivors: bool, keep: str
             "score": killed / judged if judged else 0.0, "survived": survived}
 
 
+def table() -> str:
+    """docs/mutation.md's table, from the latest result of each module (docs/mutation/NAME.json)."""
+    rows = [json.loads((RESULTS / f"{name}.json").read_text()) for name in CORE
+            if (RESULTS / f"{name}.json").exists()]
+    lines = ["# Mutation score of the core modules", "",
+             "Made by `make mutate` (scripts/mutate.py, mutmut) from each module's latest run "
+             "(docs/mutation/NAME.json). Each module's mutants run against its own fast tests only.", "",
+             "| module | file | measured | mutants | killed | survived | wording | no tests | equivalent | score |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        c = row["counts"]
+        lines.append(f"| {row['name']} | `{row['target']}` | {row['measured']} | {row['total']} | "
+                     f"{c.get('killed', 0) + c.get('timeout', 0)} | {c.get('survived', 0)} | "
+                     f"{c.get('wording', 0)} | {c.get('no tests', 0)} | {c.get('equivalent', 0)} | "
+                     f"**{row['score']:.0%}** |")
+    lines += ["", "Score = killed / (mutants − wording − no tests − equivalent); a timeout counts as killed, "
+              "as mutmut counts it. `wording` mutants only rewrite a message's text; `no tests` mutate code "
+              "its own fast tests never reach; `equivalent` ones match EQUIVALENT in scripts/mutate.py, "
+              "each with its reason (below).", ""]
+    for row in rows:
+        if row.get("survived"):
+            lines.append(f"- **{row['name']}** survivors: " +
+                         ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in row["survived"]))
+    for row in rows:
+        if row.get("equivalents"):
+            lines += ["", f"Equivalent in **{row['name']}**:", ""] + [f"- {e}" for e in row["equivalents"]]
+    notes = ROOT / "docs" / "mutation-notes.md"
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(CORE)}")
@@ -136,7 +183,12 @@ def main() -> int:
                         "(then `cd DIR/MODULE && mutmut show NAME` shows a survivor)")
     parser.add_argument("--reuse", action="store_true", help="count the runs kept under --keep DIR again "
                         "(no new mutmut run)")
+    parser.add_argument("--table", action="store_true", help="only remake docs/mutation.md from "
+                        "docs/mutation/*.json (no mutmut run)")
     args = parser.parse_args()
+    if args.table:
+        Path(args.out).write_text(table())
+        return 0
     names = args.modules or list(CORE)
     rows = []
     for name in names:
@@ -150,32 +202,14 @@ def main() -> int:
         else:
             print(f"{name}: {row['score']:.0%} killed of {row['total']} mutants {row['counts']} "
                   f"({row['seconds']:.0f} s)", flush=True)
-    lines = ["# Mutation score of the core modules", "",
-             f"`make mutate` (scripts/mutate.py, mutmut), {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-             "Each module's mutants run against its own fast tests only.", "",
-             "| module | file | mutants | killed | survived | wording | no tests | equivalent | score |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
     for row in rows:
-        if row.get("missing"):
-            lines.append(f"| {row['name']} | `{row['target']}` | — | — | — | — | — | — | missing |")
-            continue
-        c = row["counts"]
-        lines.append(f"| {row['name']} | `{row['target']}` | {row['total']} | "
-                     f"{c.get('killed', 0) + c.get('timeout', 0)} | {c.get('survived', 0)} | "
-                     f"{c.get('wording', 0)} | {c.get('no tests', 0)} | {c.get('equivalent', 0)} | "
-                     f"{row['score']:.0%} |")
-    lines += ["", "Score = killed / (mutants − wording − no tests − equivalent). `wording` mutants only rewrite "
-              "a message's text; `no tests` mutate code its own fast tests never reach (the HTTP tests do). "
-              "Survivors per module:", ""]
-    for row in rows:
-        if row.get("survived"):
-            lines.append(f"- **{row['name']}**: " + ", ".join(f"`{m.rsplit('.', 1)[-1]}`" for m in row["survived"]))
-    if EQUIVALENT:
-        lines += ["", "Equivalent mutants (excluded, with the reason):", ""]
-        lines += [f"- `{prefix}`: {why}" for prefix, why in EQUIVALENT.items()]
-    if len(names) == len(CORE):
-        Path(args.out).write_text("\n".join(lines) + "\n")
-        print(f"wrote {args.out}")
+        if not row.get("missing"):
+            row["measured"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+            row["equivalents"] = [f"{f}: {why}" for f, _, why in EQUIVALENT.get(row["name"], [])]
+            (RESULTS / f"{row['name']}.json").write_text(json.dumps(row, indent=1) + "\n")
+    Path(args.out).write_text(table())
+    print(f"wrote {args.out}")
     return 0
 
 
