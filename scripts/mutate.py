@@ -81,6 +81,14 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
                "each chunk's body sets its own recipients over the base's (or the request has none): only "
                "the key's place in the JSON object changes"),
     ],
+    "journal": [
+        *_each("xǁJournalǁ__init__", ("sort_keys=None)", "json.dumps(identity, )", "sort_keys=False)"),
+               "the stored identity is only read back with json.loads and compared as a dict (here and in "
+               "stored_identity): its key order is never seen"),
+        *_each("x_file_identity", ("(handle.read(65536), )", "digest_size=17"),
+               "the head digest's length: any fixed size notices the same file changes (a blake2b "
+               "collision is out of reach)"),
+    ],
     "idempotency": [
         *_each("x__expire_lease", ('"pending"] = ', '"XXpendingXX"', '"PENDING"'),
                "only the replay path keeps this value (a claim's update() overwrites pending): a later begin "
