@@ -1,6 +1,7 @@
 """HTTP plumbing shared by the SessionM and Braze clients: pooled sessions, timeouts, error mapping."""
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -13,6 +14,16 @@ from requests.adapters import HTTPAdapter
 from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
 from . import pacing
+
+
+def basic_token(user: str, secret: str) -> str:
+    """The credentials part of an HTTP Basic header: base64("user:secret") (RFC 7617)."""
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def basic_authorization(user: str, secret: str) -> str:
+    """An `Authorization: Basic ...` header value: SessionM Core's and our own clients' form."""
+    return "Basic " + basic_token(user, secret)
 
 log = logging.getLogger(__name__)
 
