@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 import urllib.request
@@ -13,6 +12,7 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
+from .. import jsoncodec
 from . import pacing
 
 
@@ -97,13 +97,18 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
     except requests.exceptions.RequestException as exc:
         raise UpstreamError(f"{name} call failed: {type(exc).__name__}") from exc
     elapsed = time.monotonic() - started
-    text = response.text
+    content = response.content
     try:
-        data = json.loads(text) if text else None
+        data = jsoncodec.loads(content) if content else None
     except ValueError:
         data = None
-    return Reply(response.status_code, response.headers, data, elapsed, text[:200])
+    return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
 
+
+
+def _snippet(response: requests.Response, content: bytes) -> str:
+    """The start of an answer's text, for error messages (its declared charset, else UTF-8)."""
+    return content[:800].decode(response.encoding or "utf-8", "replace")[:200]
 
 # SessionM's status and error codes inside an HTTP 200, one mapping for every SessionM client.
 # Codes: https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm ("200 ...
