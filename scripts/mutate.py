@@ -72,14 +72,25 @@ def is_wording(diff: str) -> bool:
     if len(minus) != 1 or len(plus) != 1:
         return False
     try:
-        old = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(minus[0].strip()).readline)]
-        new = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(plus[0].strip()).readline)]
+        old, new = _tokens(minus[0]), _tokens(plus[0])
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return False
     if len(old) != len(new):
         return False
     changed = [(a, b) for a, b in zip(old, new) if a != b]
     return bool(changed) and all(a[0] == tokenize.STRING and " " in a[1] for a, _ in changed)
+
+
+def _tokens(line: str) -> list[tuple[int, str]]:
+    """The tokens of one source line, also when it leaves a bracket open (`f("message",`)."""
+    tokens = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line.strip()).readline):
+            tokens.append((token.type, token.string))
+    except tokenize.TokenError as exc:
+        if "EOF in multi-line statement" not in str(exc):
+            raise
+    return tokens
 
 
 _LINE = re.compile(r"^\s*(\S+): (killed|survived|no tests|timeout|suspicious|skipped|not checked|segfault)")
