@@ -37,7 +37,8 @@ CORE = {
     "payload": ("wallet_proxy/wallet/payload.py", ["tests/test_view.py", "tests/test_payload.py"]),
     "breaker": ("wallet_proxy/upstream/breaker.py", ["tests/test_breaker.py"]),
     "service": ("wallet_proxy/wallet/service.py", ["tests/test_slots.py", "tests/test_flights.py",
-                                                  "tests/test_admission.py", "tests/test_wallet_service.py"]),
+                                                  "tests/test_admission.py", "tests/test_wallet_calls.py",
+                                                  "tests/test_wallet_service.py"]),
     "auth": ("wallet_proxy/web/auth.py", ["tests/test_auth.py"]),
     "sends-plan": ("wallet_proxy/sends/plan.py", ["tests/test_trigger_plan.py"]),
     "idempotency": ("wallet_proxy/sends/idempotency.py", ["tests/test_idempotency.py"]),
@@ -55,6 +56,29 @@ def _each(function: str, texts: tuple[str, ...], reason: str) -> list[tuple[str,
 # `xǁBreakerǁ__init__`) and its diff's added line holds `text` ("" = any mutant of that function).
 # Matched on the diff, not on mutmut's numbers, which shift when the code changes. Kept short and argued.
 EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
+    "service": [
+        ("xǁFlightǁ__init__", "self.entry: Entry | None =", "a flight's entry is read only once `done` is "
+         "set, and finish() writes entry and error before it sets `done`: the initial value is never read"),
+        ("xǁFlightǁ__init__", "self.error: ApiError | None =", "as for entry: finish() writes the error "
+         "before `done` is set, and wait() reads it only after"),
+        ("xǁ_Ticketǁ__init__", "self.granted = None", "`granted` is only tested for truth, where None and "
+         "False are alike"),
+        ("xǁSlotsǁtake", "if left >= 0:", "at left == 0, Event.wait(0) returns at once without blocking, "
+         "as skipping the wait does; the grant is then checked under the lock either way"),
+        ("xǁWalletServiceǁget", "ttl = None", "the first `ttl` is read only in the stale-if-error branch, "
+         "which needs a cached entry, and with one `ttl` was already set to entry_ttl(entry)"),
+        ("xǁWalletServiceǁrefresh", "upstream_timeout + 1.5", "a refresh never waits for a slot, so its "
+         "deadline only caps the call at min(upstream_timeout, deadline - now): the upstream timeout "
+         "with a margin of 0.5 s or 1.5 s alike"),
+        ("xǁWalletServiceǁrefresh", "wait_for_slot=None", "_lead reads wait_for_slot only for truth "
+         "(`not`, `if`, `and`), where None is False"),
+        ("xǁWalletServiceǁ_lead", "paced=None", "overloaded_error tests `paced` only for truth: None is "
+         "False"),
+        ("xǁWalletServiceǁ_run", "called.append(", "`called` is read only for truth, which is its length: "
+         "the value appended is never read"),
+        ("xǁWalletServiceǁ_call", '"SESSIONM"', "Metrics.upstream lowercases the upstream's name: the "
+         "same label either way"),
+    ],
     "sends-plan": [
         *[entry for cls in ("Properties", "UserAlias") for entry in _each(
             f"xǁ{cls}ǁ_deserialize", ("(value, None, data", "(value, attr, None", "(value, attr, data, )"),
@@ -148,21 +172,25 @@ def is_wording(diff: str) -> bool:
     plus = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     if len(minus) != 1 or len(plus) != 1:
         return False
-    old, new = _tokens(minus[0]), _tokens(plus[0])
-    if not old or len(old) != len(new):
+    try:
+        old, new = _tokens(minus[0]), _tokens(plus[0])
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return False
+    if len(old) != len(new):
         return False
     changed = [(a, b) for a, b in zip(old, new) if a != b]
     return bool(changed) and all(a[0] == tokenize.STRING and " " in a[1] for a, _ in changed)
 
 
 def _tokens(line: str) -> list[tuple[int, str]]:
-    """The tokens of one source line; a line of a longer statement (`raise X("...",`) ends early."""
+    """The tokens of one source line, also when it leaves a bracket open (`f("message",`)."""
     tokens = []
     try:
         for token in tokenize.generate_tokens(io.StringIO(line.strip()).readline):
             tokens.append((token.type, token.string))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass  # the rest of the statement is on the next lines: the tokens read so far are enough
+    except tokenize.TokenError as exc:
+        if "EOF in multi-line statement" not in str(exc):
+            raise
     return tokens
 
 
