@@ -575,9 +575,12 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
               "after 64 "
               "warm-up misses",
               f"- send: one `{send['run']['command']}` per instance (render r of user k on instance "
-              f"(k + r) mod {send['instances']}), stopped when every thread's share is answered "
-              f"({send['extra_requests']:,} extra requests to an already-cached user were in flight at the "
-              "end and are in the latency figures)",
+              f"(k + r) mod {send['instances']}), " + (
+                  f"stopped when every thread's share was answered ({send['extra_requests']:,} extra "
+                  "requests to an already-cached user were in flight at the end and are in the latency "
+                  "figures)" if send["extra_requests"] >= 0 else
+                  f"stopped at its {send['wall_s']:.0f} s limit with {send['run']['requests']:,} of the "
+                  f"{send['users'] * send['renders']:,} renders answered"),
               f"- prewarm: `{warm['command']}` into the same Redis",
               f"- misses: `{misses['run']['command']}`",
               f"- hung: `{hung['run']['command']}` with the stand-in's `fault-timeout` (no answer for 30 s)",

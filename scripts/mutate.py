@@ -38,12 +38,19 @@ CORE = {
     "payload": ("wallet_proxy/wallet/payload.py", ["tests/test_view.py", "tests/test_payload.py"]),
     "breaker": ("wallet_proxy/upstream/breaker.py", ["tests/test_breaker.py"]),
     "service": ("wallet_proxy/wallet/service.py", ["tests/test_slots.py", "tests/test_flights.py",
-                                                  "tests/test_admission.py", "tests/test_wallet_service.py"]),
+                                                  "tests/test_admission.py", "tests/test_wallet_calls.py",
+                                                  "tests/test_wallet_service.py"]),
     "auth": ("wallet_proxy/web/auth.py", ["tests/test_auth.py"]),
     "sends-plan": ("wallet_proxy/sends/plan.py", ["tests/test_trigger_plan.py"]),
     "idempotency": ("wallet_proxy/sends/idempotency.py", ["tests/test_idempotency.py"]),
     "journal": ("wallet_proxy/bulk/journal.py", ["tests/test_journal.py"]),
 }
+
+
+def _each(function: str, texts: tuple[str, ...], reason: str) -> list[tuple[str, str, str]]:
+    """EQUIVALENT entries for several mutants of one function that share a reason."""
+    return [(function, text, reason) for text in texts]
+
 
 # Survivors that no test can or should kill: module -> [(function, text of the line the mutant writes,
 # reason)]. A survivor is equivalent when its name holds `function` (mutmut's names: `x_parse_time`,
@@ -68,7 +75,6 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "zone (fromtimestamp sets fold in repeated hours)"),
         ("x_flatten", "fromtimestamp(fetched_at, ))",
          "no tz is the same naive local datetime as tz=None: back to the same instant through iso()"),
-        ("x_encode", "ensure_ascii=None", "json reads ensure_ascii as a truth value: None is False"),
         ("x_empty_wallet", 'view: str = "XXflatXX"',
          "the default is only compared with \"sessionm\": any other string gives the flat body"),
         ("x_empty_wallet", 'view: str = "FLAT"',
@@ -124,6 +130,99 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("xǁBreakerǁfailure", "self._probe_out = None",
          "_probe_out is only read as a truth value (in allow()): None is False"),
     ],
+    "service": [
+        ("xǁFlightǁ__init__", "self.entry: Entry | None =", "a flight's entry is read only once `done` is "
+         "set, and finish() writes entry and error before it sets `done`: the initial value is never read"),
+        ("xǁFlightǁ__init__", "self.error: ApiError | None =", "as for entry: finish() writes the error "
+         "before `done` is set, and wait() reads it only after"),
+        ("xǁ_Ticketǁ__init__", "self.granted = None", "`granted` is only tested for truth, where None and "
+         "False are alike"),
+        ("xǁSlotsǁtake", "if left >= 0:", "at left == 0, Event.wait(0) returns at once without blocking, "
+         "as skipping the wait does; the grant is then checked under the lock either way"),
+        ("xǁWalletServiceǁget", "ttl = None", "the first `ttl` is read only in the stale-if-error branch, "
+         "which needs a cached entry, and with one `ttl` was already set to entry_ttl(entry)"),
+        ("xǁWalletServiceǁrefresh", "upstream_timeout + 1.5", "a refresh never waits for a slot, so its "
+         "deadline only caps the call at min(upstream_timeout, deadline - now): the upstream timeout "
+         "with a margin of 0.5 s or 1.5 s alike"),
+        ("xǁWalletServiceǁrefresh", "wait_for_slot=None", "_lead reads wait_for_slot only for truth "
+         "(`not`, `if`, `and`), where None is False"),
+        ("xǁWalletServiceǁ_lead", "paced=None", "overloaded_error tests `paced` only for truth: None is "
+         "False"),
+        ("xǁWalletServiceǁ_run", "called.append(", "`called` is read only for truth, which is its length: "
+         "the value appended is never read"),
+        ("xǁWalletServiceǁ_call", '"SESSIONM"', "Metrics.upstream lowercases the upstream's name: the "
+         "same label either way"),
+    ],
+    "sends-plan": [
+        *[entry for cls in ("Properties", "UserAlias") for entry in _each(
+            f"xǁ{cls}ǁ_deserialize", ("(value, None, data", "(value, attr, None", "(value, attr, data, )"),
+            "a fields.Dict without keys/values fields never reads attr, data or the load options "
+            "(marshmallow's Mapping._deserialize returns mapping_type(value))")],
+        *_each("x_digest", ("separators=None", "ensure_ascii=None", "ensure_ascii=True", "default=None",
+                            "ensure_ascii=False, )", "default=str)", '"XXrouteXX"', '"ROUTE"', '"XXbodyXX"',
+                            '"BODY"', '("XX,XX", ":")', '(",", "XX:XX")'),
+               "any fixed, uniquely decodable JSON form gives the same equal/unequal answers (bodies are "
+               "parsed JSON, so default=str is never called); only the hash's bytes change"),
+        *_each("x_dedupe", ("default=None", "sort_keys=True, )"),
+               "recipients are parsed JSON (both doors): json.dumps never meets a type it cannot write, so "
+               "default=str is never called"),
+        ("x_plan_flat", 'recipients = ""', "only tested for truth (`if recipients`, _chunks' "
+         "`not recipients`): \"\" and None plan the same bodies"),
+        ("x_plan_flat", "in messages or id_field", "when the Braze id has no error the rename maps no key, "
+         "and with a plain campaign_id/canvas_id it maps the key to itself: the messages are unchanged"),
+        *_each("x_plan_flat", ("digest(None, original)", 'digest("XXflatXX"', 'digest("FLAT"'),
+               "the flat door's route label only has to differ from the relay's \"campaign\"/\"canvas\" "
+               "(one idempotency key space): any fixed label, None included, does"),
+        ("x_plan_native", "digest(None, original)", "a campaign body and a canvas body always differ (each "
+         "must hold its own id and not the other's), and null still differs from the flat door's label"),
+        *_each("x_plan_native", ('"XXrecipientsXX"}', '"RECIPIENTS"}'),
+               "each chunk's body sets its own recipients over the base's (or the request has none): only "
+               "the key's place in the JSON object changes"),
+    ],
+    "journal": [
+        *_each("xǁJournalǁ__init__", ("sort_keys=None)", "json.dumps(identity, )", "sort_keys=False)"),
+               "the stored identity is only read back with json.loads and compared as a dict (here and in "
+               "stored_identity): its key order is never seen"),
+        *_each("x_file_identity", ("(handle.read(65536), )", "digest_size=17"),
+               "the head digest's length: any fixed size notices the same file changes (a blake2b "
+               "collision is out of reach)"),
+    ],
+    "idempotency": [
+        *_each("x__expire_lease", ('"pending"] = ', '"XXpendingXX"', '"PENDING"'),
+               "only the replay path keeps this value (a claim's update() overwrites pending): a later begin "
+               "finds the same expired lease and expires it again, and owner=None already locks the late "
+               "owner out, so no answer changes"),
+        ("x__expire_lease", 'record["owner"] = ""', "an owner is a uuid4 hex, never empty: \"\" locks the "
+         "late owner out exactly as None does"),
+        ("xǁIdempotencyStoreǁ__init__", "wait_timeout: float = 31.0", "the only production constructor "
+         "(services.py) passes wait_timeout; the default is never used to serve"),
+        ("xǁMemoryIdempotencyǁ__init__", "maxsize: int = 100001", "services.py always passes maxsize "
+         "(min(cache_size, 100_000)); the default is never used to serve"),
+        ("xǁMemoryIdempotencyǁ__init__", "ttl=self.retention, )", "the cache's timer only decides when "
+         "memory is freed: _decide judges expiry by expires_at on the store's clock, and in production "
+         "both clocks advance together"),
+        ("xǁIdempotencyStoreǁbegin", "self._wait(None", "neither _wait reads the key (a condition wait, a "
+         "Redis poll)"),
+        ("xǁIdempotencyStoreǁrecord", "self._notify(None", "_notify wakes every waiter; no store reads the "
+         "key"),
+        *_each("xǁIdempotencyStoreǁ_decide", ('"expires_at", None)', '"expires_at", )', '"expires_at", 1)'),
+               "every record this module writes has expires_at (both creation paths set it): the default "
+               "is never read"),
+        ("xǁIdempotencyStoreǁ_decide", "replay=None", "replay is only tested for truth (engine: "
+         "`if claim.replay`): None and False answer the same"),
+        ("xǁIdempotencyStoreǁrecord", "update(pending=None", "pending is only tested for truth "
+         "(`record.get(\"pending\")`): None and False answer the same"),
+        ("xǁIdempotencyStoreǁrecord", "update(pending=False, )", "after done=True the owner writes nothing "
+         "more (the engine's last save), and the next claim sets a new owner: a kept owner is never matched"),
+        ("xǁRedisIdempotencyǁ_transact", "max(2,", "the record's logical end is expires_at, checked by "
+         "_decide; max(1, …) only keeps EX positive, so one more second in Redis changes no answer"),
+        *_each("xǁRedisIdempotencyǁ_transact", ("separators=None)", "json.dumps(new, )"),
+               "the stored JSON's spacing: json.loads reads both forms back to the same record"),
+        *_each("xǁRedisIdempotencyǁ_transact", ("pipeline(transaction=None)", "pipeline(transaction=False)"),
+               "a plain client's multi() starts the transaction whatever the flag; only a cluster client "
+               "reads it, and tests/test_redis_topologies.py::"
+               "test_idempotency_records_swap_atomically_on_a_cluster pins that (a cluster is no fast test)"),
+    ],
 }
 RESULTS = ROOT / "docs" / "mutation"  # one JSON file per module: the table is made from all of them
 
@@ -148,14 +247,25 @@ def is_wording(diff: str) -> bool:
     if len(minus) != 1 or len(plus) != 1:
         return False
     try:
-        old = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(minus[0].strip()).readline)]
-        new = [(t.type, t.string) for t in tokenize.generate_tokens(io.StringIO(plus[0].strip()).readline)]
+        old, new = _tokens(minus[0]), _tokens(plus[0])
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return False
     if len(old) != len(new):
         return False
     changed = [(a, b) for a, b in zip(old, new) if a != b]
     return bool(changed) and all(a[0] == tokenize.STRING and " " in a[1] for a, _ in changed)
+
+
+def _tokens(line: str) -> list[tuple[int, str]]:
+    """The tokens of one source line, also when it leaves a bracket open (`f("message",`)."""
+    tokens = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(line.strip()).readline):
+            tokens.append((token.type, token.string))
+    except tokenize.TokenError as exc:
+        if "EOF in multi-line statement" not in str(exc):
+            raise
+    return tokens
 
 
 _LINE = re.compile(r"^\s*(\S+): (killed|survived|no tests|timeout|suspicious|skipped|not checked|segfault)")
@@ -282,7 +392,8 @@ def main() -> int:
     for row in rows:
         if not row.get("missing"):
             row["measured"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
-            row["equivalents"] = [f"{f}: {why}" for f, _, why in EQUIVALENT.get(row["name"], [])]
+            reasons = (f"{f}: {why}" for f, _, why in EQUIVALENT.get(row["name"], []))
+            row["equivalents"] = list(dict.fromkeys(reasons))  # one line per reason
             (RESULTS / f"{row['name']}.json").write_text(json.dumps(row, indent=1) + "\n")
     Path(args.out).write_text(table())
     print(f"wrote {args.out}")

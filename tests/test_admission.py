@@ -2,17 +2,22 @@
 that counts SessionM's failures only -- never a timeout caused by our own queueing.
 
 Everything runs on fake clocks with the SessionM call made inline (spawn runs it at once), so
-nothing here waits for time to pass.
+nothing here waits for time to pass. Reads that queue for a slot run in threads, lined up by
+`slots.waiting` and events, never by sleeping.
 """
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from tests.conftest import make_settings
 from tests.fakes import FakeClock
+from tests.test_slots import until
 from wallet_proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from wallet_proxy.wallet.service import MIN_CALL, PACE_FACTOR, QUEUE_TARGET, Pacer, Slots, WalletService
-from wallet_proxy.wallet.stores import MemoryStore
+from wallet_proxy.wallet.service import (ANSWER_MARGIN, MIN_CALL, PACE_FACTOR, QUEUE_TARGET, Pacer, Slots,
+                                         WalletService)
+from wallet_proxy.wallet.stores import Entry, MemoryStore
 
 
 class FakeConnect:
@@ -41,11 +46,13 @@ def mono():
     return FakeClock(1000.0)
 
 
-def service(mono, **env) -> tuple[WalletService, FakeConnect, list]:
+def service(mono, *, metrics=None, locker=None, **env) -> tuple[WalletService, FakeConnect, list]:
+    """A service on the fake clock `mono` (wall clock: `wallets.clock`), its SessionM, its sleeps."""
     settings = make_settings("http://sessionm.invalid", **env)
     client, slept = FakeConnect(mono), []
     wallets = WalletService(client, MemoryStore(100, settings.cache_ttl), settings, clock=FakeClock(),
-                            monotonic=mono, spawn=inline, sleep=slept.append)
+                            monotonic=mono, spawn=inline, sleep=slept.append, metrics=metrics,
+                            locker=locker)
     wallets.breaker.clock = mono
     return wallets, client, slept
 
@@ -90,13 +97,52 @@ class TestAdmission:
         wallets.slots.hold = 4 * QUEUE_TARGET * 1.01
         assert not wallets.admits(mono() + 100), "over the queue target, however long the deadline"
 
-    def test_the_refusal_is_the_same_for_the_fast_path(self, mono):
+    def test_the_limits_themselves_are_admitted(self, mono):
         wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold, wallets.queue_target = 0.5, 0.5  # first in line waits 0.5 s, the call 0.5 s
+        assert wallets.admits(mono() + 100), "a wait of exactly the queue target is within it"
+        just = mono() + 0.5 + 0.5 + ANSWER_MARGIN
+        assert just - ANSWER_MARGIN == mono() + 1.0  # (the float arithmetic is exact here)
+        assert wallets.admits(just), "a call that ends exactly at the margin before the deadline goes"
+        assert not wallets.admits(mono() + 1.0 + ANSWER_MARGIN / 2), "one ending inside the margin does not"
+
+    def test_a_read_waiting_for_a_call_in_flight_is_never_refused(self, mono):
+        wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 1.0  # a newcomer would be refused...
+        assert wallets.refusal("u", "en-US", None, mono() + 1.8) is not None
+        wallets.flights.join(("u", "en-US"))  # ... but this one can wait for the call already made
+        assert wallets.refusal("u", "en-US", None, mono() + 1.8) is None
+        assert wallets.refusal("u", "fr", None, mono() + 1.8) is not None, "another culture is another call"
+
+    def test_a_stale_copy_young_enough_to_serve_is_never_refused(self, mono):
+        wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 1.0
+        now, limit = wallets.clock(), 60 + 300  # WALLET_PROXY_CACHE_TTL + WALLET_PROXY_STALE_TTL
+        assert wallets.refusal("u", "en-US", Entry({}, now - limit + 1), mono() + 1.8) is None
+        assert wallets.refusal("u", "en-US", Entry({}, now - limit), mono() + 1.8) is not None, \
+            "STALE_TTL past its TTL, a copy is too old to serve"
+
+    def test_an_open_breaker_is_the_fast_paths_refusal_too(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10)
+        client.error = UpstreamUnavailable("SessionM answered HTTP 503")
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("failing", "en-US", mono() + 1.8)
+        refusal = wallets.refusal("u", "en-US", None, mono() + 1.8)  # slots are free: only the breaker
+        assert refusal is not None and "circuit breaker" in refusal.message
+        assert refusal.retry_after_header() == "10"
+
+    def test_the_refusal_is_the_same_for_the_fast_path(self, mono):
+        wallets, _, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
         assert wallets.refusal("u", "en-US", None, mono() + 1.8) is None
         assert wallets.slots.take(mono() + 10)
         wallets.slots.hold = 1.0
         refusal = wallets.refusal("u", "en-US", None, mono() + 1.8)
         assert refusal is not None and refusal.status == 503 and "no slot" in refusal.message
+        assert wallets.refusal("v", "en-US", None, mono() + 1.8) is not None
+        assert slept == [pytest.approx(0.5)], "the fast path's refusals are paced like the route's"
 
 
 class TestPacer:
@@ -116,6 +162,20 @@ class TestPacer:
         spacing = 1 / (PACE_FACTOR * 1 / 1.0)  # PACE_FACTOR x capacity (1 slot / 1 s) per second
         assert slept == pytest.approx([spacing, 2 * spacing]), "the first leaves at once, then one per turn"
 
+    def test_the_pace_follows_the_capacity_slots_over_slot_time(self, mono):
+        wallets, _, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=4)
+        for _ in range(4):
+            assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 4.0  # 4 slots freeing every 4 s: capacity 1 call/s, refusals 2/s
+        for user in ("a", "b", "c"):
+            with pytest.raises(UpstreamUnavailable):
+                wallets.get(user, "en-US", mono() + 1.8)
+        assert slept == pytest.approx([0.5, 1.0])
+
+    def test_the_first_answer_goes_at_once_whatever_the_clocks_origin(self):
+        pacer = Pacer(lambda: 10.0, max_delay=0.35, monotonic=FakeClock(0.0))
+        assert [round(pacer.delay(), 3) for _ in range(2)] == [0.0, 0.1]
+
 
 class TestBreakerCountsSessionMsFailuresOnly:
     def failures(self, wallets, client, deadline_in=1.8, users=5):
@@ -129,6 +189,25 @@ class TestBreakerCountsSessionMsFailuresOnly:
         client.elapsed, client.error = 1.5, UpstreamTimeout("SessionM did not answer within 1.50s")
         assert self.failures(wallets, client) == "open"
         assert [timeout for _, timeout in client.calls] == [1.5] * 5
+
+    def test_a_timeout_noticed_late_within_its_share_still_counts(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=5)
+        # 0.25 s late on a 1.5 s timeout: within LATE_SHARE (0.3 s), an ordinary timer's lag
+        client.elapsed, client.error = 1.5 + 0.25, UpstreamTimeout("SessionM did not answer within 1.50s")
+        assert self.failures(wallets, client) == "open"
+
+    def test_the_limits_of_a_fair_chance_count(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_UPSTREAM_TIMEOUT=5)
+        client.error = UpstreamTimeout("SessionM did not answer")
+        client.elapsed = 6.0  # noticed 1 s late on 5 s: exactly LATE_SHARE, still on time
+        assert self.failures(wallets, client, deadline_in=10, users=1) == "open"
+        assert [timeout for _, timeout in client.calls] == [5.0]
+
+    def test_exactly_half_the_timeout_is_a_fair_chance(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1)  # upstream timeout 1.5 s
+        client.elapsed, client.error = 0.75, UpstreamTimeout("SessionM did not answer within 0.75s")
+        assert self.failures(wallets, client, deadline_in=0.75, users=1) == "open"
+        assert [timeout for _, timeout in client.calls] == [0.75]
 
     def test_timeouts_of_calls_left_a_remnant_of_their_deadline_do_not(self, mono):
         wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=5)
@@ -162,9 +241,154 @@ class TestBreakerCountsSessionMsFailuresOnly:
 
 class TestNoDoomedCalls:
     def test_a_slot_granted_too_late_for_the_call_is_given_back_and_no_call_made(self, mono):
-        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        wallets, client, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 1.0
+        with pytest.raises(UpstreamUnavailable):  # refused at arrival: the next refusal's turn is taken
+            wallets.get("refused", "en-US", mono() + 1.8)
+        wallets.slots.release()
         # the slot is free, but the loop ran this request so late that only 0.05 s of it is left
         with pytest.raises(UpstreamUnavailable) as refused:
             wallets.get("late", "en-US", mono() + MIN_CALL / 2 + 0.025)
         assert "no slot" in refused.value.message and client.calls == []
+        assert slept == [], "a request the loop ran late has waited enough: no refusal turn on top"
+        served = wallets.get("late", "en-US", mono() + 1.8)  # the same wallet, read in time
+        assert served.status == "miss" and client.calls == [("late", 1.5)]
         assert wallets.slots.take(mono()), "the slot was given back"
+
+    def test_a_call_with_exactly_the_minimum_time_left_is_made(self):
+        mono = FakeClock(0.0)  # 0.1 - 0.0 is exactly MIN_CALL in floats
+        wallets, client, _ = service(mono)
+        wallets.get("just", "en-US", mono() + MIN_CALL)
+        assert client.calls == [("just", MIN_CALL)]
+
+
+class GatedConnect(FakeConnect):
+    """A SessionM whose calls hang until the test opens `gate` (then answer as FakeConnect)."""
+
+    def __init__(self, monotonic: FakeClock):
+        super().__init__(monotonic)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def get_user_offers(self, user_id, culture, timeout):
+        self.entered.set()
+        assert self.gate.wait(5), "the test never let the call finish"
+        return super().get_user_offers(user_id, culture, timeout)
+
+
+class CallLog:
+    """Metrics that record what the service reports; `on_upstream` runs inside the report."""
+
+    def __init__(self):
+        self.upstream_calls, self.coalesced_waits = [], 0
+        self.on_upstream = lambda: None
+
+    def upstream(self, name, outcome, seconds):
+        self.on_upstream()
+        self.upstream_calls.append((name, outcome, seconds))
+
+    def coalesced(self):
+        self.coalesced_waits += 1
+
+
+def in_thread(fn, *args):
+    """Run fn(*args) in a thread; returns (thread, outcome list: [("ok", value)] or [("error", exc)])."""
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(("ok", fn(*args)))
+        except Exception as exc:  # the test reads it
+            outcome.append(("error", exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+class TestSlotWaiters:
+    def test_a_queued_read_gets_the_slot_its_holder_gives_back(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)  # a call holds the only slot; the next read may queue
+        thread, outcome = in_thread(wallets.get, "queued", "en-US", mono() + 1.8)
+        until(lambda: wallets.slots.waiting == 1)
+        wallets.slots.release()
+        thread.join(5)
+        assert outcome and outcome[0][0] == "ok" and outcome[0][1].status == "miss"
+        assert client.calls == [("queued", 1.5)]
+
+    def test_the_breaker_opening_sends_slot_waiters_its_503_while_the_failed_call_holds_its_slot(self, mono):
+        # SessionM fails the call holding the only slot, and that failure opens the breaker: the read
+        # queued behind it answers the breaker's 503 (retry when the probe may go) at once -- before
+        # the failed call has even given its slot back, not at its own deadline.
+        log = CallLog()
+        settings = dict(WALLET_PROXY_UPSTREAM_CONCURRENCY=1, WALLET_PROXY_BREAKER_FAILURES=1,
+                        WALLET_PROXY_BREAKER_COOLDOWN=10)
+        wallets, _, _ = service(mono, metrics=log, **settings)
+        wallets.client = client = GatedConnect(mono)
+        first, first_outcome = in_thread(wallets.get, "failing", "en-US", mono() + 1.8)
+        assert client.entered.wait(5)
+        waiter, outcome = in_thread(wallets.get, "queued", "en-US", mono() + 1.8)
+        until(lambda: wallets.slots.waiting == 1)
+        answered_first = []
+
+        def failed_call_reports():  # in the failed call's thread, after the breaker opened
+            until(lambda: outcome)  # the waiter has its answer...
+            answered_first.append(True)  # ... and this call has not given its slot back yet
+
+        log.on_upstream = failed_call_reports
+        client.error = UpstreamUnavailable("SessionM answered HTTP 503")
+        client.gate.set()
+        waiter.join(5)
+        first.join(5)
+        assert answered_first == [True], "the waiter answered while the failed call still held its slot"
+        kind, error = outcome[0]
+        assert kind == "error" and isinstance(error, UpstreamUnavailable)
+        assert "circuit breaker" in error.message and error.retry_after_header() == "10"
+        assert first_outcome[0][0] == "error" and [c[0] for c in client.calls] == ["failing"]
+        assert wallets.slots.waiting == 0
+
+    def test_a_waiter_out_of_time_for_its_call_is_answered_at_once_and_not_paced(self, mono):
+        wallets, client, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        thread, outcome = in_thread(wallets.get, "queued", "en-US", mono() + 1.0)
+        until(lambda: wallets.slots.waiting == 1)
+        # Past the last moment a slot is worth having (deadline - MIN_CALL), before the deadline:
+        mono.tick(1.0 - MIN_CALL / 2)
+        wallets.slots.hold = 1.0  # meanwhile newcomers are refused, and take their turns to answer
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("newcomer", "en-US", mono() + 1.8)
+        wallets.slots.wake_all()  # (what the waiter's own timer does on a real clock)
+        thread.join(5)
+        assert not thread.is_alive(), "a waiter past deadline - MIN_CALL stops waiting"
+        kind, error = outcome[0]
+        assert kind == "error" and "no slot" in error.message
+        assert slept == [], "it waited its time already: no refusal turn on top"
+        assert client.calls == [] and wallets.slots.waiting == 0
+
+
+class TestARefusalIsNotRemembered:
+    """A 503 ends its flight: the next read of the same wallet tries again, it does not get the old 503."""
+
+    def test_after_the_breaker_lets_calls_through_again(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10)
+        client.error = UpstreamUnavailable("SessionM answered HTTP 503")
+        for _ in range(2):  # SessionM's 503, then the open breaker's
+            with pytest.raises(UpstreamUnavailable):
+                wallets.get("u", "en-US", mono() + 1.8)
+        assert len(client.calls) == 1
+        mono.tick(10)
+        client.error = None
+        assert wallets.get("u", "en-US", mono() + 1.8).status == "miss"
+        assert wallets.breaker.state == "closed"
+
+    def test_after_an_overload_refusal(self, mono):
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)
+        wallets.slots.hold = 1.0
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("u", "en-US", mono() + 1.8)
+        wallets.slots.release()
+        assert wallets.get("u", "en-US", mono() + 1.8).status == "miss"
+        assert client.calls == [("u", 1.5)]

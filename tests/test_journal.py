@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -76,6 +78,9 @@ def test_a_kept_or_unfinished_journal_stays(path):
     Journal(path, IDENTITY, resume=False, keep=True).close(finished=True)
     assert os.path.exists(path)
     os.remove(path)
+    Journal(path, IDENTITY, resume=False).close(finished=True)  # kept unless asked otherwise
+    assert os.path.exists(path)
+    os.remove(path)
     Journal(path, IDENTITY, resume=False, keep=False).close(finished=False)
     assert os.path.exists(path)
 
@@ -130,3 +135,91 @@ def test_file_identity_notices_a_different_file(tmp_path):
     head = file_identity(str(big))["head"]
     big.write_bytes(b"x" * 69999 + b"y")  # differs only past the first 64 KB, same size: not noticed
     assert file_identity(str(big))["head"] == head and file_identity(str(big))["size"] == 70000
+    big.write_bytes(b"x" * 65536 + b"y" + b"x" * 4463)  # the first byte past 64 KB: not noticed either
+    assert file_identity(str(big))["head"] == head
+    big.write_bytes(b"x" * 65535 + b"y" + b"x" * 4464)  # the last byte of the first 64 KB: noticed
+    assert file_identity(str(big))["head"] != head
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_link_in_place_of_sqlites_side_files_is_refused(path, tmp_path, suffix):
+    # SQLite writes the journal's pages to FILE.journal-wal/-shm: a link there would send them elsewhere.
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    os.symlink(target, path + suffix)
+    with pytest.raises(FileError, match=suffix):
+        Journal(path, IDENTITY, resume=False)
+    assert target.read_text() == "keep me" and not os.path.exists(path)
+
+
+def test_a_second_run_started_at_the_same_moment_does_not_wipe_the_first(path, monkeypatch):
+    first = Journal(path, IDENTITY, resume=False)
+    first.record("u1", 2, DONE)
+    # the second run looked before the first had created its journal (the check and the creation race)
+    monkeypatch.setattr(os.path, "lexists", lambda name: False)
+    with pytest.raises(FileError):
+        Journal(path, IDENTITY, resume=False)
+    monkeypatch.undo()
+    assert first.lookup("u1") == (2, DONE)
+    first.close(finished=False)
+    again = Journal(path, IDENTITY, resume=True)
+    assert again.lookup("u1") == (2, DONE)
+    again.close(finished=False)
+
+
+def test_resume_never_follows_a_link_planted_after_the_check(path, tmp_path, monkeypatch):
+    Journal(path, IDENTITY, resume=False).close(finished=False)
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    target.chmod(0o644)
+    os.rename(path, tmp_path / "moved.journal")
+    os.symlink(target, path)
+    monkeypatch.setattr(os.path, "islink", lambda name: False)  # swapped in after the link check
+    with pytest.raises(FileError, match="cannot open the journal"):
+        Journal(path, IDENTITY, resume=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644 and target.read_text() == "keep me"
+
+
+def test_resume_narrows_an_older_journal_to_0600(path):
+    Journal(path, IDENTITY, resume=False).close(finished=False)
+    os.chmod(path, 0o644)  # left by an older version with wider permissions: it holds user ids
+    journal = Journal(path, IDENTITY, resume=True)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    journal.close(finished=False)
+
+
+def test_the_runners_threads_record_through_the_journals_lock(path):
+    journal = Journal(path, IDENTITY, resume=False)
+
+    def worker(n):
+        with journal.lock:
+            journal.record(f"u{n}", n + 2, DONE)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [journal.lookup(f"u{n}") for n in range(4)] == [(n + 2, DONE) for n in range(4)]
+    journal.close(finished=False)
+
+
+def test_a_refused_resume_names_exactly_the_options_that_changed(path):
+    Journal(path, IDENTITY, resume=False).close(finished=False)
+    with pytest.raises(FileError, match=r"\(tags\);"):
+        Journal(path, dict(IDENTITY, tags=["other"]), resume=True)
+    with pytest.raises(FileError, match=r"\(delimiter\);"):  # an option the first run did not have
+        Journal(path, dict(IDENTITY, delimiter=";"), resume=True)
+
+
+def test_a_finished_journal_leaves_no_side_file_even_while_another_reader_has_it_open(path):
+    # A side file left behind would be paired with the next run's new journal of the same name.
+    journal = Journal(path, IDENTITY, resume=False, keep=False)
+    journal.record("u1", 2, DONE)
+    reader = sqlite3.connect(path)
+    assert reader.execute("SELECT count(*) FROM rows").fetchone() == (1,)
+    try:
+        journal.close(finished=True)
+        assert [s for s in ("", "-wal", "-shm") if os.path.exists(path + s)] == []
+    finally:
+        reader.close()

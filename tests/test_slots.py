@@ -7,6 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from tests.fakes import FakeClock
 from wallet_proxy.wallet.service import Slots
 
 
@@ -87,3 +90,49 @@ def test_a_granted_slot_is_passed_on_when_its_waiter_gives_up():
     t.join(2)
     assert got == [False]
     assert slots.take(time.monotonic())
+
+
+def test_a_waiter_sleeps_until_its_deadline_rather_than_spinning():
+    # During a send hundreds of requests queue for a slot: each must block on its ticket, not poll
+    # the clock in a loop (which would burn the CPU the admitted calls need).
+    reads = []
+
+    def clock():
+        reads.append(1)
+        return time.monotonic()
+
+    slots = Slots(1, monotonic=clock)
+    assert slots.take(clock() + 1)
+    assert not slots.take(clock() + 0.05)
+    assert len(reads) < 10, f"the clock was read {len(reads)} times in 50 ms: a busy wait"
+
+
+def test_a_waiter_woken_without_giving_up_keeps_its_place_and_gets_the_next_slot():
+    # wake_all is "re-check whether to give up"; a waiter whose answer is no waits on, however
+    # little time it has left (a fake clock that never moves: only the release can end the wait).
+    clock = FakeClock(1000.0)
+    slots = Slots(1, monotonic=clock)
+    assert slots.take(clock())
+    checked = threading.Semaphore(0)
+
+    def stay():
+        checked.release()
+        return False
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(slots.take(clock() + 0.5, give_up=stay)), daemon=True)
+    t.start()
+    assert checked.acquire(timeout=5)  # checked once on arrival
+    until(lambda: slots.waiting == 1)
+    slots.wake_all()
+    until(lambda: checked.acquire(blocking=False) or slots.waiting == 0)  # re-checked (or left)
+    assert slots.waiting == 1, "a woken waiter that does not give up stays in line"
+    slots.release()
+    t.join(5)
+    assert got == [True]
+
+
+def test_the_hold_time_is_one_second_until_told_otherwise():
+    slots = Slots(2)
+    assert slots.take(time.monotonic()) and slots.take(time.monotonic())
+    assert slots.expected_wait() == pytest.approx(1.0 / 2), "first in line: one second over two slots"

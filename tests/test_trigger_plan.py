@@ -321,3 +321,132 @@ class TestSurvivorsOfTheMutationRun:
         assert digest("campaign", body) == digest("campaign", {"recipients": [{"external_user_id": "ü"}],
                                                                "campaign_id": "c"})
         assert len(digest("campaign", body)) == 64
+
+
+class TestSurvivorsOfTheSecondRun:
+    """What the second `make mutate` run of plan.py showed no test pinned: what a caller is told about a
+    refused body (field by field, every bad recipient), and that a reused key with another body conflicts."""
+
+    @pytest.mark.parametrize("value, ok", [("c", True), ("c" * 512, True), ("", False), ("c" * 513, False)])
+    def test_an_id_field_takes_1_to_512_characters(self, value, ok):
+        from marshmallow import Schema, ValidationError
+
+        from wallet_proxy.sends.plan import IdString
+
+        # The schemas build their IdStrings at import; this checks the field itself, as each use gets it.
+        if ok:
+            assert IdString(required=True).deserialize(value) == value
+        else:
+            with pytest.raises(ValidationError):
+                IdString(required=True).deserialize(value)
+        with pytest.raises(ValidationError):
+            IdString(required=True).deserialize(None)
+        with pytest.raises(ValidationError) as missing:  # what a field is told at its use is kept
+            Schema.from_dict({"campaign_id": IdString(required=True)})().load({})
+        assert set(missing.value.messages) == {"campaign_id"}
+
+    def test_a_flat_key_reused_with_another_body_gets_another_digest(self):
+        body = {"campaign_id": "c", "external_user_id": "u", "offer": "A"}
+        same = {"offer": "A", "external_user_id": "u", "campaign_id": "c"}
+        assert plan_flat(body).digest == plan_flat(same).digest == digest("flat", body)
+        assert plan_flat(body).digest != plan_flat({**body, "offer": "B"}).digest  # a 409, not a replay
+        assert plan_flat({**body, "api_key": "k"}).digest != plan_flat(body).digest  # as the caller sent it
+
+    def test_a_wrong_boolean_is_named_with_its_type(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "broadcast": "true"})
+        assert problems(exc)["broadcast"] == ["must be a JSON boolean (true or false), not str"]
+        with pytest.raises(InvalidRequest) as exc:
+            split_dry_run({"dry_run": 1})
+        assert problems(exc)["dry_run"] == ["must be a JSON boolean (true or false), not int"]
+
+    def test_a_missing_send_id_says_what_to_give(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"external_user_id": "u"})
+        assert problems(exc) == {"campaign_id": ["give exactly one of campaign_id or canvas_id"]}
+
+    def test_a_bad_advanced_id_is_named_as_sent(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"braze_campaign_id": "", "external_user_id": ""})
+        assert set(problems(exc)) == {"braze_campaign_id", "external_user_id"}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "", "external_user_id": ""})
+        assert set(problems(exc)) == {"campaign_id", "external_user_id"}
+
+    def test_a_name_collision_names_both_spellings(self):
+        with pytest.raises(InvalidRequest) as exc:
+            normalise({"Offer Title": 1, "offer_title": 2})
+        assert problems(exc) == {"offer_title": ["becomes 'offer_title', as does 'Offer Title': send one"]}
+        with pytest.raises(InvalidRequest) as exc:
+            normalise({"!!!": 1})
+        assert list(problems(exc)) == ["!!!"]
+
+    def test_broadcast_is_a_flag_not_a_property(self):
+        (body,) = plan_flat({"campaign_id": "c", "broadcast": True, "note": "x"}).bodies
+        assert body["trigger_properties"] == {"note": "x"}
+
+    def test_a_plan_without_recipients_dropped_no_duplicates(self):
+        assert plan_flat({"campaign_id": "c", "broadcast": True}).duplicates_dropped == 0
+        assert plan_native("campaign", {"campaign_id": "c", "broadcast": True}).duplicates_dropped == 0
+
+    def test_every_bad_flat_recipient_is_reported_at_its_index(self):
+        big = {"blob": "x" * (50 * 1024)}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "recipients": [
+                {"Email": "x@y"}, {"external_user_id": "ok"}, {"external_user_id": "u2", **big},
+                {"external_user_id": "u3", **big}, {"x": 1}]})
+        found = problems(exc)["recipients"]
+        assert set(found) == {"0", "2", "3", "4"}
+        assert list(found["0"]) == list(found["4"]) == ["external_user_id"]
+        assert list(found["2"]) == list(found["3"]) == ["trigger_properties"]
+        assert "bytes" in found["2"]["trigger_properties"][0]
+
+    def test_a_recipients_bad_field_name_is_named_with_its_path(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_flat({"campaign_id": "c", "recipients": [{"external_user_id": "u0"},
+                                                          {"external_user_id": "u1", "!!!": 1}]})
+        assert list(problems(exc)) == ["recipients.1.!!!"]
+
+    def test_relay_problems_say_what_braze_expects(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"canvas_id": "v", "broadcast": True, "context": {}})
+        assert problems(exc) == {
+            "campaign_id": ["is required by /campaigns/trigger/send"],
+            "canvas_id": ["not allowed on this path: it sends a campaign; give exactly one id"],
+            "context": ["a campaign send reads trigger_properties"]}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("canvas", {"canvas_id": "v", "broadcast": True, "context": {},
+                                   "canvas_entry_properties": {}})
+        assert problems(exc) == {"canvas_entry_properties": [
+            "give one of context or canvas_entry_properties (context is the current name)"]}
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "broadcast": True,
+                                     "trigger_properties": {"p": "x" * (50 * 1024)}})
+        assert "bytes" in problems(exc)["trigger_properties"][0]
+
+    def test_a_relay_recipients_problems_are_merged_per_index(self):
+        with pytest.raises(InvalidRequest) as exc:
+            plan_native("campaign", {"campaign_id": "c", "recipients": [
+                {"external_user_id": "u0"}, {"email": "a@b.c", "context": {}},
+                {"braze_id": "b", "context": {}}, {"email": "d@e.f"}]})
+        reads = ["a campaign send reads trigger_properties"]
+        found = problems(exc)
+        assert set(found) == {"recipients"} and set(found["recipients"]) == {"1", "2", "3"}
+        assert found["recipients"]["1"]["context"] == reads and "prioritization" in found["recipients"]["1"]
+        assert found["recipients"]["2"] == {"context": reads}
+        assert list(found["recipients"]["3"]) == ["prioritization"]
+
+    def test_aliases_differing_only_in_other_fields_are_one_recipient(self):
+        a = {"user_alias": {"alias_name": "n", "alias_label": "l"}}
+        b = {"user_alias": {"alias_label": "l", "alias_name": "n", "note": "x"}}
+        assert dedupe([a, b]) == ([a], 1)
+
+    def test_identifiers_that_are_objects_compare_by_content(self):
+        # only validated recipients reach dedupe from a door; dedupe itself keeps its word on any JSON
+        one, other = {"external_user_id": {"a": 1, "b": 2}}, {"external_user_id": {"c": 3}}
+        assert dedupe([one, {"external_user_id": {"b": 2, "a": 1}}, other]) == ([one, other], 1)
+
+    def test_a_bad_idempotency_key_is_named_idempotency_key(self):
+        with pytest.raises(InvalidRequest) as exc:
+            check_key(" ")
+        assert list(problems(exc)) == ["idempotency_key"]

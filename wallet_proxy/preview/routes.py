@@ -9,7 +9,6 @@ string. The wallet comes from the same service path as GET /v1/wallets/<user_id>
 """
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import hmac
@@ -25,6 +24,7 @@ from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, RateLim
 from ..ids import check_user_id, normalise_culture
 from ..wallet.service import HIT, MISS, cache_status
 from ..wallet.view import empty_wallet, flatten
+from ..upstream.transport import basic_authorization
 from ..web.auth import signing_keys
 from ..web.http import client_address, deadline, require, state
 from .isolate import IsolatedPlayground, PlaygroundBusy
@@ -208,7 +208,7 @@ def login():
     _check_origin()
     name, secret = request.form.get("name", ""), request.form.get("secret", "")
     try:
-        client = state().auth.authenticate(_basic(name, secret), "preview")
+        client = state().auth.authenticate(basic_authorization(name, secret), "preview")
     except Unauthorized:
         throttle().failed(address)
         return login_page("Wrong name or secret.", status=401)
@@ -222,10 +222,6 @@ def login():
                         samesite="Strict", secure=request.is_secure)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/preview")
     return response
-
-
-def _basic(name: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{name}:{secret}".encode()).decode()
 
 
 @bp.post("/preview/logout")

@@ -6,7 +6,6 @@ which a second call only renews. So a counter tag is never sent again once a cal
 """
 from __future__ import annotations
 
-import base64
 import logging
 from urllib.parse import quote
 
@@ -39,11 +38,6 @@ class TagsRefused(UpstreamRefused):
     ARGUMENT_ERROR inside a 200): retrying cannot help, so a 422, which Braze does not retry."""
 
 
-def basic(key: str, secret: str) -> str:
-    """Core's Authorization header: Basic base64(api_key:api_secret)."""
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
-
-
 class CoreClient:
     """Calls SessionM Core's private API for one app."""
 
@@ -51,7 +45,7 @@ class CoreClient:
         self.base = f"{base_url.rstrip('/')}/priv/v1/apps/{quote(api_key, safe='')}"
         self.session = session
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
-                         "Authorization": basic(api_key, api_secret)}
+                         "Authorization": upstream.basic_authorization(api_key, api_secret)}
 
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> upstream.Reply:
         return upstream.call(self.session, method, self.base + path, headers=self._headers,

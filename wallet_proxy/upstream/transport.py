@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the SessionM and Braze clients: pooled sessions, timeouts, error mapping."""
 from __future__ import annotations
 
-import json
+import base64
 import logging
 import time
 import urllib.request
@@ -12,7 +12,18 @@ from requests.adapters import HTTPAdapter
 
 from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
+from .. import jsoncodec
 from . import pacing
+
+
+def basic_token(user: str, secret: str) -> str:
+    """The credentials part of an HTTP Basic header: base64("user:secret") (RFC 7617)."""
+    return base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+
+def basic_authorization(user: str, secret: str) -> str:
+    """An `Authorization: Basic ...` header value: SessionM Core's and our own clients' form."""
+    return "Basic " + basic_token(user, secret)
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +97,18 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
     except requests.exceptions.RequestException as exc:
         raise UpstreamError(f"{name} call failed: {type(exc).__name__}") from exc
     elapsed = time.monotonic() - started
-    text = response.text
+    content = response.content
     try:
-        data = json.loads(text) if text else None
+        data = jsoncodec.loads(content) if content else None
     except ValueError:
         data = None
-    return Reply(response.status_code, response.headers, data, elapsed, text[:200])
+    return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
 
+
+
+def _snippet(response: requests.Response, content: bytes) -> str:
+    """The start of an answer's text, for error messages (its declared charset, else UTF-8)."""
+    return content[:800].decode(response.encoding or "utf-8", "replace")[:200]
 
 # SessionM's status and error codes inside an HTTP 200, one mapping for every SessionM client.
 # Codes: https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm ("200 ...

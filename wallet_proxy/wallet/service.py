@@ -54,7 +54,6 @@ class Served:
     entry: Entry
     status: str
     ttl_left: float
-    coalesced: bool = False
 
     @property
     def stale(self) -> bool:
@@ -273,9 +272,8 @@ class WalletService:
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
         try:
-            fresh, coalesced = self._fetch(user_id, culture, deadline)
-            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at),
-                          coalesced)
+            fresh = self._fetch(user_id, culture, deadline)
+            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at))
         except BREAKER_FAILURES:
             if entry is not None:
                 age = self.clock() - entry.fetched_at
@@ -351,13 +349,13 @@ class WalletService:
         """Drop every cached culture of a user."""
         self.store.forget(user_id)
 
-    def _fetch(self, user_id: str, culture: str, deadline: float) -> tuple[Entry, bool]:
+    def _fetch(self, user_id: str, culture: str, deadline: float) -> Entry:
         flight, leader = self.flights.join((user_id, culture))
         if leader:
             self._lead(flight, user_id, culture, deadline)
         elif self.metrics:
             self.metrics.coalesced()
-        return flight.wait(deadline - ANSWER_MARGIN), not leader
+        return flight.wait(deadline - ANSWER_MARGIN)
 
     def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float,
               wait_for_slot: bool = True) -> None:

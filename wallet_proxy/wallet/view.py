@@ -1,12 +1,12 @@
 """The flattened wallet view: pure functions from a normalised SessionM wallet to what Liquid reads."""
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
+from .. import jsoncodec
 from ..ids import DEFAULT_CULTURE, normalise_culture
 from .payload import iso
 
@@ -343,7 +343,7 @@ def offers_of(body: dict) -> list:
 
 def encode(body: dict) -> bytes:
     """The compact UTF-8 JSON every wallet answer is sent as."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsoncodec.dumps(body)
 
 
 def fit(build, limit: int = MAX_BODY) -> bytes:

@@ -5,7 +5,6 @@ same way; it installs one handler on the root logger however many apps a process
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -15,6 +14,8 @@ import time
 from urllib.parse import urlsplit
 
 from flask import Flask, g, request
+
+from ..upstream.transport import basic_token
 
 ACCESS = logging.getLogger("wallet_proxy.access")
 # Load balancer probes and Prometheus scrapes arrive every few seconds per instance: their successes
@@ -37,13 +38,12 @@ def secret_values(settings) -> list[str]:
               settings.braze_api_key, settings.signing_key]
     values += (settings.signing_key or "").split(",")  # each key of a rotation on its own
     if settings.core_api_key and settings.core_api_secret:
-        pair = f"{settings.core_api_key}:{settings.core_api_secret}"
-        values.append(base64.b64encode(pair.encode()).decode())
+        values.append(basic_token(settings.core_api_key, settings.core_api_secret))
     for client in settings.clients:
         if settings.sandbox and (client.name, client.secret) == ("demo", "demo"):
             continue  # the sandbox's public demo login is printed on purpose
         values.append(client.secret)
-        values.append(base64.b64encode(f"{client.name}:{client.secret}".encode()).decode())
+        values.append(basic_token(client.name, client.secret))
     if settings.redis_url:
         try:
             values.append(urlsplit(settings.redis_url).password)

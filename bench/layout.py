@@ -1,0 +1,66 @@
+"""Issue #12's check: the layout step kept the service as fast. Cache hits and distinct-user misses of
+the tree before the step and of this tree, served side by side and visited in turn by wrk in one run.
+
+    .venv/bin/python bench/layout.py BEFORE_TREE      # e.g. a worktree of the commit before the step
+
+Prints a Markdown table (req/s and server CPU per answer, summed over the rounds, and after/before).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import requests
+
+from run import AUTH, Server, configure, stand_in, wrk
+
+ROUNDS, SECONDS = 3, 4
+
+
+def serve(tree: Path, upstream_url: str) -> Server:
+    """The Procfile's gunicorn line, run from `tree` (its own wallet_proxy package)."""
+    env = {"SESSIONM_CONNECT_URL": upstream_url, "SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=",
+           "SESSIONM_RETAILER_ID": "bench", "WALLET_PROXY_CLIENTS": "bench:bench-secret",
+           "PYTHONPATH": str(tree)}
+    return Server(["-c", "gunicorn.conf.py", "wsgi:app"], env, probe="/healthz", cwd=tree)
+
+
+def main() -> int:
+    trees = {"before": Path(sys.argv[1]).resolve(), "after": Path(__file__).resolve().parent.parent}
+    upstream = stand_in()
+    servers = {}
+    totals = {(name, kind): [0, 0.0, 0.0] for name in trees for kind in ("hits", "misses")}
+    try:
+        servers = {name: serve(tree, upstream.url) for name, tree in trees.items()}
+        for kind, latency, connections in (("hits", 0.0, 50), ("misses", 0.0, 64)):
+            configure(upstream, latency)
+            for server in servers.values():
+                for n in range(100):
+                    requests.get(f"{server.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
+            for r in range(ROUNDS):
+                for name, server in servers.items():
+                    before = server.cpu_seconds()
+                    run = wrk(server.url, f"{kind}.lua", connections, SECONDS,
+                              env={"BENCH_WARM": "100", "BENCH_PREFIX": f"{name}-{r}"})  # misses: new users
+                    total = totals[(name, kind)]
+                    total[0] += run["requests"]
+                    total[1] += run["duration_us"] / 1e6
+                    total[2] += server.cpu_seconds() - before
+    finally:
+        for server in servers.values():
+            server.close()
+        upstream.close()
+    print("| scenario | before: req/s | after: req/s | after / before | before: CPU µs/answer | "
+          "after: CPU µs/answer | after / before |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind in ("hits", "misses"):
+        b, a = totals[("before", kind)], totals[("after", kind)]
+        rps_b, rps_a = b[0] / b[1], a[0] / a[1]
+        cpu_b, cpu_a = b[2] / b[0] * 1e6, a[2] / a[0] * 1e6
+        print(f"| {kind} | {rps_b:,.0f} | {rps_a:,.0f} | **{rps_a / rps_b:.2f}** | {cpu_b:,.0f} | {cpu_a:,.0f} | "
+              f"**{cpu_a / cpu_b:.2f}** |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""JSON on the hot paths (SessionM's answers in, wallet bodies out) through orjson, a C codec.
+
+A 50-offer SessionM answer is ~37 KB: the standard library spent ~0.3 ms decoding it and ~0.4 ms
+encoding the flat view, a tenth of a miss's CPU (bench/RESULTS.md, "CPU per distinct-user miss").
+orjson writes the same compact UTF-8 JSON as `json.dumps(separators=(",", ":"), ensure_ascii=False)`
+(insertion order, the same escapes; a float may be spelled 1e16 for 1e+16, the same number). What it
+refuses -- NaN/Infinity literals, lone surrogates, integers past 64 bits when writing, non-string
+keys -- goes to the standard library, so those are read and written as before. One reading differs:
+orjson reads an integer past 64 bits as a float (the same value to 16 digits; no balance comes near).
+"""
+from __future__ import annotations
+
+import json
+
+import orjson
+
+FAST = True  # bench/cpu_per_miss.py turns it off to measure the standard library in the same run
+
+
+def loads(data: bytes | str):
+    """Decode JSON text or UTF-8 bytes; ValueError when it is not JSON."""
+    if FAST:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # the standard library decides: it accepts what orjson refuses, or raises ValueError
+    return json.loads(data)
+
+
+def dumps(value) -> bytes:
+    """Compact UTF-8 JSON bytes (no spaces, non-ASCII kept as UTF-8)."""
+    if FAST:
+        try:
+            return orjson.dumps(value)
+        except TypeError:  # orjson.JSONEncodeError: big ints, non-str keys, lone surrogates
+            pass
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
