@@ -6,8 +6,8 @@ import base64
 import pytest
 
 from wallet_proxy.errors import BadSignature, Forbidden, Unauthorized
-from wallet_proxy.settings import parse
-from wallet_proxy.web.auth import Authenticator, check_signature, sign
+from wallet_proxy.settings import Client, parse
+from wallet_proxy.web.auth import Authenticator, _credentials, check_signature, sign, signing_keys
 
 
 def basic(name, secret):
@@ -143,3 +143,53 @@ def test_wrong_signatures(sig):
     good = sign("k", "user-1")
     with pytest.raises(BadSignature):
         check_signature("k", "user-1", sig.format(s=good, short=good[:-1]))
+
+
+class TestKeyRotation:
+    """WALLET_PROXY_SIGNING_KEY=new,old: templates signed with either key work during the rotation."""
+
+    @pytest.mark.parametrize("setting, keys", [(None, ()), ("", ()), (" , ,", ()), ("k1", ("k1",)),
+                                               ("new, old", ("new", "old")), ("a,,b ,c", ("a", "b", "c"))])
+    def test_the_keys_of_the_setting(self, setting, keys):
+        assert signing_keys(setting) == keys
+
+    @pytest.mark.parametrize("signed_with", ["new", "mid", "old"])
+    def test_a_signature_made_with_any_of_the_keys_is_valid(self, signed_with):
+        check_signature("new, mid,old", "user-1", sign(signed_with, "user-1"))
+
+    def test_a_signature_made_with_none_of_the_keys_is_refused(self):
+        with pytest.raises(BadSignature):
+            check_signature("new,old", "user-1", sign("older", "user-1"))
+        with pytest.raises(BadSignature):
+            check_signature("new,old", "user-1", sign("new,old", "user-1"))
+
+
+@pytest.mark.parametrize("sig", ["\udc80" * 64, sign("k", "user-1")[:-1] + "\udcff"])
+def test_a_signature_with_undecodable_bytes_is_refused_not_a_crash(sig):
+    # a query string's invalid UTF-8 can arrive as lone surrogates; that is a bad signature, not a 500
+    with pytest.raises(BadSignature):
+        check_signature("k", "user-1", sig)
+
+
+class TestBasicCredentials:
+    """RFC 7617: the user-id ends at the first colon; the password may contain colons."""
+
+    def b64(self, text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    @pytest.mark.parametrize("pair, parsed", [("braze:one", ("braze", "one")),
+                                              ("braze:a:b", ("braze", "a:b")), ("braze:", ("braze", "")),
+                                              (":one", ("", "one")), ("brazé:sécret", ("brazé", "sécret"))])
+    def test_the_pair(self, pair, parsed):
+        assert _credentials(f"Basic {self.b64(pair)}") == parsed
+
+    @pytest.mark.parametrize("header", ["Basic " + base64.b64encode(b"no-colon").decode(),
+                                        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(), "Basic ", None])
+    def test_no_pair_no_credentials(self, header):
+        assert _credentials(header) == (None, None)
+
+    def test_a_client_whose_secret_holds_a_colon(self):
+        auth = Authenticator([Client("braze", "a:b", frozenset({"wallet"}))])
+        assert auth.authenticate(basic("braze", "a:b"), "wallet").name == "braze"
+        with pytest.raises(Unauthorized):
+            auth.authenticate(basic("braze", "b"), "wallet")

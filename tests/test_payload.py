@@ -6,16 +6,19 @@ so that a change cannot silently drop offers or fail whole wallets with a 502.
 """
 from __future__ import annotations
 
+import copy
+import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError
 
 from tests.conftest import fixture_json
-from wallet_proxy.wallet.payload import normalise_payload, parse_time
+from wallet_proxy.wallet import payload as module
+from wallet_proxy.wallet.payload import iso, normalise_payload, parse_time
 
 
 def payload(**offer_changes) -> dict:
@@ -358,3 +361,193 @@ class TestSurvivorsOfTheMutationRun:
 
     def test_a_wallet_starts_untruncated(self):
         assert normalise_payload(payload())[0]["truncated"] is False
+
+
+class TestWhatTheViewsRead:
+    """Every field of a normalised offer, as both views read it (view=sessionm keeps SessionM's own)."""
+
+    def test_an_offers_fields(self):
+        offer = one_offer(end_date="2027-01-31T00:00:00+01:00",
+                          media=[{"uri": "https://cdn.example.com/m.png", "content_type": 1}])
+        assert offer == {
+            "user_offer_id": "5f0c1a7e-3b1d-4c55-9a57-0d7f1c0f2a11",
+            "offer_id": "1a2b3324-1da6-4e49-b921-afc386dabb60",
+            "root_offer_id": "1a2b3324-1da6-4e49-b921-afc386dabb60",
+            "logo_uri": "https://cdn.example.com/offers/coffee.png",
+            "media": [{"uri": "https://cdn.example.com/m.png", "content_type": 1}],
+            "start_date": "2026-11-01T00:00:00Z", "end_date": "2027-01-30T23:00:00Z",
+            "offer_type": "manual_fulfillment", "title": "Free medium coffee",
+            "description": "One medium coffee of your choice.",
+            "terms": "Valid in participating stores. One per customer.",
+            "logo_url": "https://cdn.example.com/offers/coffee.png", "pos_discount_id": "POS-1001",
+            "group_id": "00000000-0000-0000-0000-000000000000",
+            "category_ids": ["9a82f973-aae6-4e10-839b-7117a852cf9e"],
+            "issued_at": "2026-11-02T09:30:00Z", "expires_at": "2026-12-31T23:59:59Z",
+            "expires_ts": datetime(2026, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp(),
+            "redeemed": False, "redeemable": True}
+
+    @pytest.mark.parametrize("field, key", [("acquire_date", "issued_at"), ("start_date", "start_date"),
+                                            ("end_date", "end_date")])
+    def test_a_garbled_soft_date_is_null_and_keeps_the_offer(self, field, key):
+        offer = one_offer(**{field: "the other day"})
+        assert offer[key] is None and offer["expires_at"] == "2026-12-31T23:59:59Z"
+
+    def test_media_keeps_objects_and_their_documented_keys_only(self):
+        media = [{"uri": "https://cdn.example.com/h.png", "content_type": 1, "category_id": 7,
+                  "category_name": "Hero", "alt": "secret", "width": None},
+                 "junk", None, 3,
+                 {"uri": True, "content_type": [1], "category_id": None, "category_name": {"en": "x"}},
+                 {"uri": "https://cdn.example.com/v.mp4", "content_type": 2.0}]
+        assert one_offer(media=media)["media"] == [
+            {"uri": "https://cdn.example.com/h.png", "content_type": 1, "category_id": 7,
+             "category_name": "Hero"},
+            {}, {"uri": "https://cdn.example.com/v.mp4", "content_type": 2.0}]
+
+    def test_a_true_content_type_is_skipped_not_the_end_of_the_search(self):
+        media = [{"uri": "https://x.example.com/t", "content_type": True},
+                 {"uri": "https://i.example.com/i.png", "content_type": 1}]
+        assert one_offer(logo_uri=None, media=media)["logo_url"] == "https://i.example.com/i.png"
+
+
+class TestDatesAndText:
+    @pytest.mark.parametrize("text", ["2026-12-31Z", "2026-12-31z", "20261231Z"])
+    def test_a_date_with_z_and_no_time_is_midnight_utc(self, text):
+        assert parse_time(text) == datetime(2026, 12, 31, tzinfo=timezone.utc)
+
+    def test_iso_is_utc_with_z_to_the_second_whatever_the_machine_zone(self, monkeypatch):
+        import time
+
+        monkeypatch.setenv("TZ", "Pacific/Auckland")
+        time.tzset()
+        try:
+            plus_two = timezone(timedelta(hours=2))
+            assert iso(datetime(2027, 1, 1, 1, 59, 59, 999999, tzinfo=plus_two)) == "2026-12-31T23:59:59Z"
+            assert iso(datetime(2026, 6, 1, 9, 5, 7, tzinfo=timezone.utc)) == "2026-06-01T09:05:07Z"
+            assert iso(None) is None
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+
+    def test_a_non_object_payload_names_the_payload(self):
+        # connect.normalised puts these messages in the 502's message
+        with pytest.raises(ValidationError) as caught:
+            normalise_payload(["not", "an", "object"])
+        assert caught.value.messages == {"payload": ["must be an object"]}
+
+    def test_an_optional_field_is_null_when_absent_or_null(self):
+        schema = Schema.from_dict({"name": module._opt(module.Text, data_key="title")})()
+        assert schema.load({}) == {"name": None}
+        assert schema.load({"title": None}) == {"name": None}
+        assert schema.load({"title": 12}) == {"name": "12"}
+
+    def test_catalogue_text_is_shared_between_wallets(self):
+        # thousands of cached wallets hold the same offers: one copy of each text, not one per wallet
+        sent = json.dumps(payload(media=[{"uri": "https://m/a.png"}]))
+        first, second = (normalise_payload(json.loads(sent))[0] for _ in range(2))
+        for key in ("title", "description", "terms", "offer_id", "expires_at"):
+            assert first["offers"][0][key] is second["offers"][0][key], key
+        assert first["offers"][0]["media"][0]["uri"] is second["offers"][0]["media"][0]["uri"]
+
+    def test_only_texts_up_to_4096_characters_are_shared(self):
+        for length, kept in ((4096, True), (4097, False)):
+            a, b = "".join(["d"] * length), "".join(["d"] * length)
+            assert a is not b
+            assert module.shared(a) is a
+            assert (module.shared(b) is a) is kept, length
+        assert module.shared(7) == 7 and module.shared(None) is None
+
+
+def both_paths(body) -> list:
+    """normalise_payload's answer (or refusal) by the fast path and by the schemas alone."""
+    outcomes = []
+    for fast in (True, False):
+        try:
+            outcomes.append(normalise_payload(copy.deepcopy(body), fast=fast))
+        except ValidationError:
+            outcomes.append("refused")
+    return outcomes
+
+
+def refuse_schemas(monkeypatch):
+    def refuse(item, *args, **kwargs):
+        raise AssertionError(f"the plain form went to the schemas: {item!r}")
+    for schema in (module._payload, module._offer, module._named, module._user):
+        monkeypatch.setattr(schema, "load", refuse)
+
+
+class TestTwoPaths:
+    """SessionM's plain form is read without marshmallow (most of a miss's CPU otherwise); any other
+    form goes to the schemas, which stay the contract. Either way the wallet is the same."""
+
+    @pytest.mark.parametrize("change", [
+        {},
+        {"available_points": -500, "total_points": 10**6},
+        {"available_points": 12.5, "total_points": 1000.0},
+        {"user": {"opted_in": True, "activated": None}},
+        {"user_offers": [dict(fixture_json("get_user_offers.ok.json")["payload"]["user_offers"][0],
+                              media=[{"uri": "https://m/a.png"}], is_redeemable=False,
+                              acquire_date=1798761599, categories=None, category_ids=["c1", 2], offer_id=42,
+                              logo_uri=None)]},
+        {"offer_groups": [{"id": "g", "name": None, "sort_order": 1.5}, {"id": 5, "name": 6}]},
+    ])
+    def test_the_plain_form_never_touches_the_schemas(self, monkeypatch, change):
+        body = dict(payload(), **change)
+        expected = normalise_payload(copy.deepcopy(body), fast=False)
+        refuse_schemas(monkeypatch)
+        assert normalise_payload(body) == expected
+
+    def test_a_payload_without_lists_is_plain_too(self, monkeypatch):
+        refuse_schemas(monkeypatch)
+        wallet, dropped = normalise_payload({"user_id": "u", "total_points": 0, "available_points": 0})
+        assert wallet["offers"] == [] and wallet["groups"] == [] and wallet["categories"] == []
+
+    def test_fast_false_reads_everything_through_the_schemas(self, monkeypatch):
+        body = payload()
+        expected = normalise_payload(copy.deepcopy(body))
+        for name in ("fast_envelope", "fast_offer", "fast_named"):
+            monkeypatch.setattr(module, name, lambda item: pytest.fail("fast=False took the fast path"))
+        assert normalise_payload(body, fast=False) == expected
+        monkeypatch.setattr(module, "FAST", False)  # the switch bench/cpu_per_miss.py turns
+        assert normalise_payload(body) == expected
+
+    @pytest.mark.parametrize("value, expected", [
+        (-2**53, float(-2**53)), (-2**53 + 1, -2**53 + 1), (2**53 - 1, 2**53 - 1), (2.0**53, 2.0**53),
+        (1000.0, 1000), (12.5, 12.5), (-0.5, -0.5), (2**60, float(2**60)),
+    ])
+    def test_points_are_int_when_integral_below_2_to_the_53_on_both_paths(self, value, expected):
+        # a Liquid template shows 1000, not 1000.0; past 2**53 an int would claim a precision it has not
+        body = dict(payload(), available_points=value)
+        for wallet, _ in both_paths(body):
+            got = wallet["available_points"]
+            assert got == expected and type(got) is type(expected), (value, got)
+
+    @pytest.mark.parametrize("change, kept", [
+        ({"media": "https://m/a.png"}, False),
+        ({"media": {"uri": "https://m/a.png"}}, False),
+        ({"categories": "c1"}, False),
+        ({"category_ids": "c1", "categories": None}, False),
+        ({"is_redeemable": "true", "name": "Coffee", "offer_id": 7}, True),
+        ({"is_redeemable": 1, "terms": 1.5}, True),
+    ])
+    def test_odd_offer_forms_give_the_schemas_answer(self, change, kept):
+        fast, reference = both_paths(payload(**change))
+        assert fast == reference
+        wallet, dropped = fast
+        assert (len(wallet["offers"]), len(dropped)) == ((1, 0) if kept else (0, 1))
+        if "name" in change:
+            assert wallet["offers"][0]["title"] == "Coffee" and wallet["offers"][0]["offer_id"] == "7"
+
+    @pytest.mark.parametrize("change, outcome", [
+        ({"user_offers": [None]}, "refused"),
+        ({"offer_groups": "g1"}, "refused"),
+        ({"offer_groups": [None]}, "refused"),
+        ({"offer_categories": [{"id": "c"}, None]}, "refused"),
+        ({"offer_groups": [{"id": True, "name": "G"}, {"id": "g", "name": "G"}]}, ["g"]),
+        ({"offer_groups": [{"id": "g", "name": True}, {"id": "h", "name": "H"}]}, ["h"]),
+        ({"offer_groups": [{"id": "g", "name": "G", "sort_order": "2"}, {"id": "h", "sort_order": 1}]},
+         ["h", "g"]),
+    ])
+    def test_odd_envelopes_and_catalogues_give_the_schemas_answer(self, change, outcome):
+        fast, reference = both_paths(dict(payload(), **change))
+        assert fast == reference
+        assert fast == "refused" if outcome == "refused" else [g["id"] for g in fast[0]["groups"]] == outcome
