@@ -247,3 +247,28 @@ def test_total_points_is_described_as_sessionm_documents_it(client):
     readme = (ROOT / "README.md").read_text()
     row = next(line for line in readme.splitlines() if line.startswith("| `total_points`"))
     assert "spent" in row and "not a balance" in row
+
+
+class TestAnswersThatAreNotJson:
+    """An error page from a proxy in front of SessionM is a retryable 503, never a 500."""
+
+    @pytest.mark.parametrize("content_type", ["text/html; charset=made-up", "text/html; charset=latin-1",
+                                              "application/json"])
+    def test_a_gateway_page_is_a_503_whatever_its_charset(self, client, sessionm, content_type):
+        sessionm.on("POST", OFFERS_PATH, Reply(502, b"<html>Bad gateway \xe9</html>",
+                                               {"Content-Type": content_type}))
+        response = client.get("/v1/wallets/user-1", headers=AUTH)
+        # SessionM's 5xx is "unavailable, retry" (as before), whatever charset the page claims
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.json["error"]["code"] == "upstream_unavailable"
+
+    def test_the_snippet_of_an_unknown_charset_is_read_as_utf8(self, sessionm):
+        import requests
+
+        from wallet_proxy.upstream import transport
+
+        sessionm.on("POST", "/page", Reply(502, "Bad gateway é".encode(),
+                                           {"Content-Type": "text/html; charset=made-up"}))
+        reply = transport.call(requests.Session(), "POST", sessionm.url + "/page", timeout=5, name="SessionM")
+        assert reply.status == 502 and reply.data is None
+        assert reply.text == "Bad gateway é"

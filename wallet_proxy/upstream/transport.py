@@ -99,6 +99,7 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
     elapsed = time.monotonic() - started
     content = response.content
     try:
+        # JSON between systems is UTF-8 (RFC 8259 §8.1), so the bytes are read as such
         data = jsoncodec.loads(content) if content else None
     except ValueError:
         data = None
@@ -107,8 +108,13 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
 
 
 def _snippet(response: requests.Response, content: bytes) -> str:
-    """The start of an answer's text, for error messages (its declared charset, else UTF-8)."""
-    return content[:800].decode(response.encoding or "utf-8", "replace")[:200]
+    """The start of an answer's text, for error messages: its declared charset, else (or when the
+    charset is not one Python knows, as `requests.Response.text` does) UTF-8 with replacements."""
+    try:
+        text = content[:800].decode(response.encoding or "utf-8", "replace")
+    except LookupError:  # e.g. `charset=made-up` from a proxy's error page
+        text = content[:800].decode("utf-8", "replace")
+    return text[:200]
 
 # SessionM's status and error codes inside an HTTP 200, one mapping for every SessionM client.
 # Codes: https://docs.sessionm.com/developer/APIs/Core/Overview/overview_statuses_errors.htm ("200 ...
