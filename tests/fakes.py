@@ -172,3 +172,17 @@ class FakeClock:
 
     def tick(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FixedLag:
+    """A LoopLag stand-in (wallet_proxy/web/lag.py) whose standing and mean lag the test sets."""
+
+    def __init__(self, standing: float = 0.0, mean: float | None = None):
+        self.value = standing
+        self.average = standing if mean is None else mean
+
+    def standing(self) -> float:
+        return self.value
+
+    def mean(self) -> float:
+        return self.average

@@ -259,8 +259,26 @@ class TestNoDoomedCalls:
     def test_a_call_with_exactly_the_minimum_time_left_is_made(self):
         mono = FakeClock(0.0)  # 0.1 - 0.0 is exactly MIN_CALL in floats
         wallets, client, _ = service(mono)
+        wallets.slots.hold = 0.01  # calls have been quick: MIN_CALL is still the least a call gets
         wallets.get("just", "en-US", mono() + MIN_CALL)
         assert client.calls == [("just", MIN_CALL)]
+
+    def test_a_call_needs_the_time_calls_have_been_taking_not_just_the_minimum(self, mono):
+        wallets, client, slept = service(mono)
+        wallets.slots.hold = 0.4  # what calls have held a slot for lately
+        assert wallets.call_time() == 0.4
+        with pytest.raises(UpstreamUnavailable) as refused:
+            wallets.get("short", "en-US", mono() + 0.39)
+        assert "no slot" in refused.value.message and client.calls == [] and slept == []
+        wallets.get("enough", "en-US", mono() + 0.41)
+        assert client.calls == [("enough", pytest.approx(0.41))]
+
+    def test_the_expected_call_time_is_bounded_by_the_minimum_and_the_upstream_timeout(self, mono):
+        wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_TIMEOUT=0.5)
+        wallets.slots.hold = 0.01
+        assert wallets.call_time() == MIN_CALL
+        wallets.slots.hold = 3.0  # calls hung until their timeout: a call needs no more than that
+        assert wallets.call_time() == 0.5
 
 
 class GatedConnect(FakeConnect):

@@ -11,12 +11,12 @@ import threading
 
 import pytest
 
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, FixedLag
 from tests.test_admission import service
 from tests.test_slots import until
 from wallet_proxy.errors import Internal, UpstreamTimeout, UpstreamUnavailable, UserNotFound
-from wallet_proxy.wallet.service import (ANSWER_MARGIN, INITIAL_HOLD, HIT, MISS, SIE, SWR, Served, Slots,
-                                         _spawn_thread, wallet_headers)
+from wallet_proxy.wallet.service import (ANSWER_MARGIN, HIT, INITIAL_HOLD, LAG_TARGET, MISS, SIE, SWR, Served,
+                                         Slots, _spawn_thread, wallet_headers)
 from wallet_proxy.wallet.stores import Entry
 from wallet_proxy.web.metrics import Metrics
 
@@ -184,11 +184,47 @@ class TestOneCall:
     def test_a_waiter_answers_its_timeout_before_its_deadline_while_the_call_goes_on(self, mono):
         wallets, _, _ = service(mono)
         flight, _ = wallets.flights.join(("u", "en-US"))  # a call in flight that will not land in time
+        flight.started = mono() - 0.75  # SessionM has had half of what a call can get (1.5 s)
         flight.done = RecordedEvent()
         with pytest.raises(UpstreamTimeout):
             wallets.get("u", "en-US", mono() + 1.0)
         assert flight.done.waits == [pytest.approx(1.0 - ANSWER_MARGIN)], "it keeps the margin to answer"
         assert wallets.flights.running(("u", "en-US")), "the call goes on for the next reads"
+
+    @pytest.mark.parametrize("started", [None, -0.74], ids=["still queued for a slot", "started late"])
+    def test_a_call_that_had_no_fair_chance_by_the_deadline_is_our_overload_a_503(self, mono, started):
+        wallets, _, _ = service(mono)
+        flight, _ = wallets.flights.join(("u", "en-US"))
+        flight.started = None if started is None else mono() + started
+        flight.done = RecordedEvent()
+        with pytest.raises(UpstreamUnavailable) as refused:
+            wallets.get("u", "en-US", mono() + 1.0)
+        assert refused.value.status == 503 and refused.value.retry_after == 1
+        assert "overloaded" in refused.value.message
+
+    def test_the_fair_chance_is_half_the_request_deadline_when_that_is_shorter(self, mono):
+        wallets, _, _ = service(mono, WALLET_PROXY_DEADLINE=0.4, WALLET_PROXY_UPSTREAM_TIMEOUT=10)
+        flight, _ = wallets.flights.join(("u", "en-US"))
+        flight.started = mono() - 0.2  # half of the 0.4 s a call can get here
+        flight.done = RecordedEvent()
+        with pytest.raises(UpstreamTimeout):
+            wallets.get("u", "en-US", mono() + 0.1)
+
+    def test_a_timeout_while_the_loop_lags_is_our_overload_a_503(self, mono):
+        wallets, _, _ = service(mono)
+        wallets.lag = FixedLag(LAG_TARGET + 0.01)
+        flight, _ = wallets.flights.join(("u", "en-US"))
+        flight.started = mono() - 1.0
+        flight.done = RecordedEvent()
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("u", "en-US", mono() + 1.0)
+
+    def test_the_calls_own_timeout_stays_a_504_whatever_the_waiters_deadline(self, mono):
+        wallets, client, _ = service(mono)
+        client.error = UpstreamTimeout("SessionM did not answer within 1.50s")
+        with pytest.raises(UpstreamTimeout) as late:
+            wallets.get("u", "en-US", mono() + 1.8)
+        assert late.value is client.error
 
     def test_asks_sessionm_for_that_user(self, mono):
         wallets, client, _ = service(mono)
@@ -253,16 +289,20 @@ class TestAnswerHeaders:
         assert stale[1] == ("Cache-Control", "private, max-age=0"), "a stale wallet: no caching"
 
 
-def test_a_sessionm_call_runs_in_a_daemon_thread_named_for_it():
-    # Daemon: a call still hanging never holds up the process's exit. Named: a thread dump says
-    # which threads are SessionM calls.
-    seen = threading.Event()
+def test_a_sessionm_call_runs_in_its_own_thread_and_the_caller_goes_on_at_once():
+    # The caller does not wait for the thread to start (threading.Thread.start would: a whole turn
+    # of gevent's loop under load), and a hanging call never holds up the process's exit: the
+    # thread is not one of threading's, which the interpreter joins at exit.
+    release, seen = threading.Event(), threading.Event()
     where = []
 
     def target(a, b):
-        where.append((threading.current_thread().name, threading.current_thread().daemon, a, b))
+        where.append((threading.get_ident(), a, b))
         seen.set()
+        release.wait(5)
 
     _spawn_thread(target, 1, 2)
     assert seen.wait(5)
-    assert where == [("sessionm-fetch", True, 1, 2)]
+    assert where == [(where[0][0], 1, 2)] and where[0][0] != threading.get_ident()
+    assert all(t.ident != where[0][0] for t in threading.enumerate()), "not a threading.Thread"
+    release.set()

@@ -19,6 +19,7 @@ from .wallet.service import WalletService
 from .wallet.stores import MemoryStore, RenderCache, Store
 from .web import ratelimit
 from .web.auth import Authenticator
+from .web.lag import LoopLag, running_under_gevent
 from .web.metrics import Metrics, carry_context, instrument_session
 
 if TYPE_CHECKING:  # annotations only: these are imported where they are built, when configured
@@ -115,8 +116,10 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
             locker = RedisLocker(redis_client, store)
     if store is None:  # not `store or memory`: an empty store has len() 0 and is falsy
         store = memory
+    # Under gunicorn's gevent worker one loop runs every request: watch its lag (CPU admission).
+    lag = LoopLag().start() if running_under_gevent() else None
     wallets = WalletService(connect, store, settings, clock=clock, spawn=spawn, locker=locker,
-                            metrics=metrics)
+                            metrics=metrics, lag=lag)
     wallets.spawn = carry_context(wallets.spawn)  # upstream time lands on the leading request's log line
     braze = trigger = None
     if settings.braze_configured:

@@ -35,7 +35,7 @@ class ConnectClient:
         body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": skip, "take": self.take,
                 "include_pending_extended_data": False, "culture": culture}
         return upstream.call(self.session, "POST", self.url, json=body, headers=self._headers,
-                             timeout=timeout, name="SessionM")
+                             timeout=timeout, name="SessionM", idempotent=True)
 
     def get_user_offers(self, user_id: str, culture: str, timeout: float) -> dict:
         """Return the normalised wallet of `user_id`, or raise the matching ApiError.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import logging
 import time
 import urllib.request
@@ -79,23 +80,43 @@ def retry_after_seconds(headers, default: float = 1.0) -> float:
     return default
 
 
+def closed_unanswered(exc: BaseException) -> bool:
+    """Whether a requests ConnectionError is the peer closing the connection before any answer:
+    what a kept-alive connection meets when the server's idle timeout closed it just as we sent."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+            return True
+        exc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else (
+            exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__)
+    return False
+
+
 def call(session: requests.Session, method: str, url: str, *, timeout: float, name: str,
-         **kwargs) -> Reply:
-    """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets."""
+         idempotent: bool = False, **kwargs) -> Reply:
+    """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets.
+
+    `idempotent`: the call only reads (SessionM's get_user_offers is a POST that changes nothing),
+    so when the server closed the connection without answering -- the race between its keep-alive
+    idle timeout and our reuse of that pooled connection -- it is sent once more, on another
+    connection, within the same `timeout`. Counting that race as SessionM failing would feed the
+    breaker a failure that is nobody's.
+    """
     started = time.monotonic()
-    connect_timeout = min(CONNECT_TIMEOUT_CAP, timeout)
     try:
-        response = session.request(method, url, timeout=(connect_timeout, timeout), allow_redirects=False,
-                                   **kwargs)
-    except requests.exceptions.ConnectTimeout as exc:
-        raise UpstreamUnavailable(f"{name} did not accept a connection in time",
-                                  retry_after=1) from exc
-    except requests.exceptions.Timeout as exc:
-        raise UpstreamTimeout(f"{name} did not answer within {timeout:.2f}s") from exc
+        response = _request(session, method, url, timeout, **kwargs)
     except requests.exceptions.ConnectionError as exc:
-        raise UpstreamUnavailable(f"{name} refused or dropped the connection", retry_after=1) from exc
+        left = timeout - (time.monotonic() - started)
+        if not (idempotent and closed_unanswered(exc) and left > 0.05):
+            raise _mapped(exc, name, timeout) from exc
+        log.info("%s closed a kept-alive connection without answering; sent again", name)
+        try:
+            response = _request(session, method, url, left, **kwargs)
+        except requests.exceptions.RequestException as again:
+            raise _mapped(again, name, timeout) from again
     except requests.exceptions.RequestException as exc:
-        raise UpstreamError(f"{name} call failed: {type(exc).__name__}") from exc
+        raise _mapped(exc, name, timeout) from exc
     elapsed = time.monotonic() - started
     content = response.content
     try:
@@ -105,6 +126,21 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
         data = None
     return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
 
+
+def _request(session: requests.Session, method: str, url: str, timeout: float, **kwargs):
+    return session.request(method, url, timeout=(min(CONNECT_TIMEOUT_CAP, timeout), timeout),
+                           allow_redirects=False, **kwargs)
+
+
+def _mapped(exc: requests.exceptions.RequestException, name: str, timeout: float) -> ApiError:
+    """The ApiError a transport failure stands for (the caller raises it from `exc`)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return UpstreamUnavailable(f"{name} did not accept a connection in time", retry_after=1)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return UpstreamTimeout(f"{name} did not answer within {timeout:.2f}s")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return UpstreamUnavailable(f"{name} refused or dropped the connection", retry_after=1)
+    return UpstreamError(f"{name} call failed: {type(exc).__name__}")
 
 
 def _snippet(response: requests.Response, content: bytes) -> str:

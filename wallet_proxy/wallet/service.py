@@ -12,6 +12,7 @@ Braze renders each message 2-3 times and gives up after 2 s, so:
 """
 from __future__ import annotations
 
+import _thread
 import collections
 import math
 import logging
@@ -45,6 +46,10 @@ LATE_SHARE = 0.2
 # per second, each waiting its turn (at most PACE_MAX seconds) before its 503 leaves.
 PACE_FACTOR = 2.0
 PACE_MAX = 1.0
+# The event loop's standing lag (web/lag.py) above which new SessionM calls are refused: the CPU is
+# the bottleneck, not SessionM, and every call started now only makes the calls in flight read
+# their answers later. A healthy loop at capacity stays well under it.
+LAG_TARGET = 0.1
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Flight:
 
     def __init__(self, monotonic=time.monotonic):
         self.done = threading.Event()
+        self.started: float | None = None  # when its SessionM call was handed to its thread (monotonic)
         self.entry: Entry | None = None
         self.error: ApiError | None = None
         self.monotonic = monotonic
@@ -239,7 +245,7 @@ class WalletService:
 
     def __init__(self, client, store: Store, settings, *, breaker: Breaker | None = None, clock=time.time,
                  monotonic=time.monotonic, spawn=None, metrics=None, locker=None,
-                 queue_target: float = QUEUE_TARGET, sleep=time.sleep):
+                 queue_target: float = QUEUE_TARGET, sleep=time.sleep, lag=None):
         self.client = client
         self.store = store
         self.settings = settings
@@ -257,9 +263,12 @@ class WalletService:
         self.metrics = metrics
         # Optional cross-process lock (Redis): when another process holds it, wait for its result.
         self.locker = locker
+        # Optional event-loop lag monitor (web/lag.py's LoopLag; under gevent): CPU admission.
+        self.lag = lag
 
     def get(self, user_id: str, culture: str, deadline: float) -> Served:
         """Return the wallet of (user, culture) within `deadline` (monotonic), or raise an ApiError."""
+        deadline = self.seen_late(deadline)
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
@@ -318,6 +327,7 @@ class WalletService:
         wait for, and no cached copy is young enough to be served stale. The route reaches the same
         answer through `get`; the fast path asks here to give it without Flask.
         """
+        deadline = self.seen_late(deadline)
         if self.flights.running((user_id, culture)):
             return None
         if entry is not None:
@@ -330,20 +340,44 @@ class WalletService:
             return self.overloaded_error()
         return None
 
+    def lagging(self) -> bool:
+        """Whether the event loop has a standing lag above LAG_TARGET: this process is out of CPU."""
+        return self.lag is not None and self.lag.standing() > LAG_TARGET
+
+    def seen_late(self, deadline: float) -> float:
+        """A request's deadline, moved earlier by the event loop's recent lag.
+
+        The deadline counts from when our code first saw the request; under load it had already
+        waited about that lag in its socket for its turn, and Braze's 2 s count from its sending.
+        """
+        return deadline - 2 * self.lag.mean() if self.lag is not None else deadline
+
     def admits(self, deadline: float) -> bool:
         """Admission control: may a new SessionM call queue for a slot, or is it refused at once?
 
-        Admitted when a slot is free, or when the expected wait (place in line x measured slot time
-        / slots) is within QUEUE_TARGET and still leaves the call time before `deadline`. Refusing
-        at arrival is cheap and honest (503 + Retry-After at once); queueing past the point where the
-        call can still be made in time only turns the same refusal into a slow one, and crowds out
-        the calls that can.
+        Refused while the event loop has a standing lag above LAG_TARGET (the process is out of
+        CPU: see web/lag.py). Otherwise admitted when a slot is free, or when the expected wait
+        (place in line x measured slot time / slots) is within QUEUE_TARGET and still leaves the
+        call its expected time before `deadline`. Refusing at arrival is cheap and honest (503 +
+        Retry-After at once); queueing past the point where the call can still be made in time only
+        turns the same refusal into a slow one, and crowds out the calls that can.
         """
+        lag = self.lag.standing() if self.lag is not None else 0.0
+        if lag > LAG_TARGET:
+            return False
         wait = self.slots.expected_wait()
         if wait == 0.0:
             return True
-        call = max(MIN_CALL, self.slots.hold)
-        return wait <= self.queue_target and self.monotonic() + wait + call <= deadline - ANSWER_MARGIN
+        # A queued call waits for the loop three times more: woken with its slot, started, and
+        # its answer handed to the request.
+        return (wait <= self.queue_target
+                and self.monotonic() + wait + self.call_time() + 3 * lag <= deadline - ANSWER_MARGIN)
+
+    def call_time(self) -> float:
+        """Seconds a SessionM call is expected to need: the measured slot time, at least MIN_CALL,
+        at most WALLET_PROXY_UPSTREAM_TIMEOUT. A call started with less time left than this is
+        likely to answer after its request has given up: a 504 that spent a slot and the CPU."""
+        return max(MIN_CALL, min(self.slots.hold, self.settings.upstream_timeout))
 
     def forget(self, user_id: str) -> None:
         """Drop every cached culture of a user."""
@@ -355,7 +389,31 @@ class WalletService:
             self._lead(flight, user_id, culture, deadline)
         elif self.metrics:
             self.metrics.coalesced()
-        return flight.wait(deadline - ANSWER_MARGIN)
+        try:
+            return flight.wait(deadline - ANSWER_MARGIN)
+        except UpstreamTimeout as exc:
+            if exc is not flight.error and not self.sessionm_late(flight):  # this waiter's deadline
+                # Not SessionM's timeout: its call started too late (queued for a slot, or this
+                # process behind on its loop) to answer by this request's deadline. Our overload,
+                # so a 503 with Retry-After: Braze comes back later.
+                raise UpstreamUnavailable("this process is overloaded; the answer was not ready in time",
+                                          retry_after=1) from None
+            raise
+
+    def sessionm_late(self, flight: Flight) -> bool:
+        """Whether a call still running at a waiter's deadline is SessionM's lateness (504) or ours.
+
+        SessionM's when its call has run at least FAIR_SHARE of the time a call can get (the
+        upstream timeout, or the request deadline when that is shorter) and this process is not
+        behind on its loop (the answer is not waiting unread in its socket): the fair chance the
+        breaker asks before counting a timeout. A call that never started (its leader still queued
+        for a slot) is never SessionM's.
+        """
+        started = flight.started
+        if started is None:
+            return False
+        most = min(self.settings.upstream_timeout, self.settings.deadline)
+        return self.monotonic() - started >= FAIR_SHARE * most and not self.lagging()
 
     def _lead(self, flight: Flight, user_id: str, culture: str, deadline: float,
               wait_for_slot: bool = True) -> None:
@@ -373,13 +431,14 @@ class WalletService:
             self.flights.finish(key, flight, error=error)
             return
         timeout = min(self.settings.upstream_timeout, deadline - self.monotonic())
-        if timeout < MIN_CALL:
+        if wait_for_slot and timeout < self.call_time() or timeout < MIN_CALL:
             # Granted, but woken too late (a busy loop) for the call to be worth making: a call
-            # with less time than SessionM needs only times out, spending a slot and the CPU.
+            # with less time than SessionM takes only times out, spending a slot and the CPU.
             self.slots.release()
             self.breaker.cancel()
             self.flights.finish(key, flight, error=self.overloaded_error(paced=False))
             return
+        flight.started = self.monotonic()
         self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
@@ -389,8 +448,8 @@ class WalletService:
         wakes every waiter at once (Slots.wake_all) to answer a fast 503, rather than each one
         waking at its own deadline or handing a useless slot down a chain of waiters.
         """
-        # Leave the call itself some time: a slot won just before the deadline is useless.
-        return self.slots.take(deadline - MIN_CALL, give_up=lambda: self.breaker.state == "open")
+        # Leave the call itself its time: a slot won just before the deadline is useless.
+        return self.slots.take(deadline - self.call_time(), give_up=lambda: self.breaker.state == "open")
 
     def _run(self, flight: Flight, user_id: str, culture: str, timeout: float) -> None:
         key = (user_id, culture)
@@ -454,9 +513,12 @@ class WalletService:
         timeout was noticed on time. Under local overload the loop reads sockets late: an answer
         already waiting in the socket then loses the race to a timer that fires `elapsed - timeout`
         late, and counting that would open the breaker on our own overload and shed everything.
+        For the same reason no timeout counts while the event loop has a standing lag.
         """
         if not isinstance(error, UpstreamTimeout):
             return True
+        if self.lag is not None and self.lag.standing() > LAG_TARGET:
+            return False  # the loop is behind: the answer may be waiting unread in its socket
         fair = timeout >= FAIR_SHARE * self.settings.upstream_timeout
         on_time = elapsed - timeout <= LATE_SHARE * timeout
         return fair and on_time
@@ -468,8 +530,14 @@ def entry_ttl(entry: Entry, settings) -> float:
 
 
 def _spawn_thread(target, *args) -> None:
-    """Run `target` in a daemon thread (a greenlet under gevent's monkey-patching)."""
-    threading.Thread(target=target, args=args, daemon=True, name="sessionm-fetch").start()
+    """Run `target` in a new thread (a greenlet under gevent's monkey-patching), without waiting.
+
+    Not `threading.Thread(...).start()`: that waits until the new thread has started, which under
+    gevent is a whole turn of the event loop -- under load, hundreds of milliseconds of the
+    leading request's deadline spent before its SessionM call even begins. Such a thread does
+    not hold the process open at exit, as a daemon thread would not; `target` handles its own errors.
+    """
+    _thread.start_new_thread(target, args)
 
 
 def cache_status(served) -> str:

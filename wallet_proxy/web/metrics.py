@@ -94,6 +94,11 @@ class Metrics:
         self.cache_degraded = Gauge("wallet_proxy_cache_degraded",
                                     "1 while a process serves from memory because Redis fails",
                                     registry=r, multiprocess_mode="livemax")
+        # livemax: the busiest worker's standing event-loop lag (web/lag.py); 0 without gevent.
+        self.loop_lag = Gauge("wallet_proxy_event_loop_lag_seconds",
+                              "Standing lag of a worker's event loop "
+                              "(above 0.1 s: new SessionM calls refused)",
+                              registry=r, multiprocess_mode="livemax")
         self.rate_limited = Counter("wallet_proxy_rate_limited_total", "Requests answered 429 by client",
                                     ("client",), registry=r)
         # The JSON body's error.code, e.g. outcome_unknown for a triggered send that may have gone.
@@ -222,11 +227,13 @@ def init_app(app: Flask, metrics: Metrics, services) -> None:
 
 
 def refresh_gauges(metrics: Metrics, services) -> None:
-    """Publish the SessionM breaker's state and whether the cache fell back from Redis."""
+    """Publish the SessionM breaker's state, whether the cache fell back from Redis, the loop's lag."""
     breaker = getattr(getattr(services, "wallets", None), "breaker", None)
     if breaker is not None:
         metrics.breaker_state(breaker.state)
     metrics.cache_degraded.set(0 if services.store.healthy() else 1)  # every Store says
+    lag = getattr(getattr(services, "wallets", None), "lag", None)
+    metrics.loop_lag.set(lag.standing() if lag is not None else 0.0)
 
 
 def _outcome(response=None, error: Exception | None = None) -> str:
