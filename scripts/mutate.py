@@ -39,7 +39,7 @@ CORE = {
     "breaker": ("wallet_proxy/upstream/breaker.py", ["tests/test_breaker.py"]),
     "service": ("wallet_proxy/wallet/service.py", ["tests/test_slots.py", "tests/test_flights.py",
                                                   "tests/test_admission.py", "tests/test_wallet_calls.py",
-                                                  "tests/test_wallet_service.py"]),
+                                                  "tests/test_wallet_service.py", "tests/test_lag.py"]),
     "auth": ("wallet_proxy/web/auth.py", ["tests/test_auth.py"]),
     "sends-plan": ("wallet_proxy/sends/plan.py", ["tests/test_trigger_plan.py"]),
     "idempotency": ("wallet_proxy/sends/idempotency.py", ["tests/test_idempotency.py"]),
