@@ -19,7 +19,7 @@ import pytest
 from tests.fakes import FakeClock, FixedLag
 from tests.test_admission import service
 from wallet_proxy.errors import UpstreamTimeout, UpstreamUnavailable
-from wallet_proxy.wallet.service import ANSWER_MARGIN, LAG_TARGET
+from wallet_proxy.wallet.service import ANSWER_MARGIN, LAG_TARGET, TURNS_BEFORE
 from wallet_proxy.web.lag import INTERVAL, WINDOW, LoopLag, running_under_gevent
 
 
@@ -169,14 +169,17 @@ class TestAdmission:
         wallets, _, _ = service(mono)
         assert wallets.seen_late(10.0) == 10.0
         wallets.lag = FixedLag(0.0, mean=0.2)
-        assert wallets.seen_late(10.0) == pytest.approx(9.6), "before it, and answering after it"
+        assert TURNS_BEFORE == 3
+        assert wallets.seen_late(10.0) == pytest.approx(9.4), "before it, answering after it, a margin"
 
     def test_a_request_left_no_time_by_its_wait_is_refused_not_called(self, mono):
         wallets, client, _ = service(mono)
-        wallets.lag = FixedLag(0.0, mean=0.5)  # waiting turns of 0.5 s, but no standing queue
+        wallets.lag = FixedLag(0.0, mean=0.3)  # waiting turns of 0.3 s, but no standing queue
         with pytest.raises(UpstreamUnavailable):
-            wallets.get("u", "en-US", mono() + 1.0 + 0.1)  # 1.1 s - 2 x 0.5 s leaves 0.1 s
+            wallets.get("u", "en-US", mono() + 0.9 + 0.2)  # 1.1 s - 3 x 0.3 s leaves 0.2 s
         assert client.calls == []
+        wallets.get("v", "en-US", mono() + 0.9 + 0.3)  # 0.3 s left: enough for a call (0.25 s)
+        assert client.calls == [("v", pytest.approx(0.3))]
 
 
 class TestTheBreakerUnderLag:
