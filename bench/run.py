@@ -262,7 +262,9 @@ def bench_send(upstream: Server, users: int = 5000, renders: int = 3, connection
                 "BENCH_MARKER": marker}, until=stop), range(instances)))
         wall = time.monotonic() - started
         calls = upstream_calls(upstream)
-        answered = len(glob.glob(marker + ".*")) == 2 * instances
+        markers = glob.glob(marker + ".*")
+        renders_answered = sum(int(Path(m).read_text() or 0) for m in markers)
+        answered = len(markers) == 2 * instances and renders_answered == users * renders
     finally:
         for svc in services:
             svc.close()
@@ -275,6 +277,7 @@ def bench_send(upstream: Server, users: int = 5000, renders: int = 3, connection
                   p50_us=max(r["p50_us"] for r in runs), command=runs[0]["command"])
     return {"run": merged, "runs": runs, "users": users, "renders": renders, "connections": connections,
             "instances": instances, "calls": calls, "calls_per_user": calls / users, "answered": answered,
+            "lost": users * renders - renders_answered if len(markers) == 2 * instances else None,
             "extra_requests": merged["requests"] - users * renders, "wall_s": wall, "little_s": little,
             "wall_vs_little": wall / little}
 
@@ -578,7 +581,10 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
               f"(k + r) mod {send['instances']}), " + (
                   f"stopped when every thread's share was answered ({send['extra_requests']:,} extra "
                   "requests to an already-cached user were in flight at the end and are in the latency "
-                  "figures)" if send["extra_requests"] >= 0 else
+                  "figures)" if send["answered"] else
+                  f"stopped when every render was sent and no answer came for 6 s, {send['lost']:,} of "
+                  f"the {send['users'] * send['renders']:,} renders never answered (lost)"
+                  if send.get("lost") is not None else
                   f"stopped at its {send['wall_s']:.0f} s limit with {send['run']['requests']:,} of the "
                   f"{send['users'] * send['renders']:,} renders answered"),
               f"- prewarm: `{warm['command']}` into the same Redis",

@@ -42,9 +42,25 @@ local function next_pair()
    return nil
 end
 
+local last_answer = os.time()
+
+local function finish()
+   -- the marker holds how many of this thread's renders were answered
+   local f = io.open(marker .. "." .. instance .. "." .. tid, "w")
+   f:write(tostring(received))
+   f:close()
+   wrk.thread:stop()
+end
+
 function request()
    local k, tag = next_pair(), "send"
    if k == nil then
+      if os.time() - last_answer > 6 then
+         -- every render was sent and none has been answered for longer than wrk's 5 s timeout:
+         -- the rest were lost (a timeout or a closed connection, which wrk does not report to
+         -- the script); stop instead of waiting for them until the run's limit
+         finish()
+      end
       -- past the quota while other connections are still busy: repeat a cached user, tagged so
       -- its answer is not counted as part of the send
       k, tag = tid, "extra"
@@ -57,10 +73,8 @@ function response(status, headers, body)
       return
    end
    received = received + 1
+   last_answer = os.time()
    if received == quota then
-      local f = io.open(marker .. "." .. instance .. "." .. tid, "w")
-      f:write(tostring(received))
-      f:close()
-      wrk.thread:stop()
+      finish()
    end
 end

@@ -48,7 +48,9 @@ PACE_FACTOR = 2.0
 PACE_MAX = 1.0
 # The event loop's standing lag (web/lag.py) above which new SessionM calls are refused: the CPU is
 # the bottleneck, not SessionM, and every call started now only makes the calls in flight read
-# their answers later. A healthy loop at capacity stays well under it.
+# their answers later. Measured against 0.15 and 0.25 (bench/RESULTS.md): higher targets refuse
+# fewer renders of a send that is merely CPU-bound, but let 500-1,000 connections of overload answer
+# past Braze's 2 s -- a blank message, where a 503 is a render Braze retries.
 LAG_TARGET = 0.1
 # Turns of the loop's recent lag taken off a request's deadline (see WalletService.seen_late).
 TURNS_BEFORE = 3
