@@ -29,11 +29,15 @@ class ConnectClient:
         self.session = session
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": authorization}
+        self._post = upstream.JsonPost(session, self.url, self._headers)
 
     def fetch_raw(self, user_id: str, culture: str, timeout: float, skip: int = 0) -> upstream.Reply:
         """POST get_user_offers for one page and return the raw reply (the preview shows the first)."""
         body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": skip, "take": self.take,
                 "include_pending_extended_data": False, "culture": culture}
+        if self._post.usable():
+            return upstream.call(self.session, "POST", self.url, prepared=self._post.prepared(body),
+                                 timeout=timeout, name="SessionM", idempotent=True)
         return upstream.call(self.session, "POST", self.url, json=body, headers=self._headers,
                              timeout=timeout, name="SessionM", idempotent=True)
 

@@ -127,9 +127,43 @@ def call(session: requests.Session, method: str, url: str, *, timeout: float, na
     return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
 
 
-def _request(session: requests.Session, method: str, url: str, timeout: float, **kwargs):
-    return session.request(method, url, timeout=(min(CONNECT_TIMEOUT_CAP, timeout), timeout),
-                           allow_redirects=False, **kwargs)
+NO_PROXIES: dict = {}
+
+
+def _request(session: requests.Session, method: str, url: str, timeout: float, prepared=None, **kwargs):
+    timeouts = (min(CONNECT_TIMEOUT_CAP, timeout), timeout)
+    if prepared is not None:
+        return session.send(prepared, timeout=timeouts, allow_redirects=False, proxies=NO_PROXIES,
+                            stream=False, verify=session.verify, cert=session.cert)
+    return session.request(method, url, timeout=timeouts, allow_redirects=False, **kwargs)
+
+
+class JsonPost:
+    """A JSON POST prepared once (URL, headers, the session's defaults) and sent with a new body each time.
+
+    `Session.request` merges the session's settings into each call, re-parses the URL and encodes
+    the body with the standard library's json: about a tenth of a wallet miss's CPU, spent
+    identically on every call. Sending a copy of one prepared request with the body encoded by
+    orjson skips that. Only for a session that takes nothing from the environment per call
+    (`make_session` turns `trust_env` off when no proxy is configured): `usable()` says so, and the
+    caller falls back to `call(..., json=...)` otherwise. No cookies ride along: SessionM's API is
+    stateless, and one user's load-balancer cookie has no business on every other user's call.
+    """
+
+    def __init__(self, session: requests.Session, url: str, headers: dict):
+        self.session = session
+        self._prepared = session.prepare_request(requests.Request("POST", url, headers=headers))
+        self._prepared.headers.pop("Cookie", None)
+
+    def usable(self) -> bool:
+        return not self.session.trust_env
+
+    def prepared(self, body) -> requests.PreparedRequest:
+        """A copy of the prepared POST carrying `body` as compact UTF-8 JSON."""
+        request = self._prepared.copy()
+        request.body = jsoncodec.dumps(body)
+        request.headers["Content-Length"] = str(len(request.body))
+        return request
 
 
 def _mapped(exc: requests.exceptions.RequestException, name: str, timeout: float) -> ApiError:

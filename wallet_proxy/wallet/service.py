@@ -437,7 +437,7 @@ class WalletService:
             self.flights.finish(key, flight, error=error)
             return
         timeout = min(self.settings.upstream_timeout, deadline - self.monotonic())
-        if wait_for_slot and timeout < self.call_time() or timeout < MIN_CALL:
+        if timeout < MIN_CALL or (wait_for_slot and timeout < self.call_time()):
             # Granted, but woken too late (a busy loop) for the call to be worth making: a call
             # with less time than SessionM takes only times out, spending a slot and the CPU.
             self.slots.release()
@@ -523,7 +523,7 @@ class WalletService:
         """
         if not isinstance(error, UpstreamTimeout):
             return True
-        if self.lag is not None and self.lag.standing() > LAG_TARGET:
+        if self.lagging():
             return False  # the loop is behind: the answer may be waiting unread in its socket
         fair = timeout >= FAIR_SHARE * self.settings.upstream_timeout
         on_time = elapsed - timeout <= LATE_SHARE * timeout
