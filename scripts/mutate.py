@@ -375,6 +375,11 @@ def main() -> int:
     if args.table:
         Path(args.out).write_text(table())
         return 0
+    import importlib.util
+
+    if importlib.util.find_spec("mutmut") is None:  # else every module would be written down as 0 of 0
+        print("mutmut is not installed: .venv/bin/pip install -e '.[mutate]'", file=sys.stderr)
+        return 2
     names = args.modules or list(CORE)
     rows = []
     for name in names:
