@@ -207,3 +207,57 @@ class TestTheBreakerUnderLag:
         wallets, _, _ = service(mono)
         wallets.lag = FixedLag(5.0)
         assert wallets.sessionm_failed(UpstreamUnavailable("SessionM answered HTTP 503"), 1.5, 0.01)
+
+
+class TestEdges:
+    """Pinned by the mutation run (docs/mutation.md): the limits and defaults of the lag rules."""
+
+    def test_the_service_takes_its_lag_monitor_from_its_maker(self, mono):
+        from tests.conftest import make_settings
+        from wallet_proxy.wallet.service import WalletService
+        from wallet_proxy.wallet.stores import MemoryStore
+
+        settings = make_settings("http://sessionm.invalid")
+        lag = FixedLag(LAG_TARGET + 1)
+        wallets = WalletService(object(), MemoryStore(10, 60), settings, monotonic=mono, lag=lag)
+        assert wallets.lag is lag and wallets.lagging()
+
+    def test_a_lag_at_the_target_is_not_lagging_and_a_timeout_then_counts(self, mono):
+        wallets, _, _ = service(mono)
+        timeout = UpstreamTimeout("SessionM did not answer within 1.50s")
+        wallets.lag = FixedLag(LAG_TARGET)
+        assert not wallets.lagging() and wallets.sessionm_failed(timeout, 1.5, 1.5)
+        wallets.lag = FixedLag(LAG_TARGET + 0.001)
+        assert wallets.lagging() and not wallets.sessionm_failed(timeout, 1.5, 1.5)
+
+    def test_a_new_flight_has_not_started(self):
+        from wallet_proxy.wallet.service import Flight
+
+        assert Flight().started is None
+
+    def test_a_waiter_behind_a_leader_still_queued_for_a_slot_gets_a_503(self, mono):
+        import threading
+
+        from tests.test_slots import until
+
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.slots.take(mono() + 10)  # the only slot is busy
+        leader = threading.Thread(target=lambda: pytest.raises(UpstreamUnavailable, wallets.get, "u", "en-US",
+                                                               mono() + 1.8), daemon=True)
+        leader.start()
+        until(lambda: wallets.slots.waiting == 1)  # the leader waits in line; its flight has no call
+        with pytest.raises(UpstreamUnavailable) as refused:
+            wallets.get("u", "en-US", mono() + ANSWER_MARGIN)  # joins, and its deadline is already here
+        assert "overloaded" in refused.value.message and client.calls == []
+        wallets.slots.wake_all()
+        mono.tick(10)
+        wallets.slots.wake_all()
+        leader.join(5)
+        assert not leader.is_alive()
+
+    def test_a_call_with_exactly_the_expected_time_left_is_made(self):
+        mono = FakeClock(0.0)
+        wallets, client, _ = service(mono)
+        wallets.slots.hold = 0.25
+        wallets.get("just", "en-US", 0.25)
+        assert client.calls == [("just", 0.25)]
