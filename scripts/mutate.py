@@ -148,6 +148,9 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "(`not`, `if`, `and`), where None is False"),
         ("xǁWalletServiceǁ_lead", "paced=None", "overloaded_error tests `paced` only for truth: None is "
          "False"),
+        ("xǁWalletServiceǁ_lead", "deadline if wait_for_slot else 1.0", "a refresh takes a slot only "
+         "if one is free: any `until` already past does that, and a monotonic clock is past 1.0 s "
+         "(seconds since boot; the tests' clocks start at 1000)"),
         ("xǁWalletServiceǁ_run", "called.append(", "`called` is read only for truth, which is its length: "
          "the value appended is never read"),
         ("xǁWalletServiceǁ_call", '"SESSIONM"', "Metrics.upstream lowercases the upstream's name: the "
