@@ -301,8 +301,14 @@ class TestNearCache:
 
         def hget_then_purge(*args):
             raw = original(*args)  # read before the purge ...
+            generation = reader._generation
             purger.forget(user)  # ... which lands, and another request applies its notice
-            reader._listening()
+            # Redis delivers the notice to the subscriber's socket on its own schedule (under a
+            # loaded CI it was not there yet at the first look): wait until it has been applied.
+            end = time.monotonic() + 5
+            while reader._generation == generation and time.monotonic() < end:
+                reader._listening()
+            assert reader._generation != generation, "the purge notice never arrived"
             return raw
 
         client.hget = hget_then_purge
