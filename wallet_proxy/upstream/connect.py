@@ -35,6 +35,9 @@ class ConnectClient:
         """POST get_user_offers for one page and return the raw reply (the preview shows the first)."""
         body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": skip, "take": self.take,
                 "include_pending_extended_data": False, "culture": culture}
+        # idempotent: get_user_offers looks offers up and changes nothing (SessionM's "Look up a user's
+        # offers", https://docs.sessionm.com/developer/Tasks/Offers/t_look_up_offer.htm), so a send
+        # lost to a closed kept-alive connection may go again
         if self._post.usable():
             return upstream.call(self.session, "POST", self.url, prepared=self._post.prepared(body),
                                  timeout=timeout, name="SessionM", idempotent=True)

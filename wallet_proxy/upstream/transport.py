@@ -83,13 +83,12 @@ def retry_after_seconds(headers, default: float = 1.0) -> float:
 def closed_unanswered(exc: BaseException) -> bool:
     """Whether a requests ConnectionError is the peer closing the connection before any answer:
     what a kept-alive connection meets when the server's idle timeout closed it just as we sent."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
+    while isinstance(exc, BaseException):
         if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
             return True
-        exc = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], BaseException) else (
-            exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc.__context__)
+        # requests and urllib3 wrap the socket's error as an argument: ConnectionError(ProtocolError(
+        # "Connection aborted.", RemoteDisconnected(...)))
+        exc = next((arg for arg in reversed(exc.args) if isinstance(arg, BaseException)), None)
     return False
 
 

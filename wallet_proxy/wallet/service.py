@@ -54,6 +54,8 @@ PACE_MAX = 1.0
 LAG_TARGET = 0.1
 # Turns of the loop's recent lag taken off a request's deadline (see WalletService.seen_late).
 TURNS_BEFORE = 3
+# Turns a queued call waits for the loop: woken with its slot, started, its answer handed over.
+TURNS_PER_CALL = 3
 
 
 @dataclass
@@ -272,7 +274,6 @@ class WalletService:
 
     def get(self, user_id: str, culture: str, deadline: float) -> Served:
         """Return the wallet of (user, culture) within `deadline` (monotonic), or raise an ApiError."""
-        deadline = self.seen_late(deadline)
         ttl = self.settings.cache_ttl
         entry = self.store.get(user_id, culture)
         if entry is not None:
@@ -285,7 +286,7 @@ class WalletService:
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
         try:
-            fresh = self._fetch(user_id, culture, deadline)
+            fresh = self._fetch(user_id, culture, self.seen_late(deadline))  # hits never need it
             return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at))
         except BREAKER_FAILURES:
             if entry is not None:
@@ -374,10 +375,8 @@ class WalletService:
         wait = self.slots.expected_wait()
         if wait == 0.0:
             return True
-        # A queued call waits for the loop three times more: woken with its slot, started, and
-        # its answer handed to the request.
-        return (wait <= self.queue_target
-                and self.monotonic() + wait + self.call_time() + 3 * lag <= deadline - ANSWER_MARGIN)
+        return (wait <= self.queue_target and self.monotonic() + wait + self.call_time()
+                + TURNS_PER_CALL * lag <= deadline - ANSWER_MARGIN)
 
     def call_time(self) -> float:
         """Seconds a SessionM call is expected to need: the measured slot time, at least MIN_CALL,

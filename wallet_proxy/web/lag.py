@@ -17,6 +17,7 @@ read in time, and each refusal is a cheap 503 with `Retry-After`.
 from __future__ import annotations
 
 import collections
+import sys
 import threading
 import time
 
@@ -94,8 +95,6 @@ class LoopLag:
 
 def running_under_gevent() -> bool:
     """Whether gevent's monkey-patching made threads greenlets in this process (gunicorn's worker)."""
-    import sys
-
     if "gevent.monkey" not in sys.modules:
         return False
     from gevent import monkey
