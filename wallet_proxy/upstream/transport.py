@@ -1,4 +1,28 @@
-"""HTTP plumbing shared by the SessionM and Braze clients: pooled sessions, timeouts, error mapping."""
+"""The one way to call an upstream: `Transport.send(Request) -> Reply`, and the SessionM error table.
+
+Every client of an upstream (SessionM Connect and Core, Braze triggers and `/users/track`) sends its
+HTTP through a `Transport`, in the spirit of httpx's transports: one method, `send(request) -> reply`.
+No other module calls `session.post` / `session.request`.
+
+The interface (a faster client may stand behind it as long as it keeps this contract):
+
+- `Request(method, url, name=, timeout=, headers=, json=, content=, idempotent=, prepared=)`:
+  `timeout` is the most seconds for this one call, set by whoever waits for it (the caller caps it by
+  its own deadline); a `json` body is encoded by `jsoncodec` (compact UTF-8, non-ASCII kept), `content`
+  is sent as given; `idempotent` says the call changes nothing (it is then sent once more when a
+  kept-alive connection was closed unanswered); `prepared` is a `requests.PreparedRequest` made once
+  (`JsonPost`) and sent as it is.
+- `Reply(status, headers, data, elapsed, text)`: `data` is the decoded JSON (None when the body is
+  empty or not JSON), `headers` a case-insensitive mapping, `text` the first 200 characters for
+  messages. Every HTTP status is a Reply: what a status means is the client's business.
+- A failure before any answer raises an ApiError: `UpstreamUnavailable` (refused, connect timeout,
+  dropped), `UpstreamTimeout` (no answer in time) or `UpstreamError`; each carries `reached`
+  (`may_have_reached(exc)`): False only when the request cannot have reached the server (the connection
+  was never made), so a caller of a call that is not safe twice (a Braze send, a counter tag) knows
+  whether the outcome is unknown.
+
+Retrying is not the transport's: the one retry policy is `upstream/retry.py`.
+"""
 from __future__ import annotations
 
 import base64
@@ -9,12 +33,13 @@ import urllib.request
 from dataclasses import dataclass
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
 from .. import jsoncodec
-from . import pacing
+from . import retry as policy
 
 
 def basic_token(user: str, secret: str) -> str:
@@ -66,18 +91,28 @@ class Reply:
     text: str = ""
 
 
+_NO_BODY = object()
+
+
+@dataclass
+class Request:
+    """One upstream call, as the transport sends it (see the module's docstring)."""
+
+    method: str
+    url: str
+    name: str = "upstream"
+    timeout: float = 10.0
+    headers: dict | None = None
+    json: object = _NO_BODY
+    content: bytes | None = None
+    idempotent: bool = False
+    prepared: requests.PreparedRequest | None = None
+
+
 def retry_after_seconds(headers, default: float = 1.0) -> float:
-    """Read `Retry-After` (seconds or HTTP date) or Braze's `X-RateLimit-Reset` (epoch seconds)."""
-    told = pacing.parse_retry_after(headers.get("Retry-After")) if headers else None
-    if told is not None:
-        return told
-    reset = headers.get("X-RateLimit-Reset") if headers else None
-    if reset:
-        try:
-            return max(0.0, float(reset) - time.time())
-        except ValueError:
-            pass
-    return default
+    """Read `Retry-After` (seconds or HTTP date) or `X-RateLimit-Reset` (epoch seconds), else `default`."""
+    told = policy.RetryPolicy(told_cap=float("inf")).told(429, headers)
+    return default if told is None else told
 
 
 def closed_unanswered(exc: BaseException) -> bool:
@@ -92,49 +127,88 @@ def closed_unanswered(exc: BaseException) -> bool:
     return False
 
 
-def call(session: requests.Session, method: str, url: str, *, timeout: float, name: str,
-         idempotent: bool = False, **kwargs) -> Reply:
-    """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets.
+def never_sent(exc: BaseException) -> bool:
+    """Whether a requests failure happened before a byte of the request could reach the server:
+    a connect timeout, a refused connection or a failed name lookup."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
+                                   urllib3.exceptions.ConnectTimeoutError,
+                                   urllib3.exceptions.NameResolutionError))
+    return False
 
-    `idempotent`: the call only reads (SessionM's get_user_offers is a POST that changes nothing),
-    so when the server closed the connection without answering -- the race between its keep-alive
-    idle timeout and our reuse of that pooled connection -- it is sent once more, on another
-    connection, within the same `timeout`. Counting that race as SessionM failing would feed the
-    breaker a failure that is nobody's.
-    """
-    started = time.monotonic()
-    try:
-        response = _request(session, method, url, timeout, **kwargs)
-    except requests.exceptions.ConnectionError as exc:
-        left = timeout - (time.monotonic() - started)
-        if not (idempotent and closed_unanswered(exc) and left > 0.05):
-            raise _mapped(exc, name, timeout) from exc
-        log.info("%s closed a kept-alive connection without answering; sent again", name)
+
+def may_have_reached(exc: BaseException) -> bool:
+    """Whether the failed call an ApiError stands for may have reached the server (see `Transport`)."""
+    reached = getattr(exc, "reached", None)
+    return True if reached is None else bool(reached)
+
+
+class Transport:
+    """Sends `Request`s over a pooled `requests.Session`; the only caller of the session."""
+
+    def __init__(self, session: requests.Session):
+        self.session = session
+
+    def send(self, request: Request) -> Reply:
+        """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets.
+
+        `idempotent` requests (SessionM's get_user_offers is a POST that changes nothing) are sent once
+        more, on another connection and within the same `timeout`, when the server closed the
+        connection without answering -- the race between its keep-alive idle timeout and our reuse of
+        that pooled connection. Counting that race as the upstream failing would feed the breaker a
+        failure that is nobody's. Writes (Core tags, Braze sends) are never repeated here.
+        """
+        timeout = request.timeout
+        started = time.monotonic()
         try:
-            response = _request(session, method, url, left, **kwargs)
-        except requests.exceptions.RequestException as again:
-            raise _mapped(again, name, timeout) from again
-    except requests.exceptions.RequestException as exc:
-        raise _mapped(exc, name, timeout) from exc
-    elapsed = time.monotonic() - started
-    content = response.content
-    try:
-        # JSON between systems is UTF-8 (RFC 8259 §8.1), so the bytes are read as such
-        data = jsoncodec.loads(content) if content else None
-    except ValueError:
-        data = None
-    return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
+            response = self._request(request, timeout)
+        except requests.exceptions.ConnectionError as exc:
+            left = timeout - (time.monotonic() - started)
+            if not (request.idempotent and closed_unanswered(exc) and left > 0.05):
+                raise _mapped(exc, request.name, timeout) from exc
+            log.info("%s closed a kept-alive connection without answering; sent again", request.name)
+            try:
+                response = self._request(request, left)
+            except requests.exceptions.RequestException as again:
+                raise _mapped(again, request.name, timeout) from again
+        except requests.exceptions.RequestException as exc:
+            raise _mapped(exc, request.name, timeout) from exc
+        elapsed = time.monotonic() - started
+        content = response.content
+        try:
+            # JSON between systems is UTF-8 (RFC 8259 section 8.1), so the bytes are read as such
+            data = jsoncodec.loads(content) if content else None
+        except ValueError:
+            data = None
+        return Reply(response.status_code, response.headers, data, elapsed, _snippet(response, content))
+
+    def _request(self, request: Request, timeout: float):
+        session = self.session
+        timeouts = (min(CONNECT_TIMEOUT_CAP, timeout), timeout)
+        if request.prepared is not None:
+            return session.send(request.prepared, timeout=timeouts, allow_redirects=False, proxies=NO_PROXIES,
+                                stream=False, verify=session.verify, cert=session.cert)
+        data = request.content
+        headers = request.headers
+        if request.json is not _NO_BODY:
+            data = jsoncodec.dumps(request.json)
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        return session.request(request.method, request.url, data=data, headers=headers, timeout=timeouts,
+                               allow_redirects=False)
+
+
+def call(session: requests.Session, method: str, url: str, *, timeout: float, name: str,
+         idempotent: bool = False, prepared=None, json=_NO_BODY, headers=None, data=None) -> Reply:
+    """`Transport(session).send(Request(...))` in one call (the form Connect and Core were written in)."""
+    return Transport(session).send(Request(method, url, name=name, timeout=timeout, headers=headers, json=json,
+                                           content=data, idempotent=idempotent, prepared=prepared))
 
 
 NO_PROXIES: dict = {}
-
-
-def _request(session: requests.Session, method: str, url: str, timeout: float, prepared=None, **kwargs):
-    timeouts = (min(CONNECT_TIMEOUT_CAP, timeout), timeout)
-    if prepared is not None:
-        return session.send(prepared, timeout=timeouts, allow_redirects=False, proxies=NO_PROXIES,
-                            stream=False, verify=session.verify, cert=session.cert)
-    return session.request(method, url, timeout=timeouts, allow_redirects=False, **kwargs)
 
 
 class JsonPost:
@@ -166,14 +240,17 @@ class JsonPost:
 
 
 def _mapped(exc: requests.exceptions.RequestException, name: str, timeout: float) -> ApiError:
-    """The ApiError a transport failure stands for (the caller raises it from `exc`)."""
+    """The ApiError a transport failure stands for (the caller raises it from `exc`), with `reached`."""
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return UpstreamUnavailable(f"{name} did not accept a connection in time", retry_after=1)
-    if isinstance(exc, requests.exceptions.Timeout):
-        return UpstreamTimeout(f"{name} did not answer within {timeout:.2f}s")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return UpstreamUnavailable(f"{name} refused or dropped the connection", retry_after=1)
-    return UpstreamError(f"{name} call failed: {type(exc).__name__}")
+        error = UpstreamUnavailable(f"{name} did not accept a connection in time", retry_after=1)
+    elif isinstance(exc, requests.exceptions.Timeout):
+        error = UpstreamTimeout(f"{name} did not answer within {timeout:.2f}s")
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        error = UpstreamUnavailable(f"{name} refused or dropped the connection", retry_after=1)
+    else:
+        error = UpstreamError(f"{name} call failed: {type(exc).__name__}")
+    error.reached = not never_sent(exc)
+    return error
 
 
 def _snippet(response: requests.Response, content: bytes) -> str:
