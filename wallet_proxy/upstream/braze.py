@@ -14,18 +14,17 @@ BRAZE_REST_URL is wrong.
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass
 
 import requests
-import urllib3.exceptions
 
-from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
-from .pacing import TokenBucket, backoff, parse_retry_after
+from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .pacing import TokenBucket
+from .retry import RetryPolicy, answered, reset_in, window_spent  # noqa: F401 (reset_in, window_spent: API)
+from .transport import Reply, Request, Transport, may_have_reached
 
 log = logging.getLogger(__name__)
 
@@ -107,58 +106,15 @@ class RateLimiter:
 
     def acquire(self, broadcast: bool, deadline: float) -> None:
         """Take a slot, sleeping at most until `deadline` (monotonic); else raise UpstreamUnavailable."""
-        while True:
-            wait = self.try_acquire(broadcast)
-            if wait <= 0:
-                return
-            if self.monotonic() + wait > deadline:
-                raise UpstreamUnavailable("Braze's request limit is used up; retry later", retry_after=wait)
-            self.sleep(wait)
-
-
-def reset_in(value, clock) -> float | None:
-    """Seconds until Braze's `X-RateLimit-Reset` (epoch seconds of the window's end), None if garbage."""
-    try:
-        epoch = float(str(value).strip())
-    except ValueError:
-        return None
-    return max(0.0, epoch - clock()) if math.isfinite(epoch) else None
-
-
-def window_spent(status: int, headers) -> bool:
-    """True when Braze says its rate window is used up: a 429, or `X-RateLimit-Remaining: 0`."""
-    if status == 429:
-        return True
-    remaining = headers.get("X-RateLimit-Remaining") if headers else None
-    try:
-        return remaining is not None and float(str(remaining).strip()) <= 0
-    except ValueError:
-        return False
+        RetryPolicy(monotonic=self.monotonic, sleep=self.sleep).wait_for_token(
+            lambda: self.try_acquire(broadcast), deadline, "Braze", status=503)
 
 
 def retry_delay(headers, attempt: int, *, base: float, cap: float, clock, rng, status: int = 429) -> float:
-    """Seconds before retry `attempt` (1-based) after an answer with `status` and `headers`.
-
-    `Retry-After` is a retry time whatever the status. `X-RateLimit-Reset` is the end of Braze's hourly
-    window, sent on every answer: waiting for it after a 500 would turn a blip into a 40-minute
-    outage, so it counts only when the window is spent (`window_spent`). Otherwise: backoff with jitter.
-    """
-    told = parse_retry_after(headers.get("Retry-After"), now=clock) if headers else None
-    reset = headers.get("X-RateLimit-Reset") if headers else None
-    if told is None and reset and window_spent(status, headers):
-        told = reset_in(reset, clock)
-    if told is not None:
-        # a little jitter on top, so many waiting senders do not return in the same instant
-        return max(0.0, told) + rng() * min(base, 1.0)
-    return backoff(attempt, base=base, cap=cap, rng=rng)
-
-
-def _nothing_sent(exc: requests.exceptions.ConnectionError) -> bool:
-    """True when the connection failed before any byte of the request could reach Braze."""
-    reason = exc.args[0] if exc.args else None
-    reason = getattr(reason, "reason", reason)  # MaxRetryError wraps the real cause
-    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
-                               urllib3.exceptions.NameResolutionError))
+    """Seconds before retry `attempt` (1-based) after an answer with `status` and `headers`: the one
+    policy's reading (`RetryPolicy.delay`): `Retry-After`, else `X-RateLimit-Reset` when the window is
+    spent, else backoff with jitter."""
+    return RetryPolicy(base=base, cap=cap, clock=clock, rng=rng).delay(attempt, status, headers)
 
 
 class BrazeClient:
@@ -166,91 +122,93 @@ class BrazeClient:
 
     Retries are safe only when Braze cannot have acted: a 429/5xx answer or a failed connect. A read
     timeout or a dropped connection after sending is `OutcomeUnknown` and never retried (at most once).
+    Calls go through the one transport; retries, the rate-token wait and the time budget are the one
+    `RetryPolicy`'s (built from the keyword arguments unless `policy` is given).
     """
 
     def __init__(self, base_url: str, api_key: str, session: requests.Session, *, timeout: float = 10.0,
                  connect_timeout: float = 2.0, retry_budget: float = 20.0, max_attempts: int = 6,
                  backoff_base: float = 0.5, backoff_cap: float = 8.0, limiter: RateLimiter | None = None,
-                 clock=time.time, monotonic=time.monotonic, sleep=time.sleep, rng=random.random):
+                 clock=time.time, monotonic=time.monotonic, sleep=time.sleep, rng=random.random,
+                 policy: RetryPolicy | None = None, transport: Transport | None = None):
         self.base = base_url.rstrip("/")
-        self.session = session
+        self.transport = transport or Transport(session)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": f"Bearer {api_key}"}
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.retry_budget = retry_budget
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.clock = clock
-        self.monotonic = monotonic
-        self.sleep = sleep
-        self.rng = rng
-        self.limiter = limiter or RateLimiter(monotonic=monotonic, sleep=sleep)
+        self.policy = policy or RetryPolicy(attempts=max_attempts, base=backoff_base, cap=backoff_cap,
+                                            clock=clock, monotonic=monotonic, sleep=sleep, rng=rng)
+        self.monotonic = self.policy.monotonic
+        self.limiter = limiter or RateLimiter(monotonic=self.monotonic, sleep=self.policy.sleep)
 
-    def deadline(self) -> float:
-        """A monotonic deadline for one request's retries (the retry budget from now)."""
-        return self.monotonic() + self.retry_budget
+    def deadline(self, budget: float | None = None) -> float:
+        """A monotonic deadline for one request's retries: `budget` seconds (the retry budget) from now."""
+        return self.monotonic() + (self.retry_budget if budget is None else budget)
 
     def send(self, kind: str, body: dict, deadline: float | None = None) -> Accepted:
-        """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's 2xx."""
+        """POST `body` to the `kind` ("campaign" or "canvas") trigger endpoint; return Braze's 2xx.
+
+        Retrying stops at `deadline` (monotonic; whoever waits for the answer sets it): past it, the
+        last 429/5xx is raised as `UpstreamUnavailable` with Braze's answer on it (`reply`).
+        """
         url = self.base + PATHS[kind]
         deadline = self.deadline() if deadline is None else deadline
         # Braze's 250/minute applies to broadcasts and to any call with an `audience`
         # (https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns)
         broadcast = body.get("broadcast") is True or "audience" in body
-        data = json.dumps(body, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            attempt += 1
-            self.limiter.acquire(broadcast, deadline)
-            error = self._attempt(url, data)
-            if isinstance(error, Accepted):
-                return error
-            delay = retry_delay(error.headers, attempt, base=self.backoff_base, cap=self.backoff_cap,
-                                clock=self.clock, rng=self.rng, status=error.status)
-            if attempt >= self.max_attempts or self.monotonic() + delay > deadline:
-                log.warning("Braze %s still failing after %d attempt(s): %s", kind, attempt, error.message)
-                raise UpstreamUnavailable(f"{error.message}; gave up after {attempt} attempt(s)",
+
+        def attempt() -> Accepted:
+            # one call never outlasts the deadline by much: its caller stops waiting then
+            left = deadline - self.monotonic()
+            timeout = min(self.timeout, max(left, MIN_ATTEMPT_TIME))
+            return self._answer(self._call(Request("POST", url, name="Braze", timeout=timeout,
+                                                   headers=self._headers, json=body,
+                                                   connect_timeout=self.connect_timeout)))
+
+        def retrying(error, number, delay):
+            log.info("Braze %s: %s; retry %d in %.2fs", kind, error.message, number, delay)
+
+        def give_up(error, number, delay):
+            log.warning("Braze %s still failing after %d attempt(s): %s", kind, number, error.message)
+            gave_up = UpstreamUnavailable(f"{error.message}; gave up after {number} attempt(s)",
                                           retry_after=max(1.0, delay))
-            log.info("Braze %s: %s; retry %d in %.2fs", kind, error.message, attempt, delay)
-            self.sleep(delay)
+            gave_up.reply = getattr(error, "reply", None)
+            return gave_up
 
-    def _attempt(self, url: str, data: bytes):
-        """One call: Braze's 2xx (`Accepted`), a retryable `_Retry`, or raise a final ApiError."""
-        try:
-            response = self.session.post(url, data=data, headers=self._headers, allow_redirects=False,
-                                         timeout=(min(self.connect_timeout, self.timeout), self.timeout))
-        except requests.exceptions.ConnectTimeout:
-            return _Retry("Braze did not accept a connection in time")
-        except requests.exceptions.ReadTimeout as exc:
-            # The body went out: Braze may be sending right now. Retrying could send twice.
-            raise OutcomeUnknown(f"Braze did not answer within {self.timeout:.2f}s after the send was "
-                                 "made; it may have been sent, so it is not retried") from exc
-        except requests.exceptions.ConnectionError as exc:
-            if _nothing_sent(exc):
-                return _Retry("Braze refused the connection")
-            raise OutcomeUnknown("the connection to Braze dropped after the send was made; it may have "
-                                 "been sent, so it is not retried") from exc
-        except requests.exceptions.RequestException as exc:
-            raise UpstreamError(f"Braze call failed: {type(exc).__name__}") from exc
-        return self._answer(response)
+        return self.policy.run(attempt, deadline=deadline, take=lambda: self.limiter.try_acquire(broadcast),
+                               on_retry=retrying, give_up=give_up, what="Braze",
+                               spent_status=503)  # SessionM retries a 503 + Retry-After
 
-    def _answer(self, response: requests.Response):
-        status = response.status_code
+    def _call(self, request: Request) -> Reply:
+        """One call through the transport; a failure after the send may have sent: never retried."""
         try:
-            data = response.json()
-        except ValueError:
-            data = None
-        data = data if isinstance(data, dict) else {}
+            return self.transport.send(request)
+        except ApiError as exc:
+            if not may_have_reached(exc):
+                raise UpstreamUnavailable("Braze refused the connection or did not accept it in time",
+                                          retry_after=1) from exc
+            if isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)):
+                # The body went out: Braze may be sending right now. Retrying could send twice.
+                raise OutcomeUnknown(f"Braze did not answer within {request.timeout:.2f}s after the send "
+                                     "was made, or dropped the connection; it may have been sent, so it "
+                                     "is not retried") from exc
+            raise
+
+    def _answer(self, reply: Reply) -> Accepted:
+        status = reply.status
+        data = reply.data if isinstance(reply.data, dict) else {}
         message = data.get("message")
         message = str(message)[:500] if message else None
         errors = data.get("errors")
         errors = tuple(str(e)[:500] for e in errors) if isinstance(errors, list) else (
             (str(errors)[:500],) if errors else ())
         if status == 429 or status >= 500:
-            return _Retry(f"Braze answered HTTP {status}" + (f" ({message})" if message else ""),
-                          response.headers, status)
+            # nothing was sent: another try is safe (the policy decides when, from Braze's headers)
+            raise answered(UpstreamUnavailable(f"Braze answered HTTP {status}" + (f" ({message})" if message
+                                                                                   else ""),
+                                               status=429 if status == 429 else None), reply)
         if status in (401, 403):
             # Our BRAZE_API_KEY is wrong or lacks the permission: the caller cannot fix that.
             log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its "
@@ -276,10 +234,4 @@ class BrazeClient:
         raise UpstreamError(f"Braze answered an unexpected HTTP {status}")
 
 
-class _Retry:
-    """A failure after which nothing was sent, so another attempt is safe."""
-
-    def __init__(self, message: str, headers=None, status: int = 0):
-        self.message = message
-        self.headers = headers or {}
-        self.status = status
+MIN_ATTEMPT_TIME = 0.25  # seconds one call gets even when the deadline is closer

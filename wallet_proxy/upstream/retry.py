@@ -128,11 +128,13 @@ class RetryPolicy:
             return told + self.rng() * min(self.base, 1.0)
         return backoff(attempt, base=self.base, cap=self.cap, rng=self.rng)
 
-    def wait_for_token(self, take: Callable[[], float], deadline: float | None, what: str = "upstream") -> None:
+    def wait_for_token(self, take: Callable[[], float], deadline: float | None, what: str = "upstream",
+                       status: int = 429) -> None:
         """The one rate-token wait: `take()` answers 0.0 (a token taken) or the seconds until one is there.
 
-        Sleeps until the token is taken; when it would come after `deadline`, raises a 429
-        `UpstreamUnavailable` with the seconds to wait as `retry_after`, having taken nothing.
+        Sleeps until the token is taken; when it would come after `deadline`, raises an
+        `UpstreamUnavailable` (`status`, 429 by default) with the seconds to wait as `retry_after`,
+        having taken nothing.
         """
         while True:
             wait = take()
@@ -140,14 +142,15 @@ class RetryPolicy:
                 return
             if deadline is not None and self.monotonic() + wait > deadline:
                 raise UpstreamUnavailable(f"{what}'s request budget is spent; retry later", retry_after=wait,
-                                          status=429)
+                                          status=status)
             self.sleep(wait)
 
     def run(self, attempt: Callable[[], object], *, deadline: float | None = None,
             take: Callable[[], float] | None = None, hold: Callable[[float], None] | None = None,
             retryable: Callable[[ApiError], bool] = is_retryable,
             on_retry: Callable[[ApiError, int, float], None] | None = None,
-            give_up: Callable[[ApiError, int, float], BaseException] | None = None, what: str = "upstream"):
+            give_up: Callable[[ApiError, int, float], BaseException] | None = None, what: str = "upstream",
+            spent_status: int = 429):
         """The one retry loop: call `attempt()` until it returns, fails for good, or time runs out.
 
         Before each call a rate token is taken through `take` (when given). A retryable ApiError is
@@ -160,7 +163,7 @@ class RetryPolicy:
         while True:
             number_ += 1
             if take is not None:
-                self.wait_for_token(take, deadline, what)
+                self.wait_for_token(take, deadline, what, spent_status)
             try:
                 return attempt()
             except ApiError as exc:

@@ -107,6 +107,7 @@ class Request:
     content: bytes | None = None
     idempotent: bool = False
     prepared: requests.PreparedRequest | None = None
+    connect_timeout: float = 0.5  # CONNECT_TIMEOUT_CAP; a far upstream (Braze over TLS) may ask for more
 
 
 def retry_after_seconds(headers, default: float = 1.0) -> float:
@@ -188,7 +189,7 @@ class Transport:
 
     def _request(self, request: Request, timeout: float):
         session = self.session
-        timeouts = (min(CONNECT_TIMEOUT_CAP, timeout), timeout)
+        timeouts = (min(request.connect_timeout, timeout), timeout)
         if request.prepared is not None:
             return session.send(request.prepared, timeout=timeouts, allow_redirects=False, proxies=NO_PROXIES,
                                 stream=False, verify=session.verify, cert=session.cert)
