@@ -94,16 +94,62 @@ class TestPartialFailures:
         assert result.rejected == {1: "bad value"} and result.accepted == [0, 2, 3, 4]
         assert sent == [["u-0", "bad-1", "u-2", "u-3", "u-4"], ["u-0", "u-2", "u-3", "u-4"]]
 
-    def test_unplaceable_errors_in_a_201_count_nothing_as_synced_until_pinned(self, braze):
+    def test_errors_in_a_201_that_name_no_object_reject_nothing_and_resend_nothing(self, braze):
+        # Issue #21 item 11: "errors inside a 2xx name what failed, and everything else was processed"
+        # (https://www.braze.com/docs/api/endpoints/user_data/post_user_track/). Resending the processed
+        # objects to pin an error that names none of them would write (and bill) them twice.
+        answer, processed = strict_braze(fatal=False)
+
+        def vague(recorded):
+            reply = answer(recorded)
+            reply.body["errors"] = reply.body.get("errors", []) + ["something was skipped"]
+            return reply
+
+        braze.on("POST", "/users/track$", vague)
+        result = client(braze.url).track(objects(8, bad=(5,)))
+        assert result.rejected == {5: "invalid"} and result.accepted == [0, 1, 2, 3, 4, 6, 7]
+        assert len(braze.calls("/users/track")) == 1, "the processed objects were not sent again"
+        assert processed == [f"u-{i}" for i in range(8) if i != 5]
+
+    def test_an_unplaceable_error_in_a_201_of_one_object_is_that_objects(self, braze):
+        braze.on("POST", "/users/track$", Reply(201, {"message": "success", "errors": ["skipped"]}))
+        result = client(braze.url).track(objects(1))
+        assert list(result.rejected) == [0] and result.accepted == []
+
+    @staticmethod
+    def contract_braze(limit: int):
+        """A stand-in on a contract allowing `limit` objects a request: a larger one is a 400 that
+        processes nothing (https://www.braze.com/docs/api/endpoints/user_data/post_user_track/: on MAU
+        contracts "each request may batch up to 50 updates")."""
+        sizes = []
+
         def answer(recorded):
-            items = recorded.json["attributes"]
-            if any(o["external_id"].startswith("bad") for o in items):
-                return Reply(201, {"message": "success", "errors": ["something was skipped"]})
+            sizes.append(len(recorded.json["attributes"]))
+            if sizes[-1] > limit:
+                return Reply(400, {"message": f"Too many attributes objects: at most {limit} per request"})
             return Reply(201, {"message": "success"})
 
+        return answer, sizes
+
+    def test_a_batch_refused_for_its_size_is_halved_once(self, braze):
+        answer, sizes = self.contract_braze(50)
         braze.on("POST", "/users/track$", answer)
-        result = client(braze.url).track(objects(8, bad=(5,)))
-        assert list(result.rejected) == [5] and result.accepted == [0, 1, 2, 3, 4, 6, 7]
+        result = client(braze.url).track(objects(75))
+        assert result.accepted == list(range(75)) and sizes == [75, 38, 37]
+
+    def test_a_half_refused_for_its_size_again_is_rejected_not_halved_again(self, braze):
+        # Issue #21 item 6: never halve-and-retry a batch Braze refused for its size more than once.
+        answer, sizes = self.contract_braze(20)
+        braze.on("POST", "/users/track$", answer)
+        result = client(braze.url).track(objects(75))
+        assert sizes == [75, 38, 37], "one halving, then each half is rejected"
+        assert result.accepted == [] and sorted(result.rejected) == list(range(75))
+        assert "BRAZE_TRACK_BATCH" in result.rejected[0]
+
+    def test_the_batch_size_is_the_clients_setting(self, braze):
+        with pytest.raises(ValueError):
+            client(braze.url, batch=50).track(objects(51))
+        assert braze.calls() == []
 
     def test_more_than_75_objects_is_refused_before_any_call(self, braze):
         with pytest.raises(ValueError):
@@ -163,7 +209,7 @@ class TestRetries:
         client(braze.url + "/").track(objects(2))
         (call,) = braze.calls()
         assert call.path == "/users/track" and call.headers["Authorization"] == "Bearer braze-key"
-        assert call.json == {"attributes": objects(2)}
+        assert call.json == {"attributes": [{**o, "_update_existing_only": True} for o in objects(2)]}
 
 
 def test_the_rate_budget_is_never_exceeded_by_concurrent_callers():

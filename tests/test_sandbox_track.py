@@ -65,3 +65,15 @@ def test_faults_by_external_id_prefix(client):
     assert track(client, [{"external_id": "fault-500-x", "x": 1}]).status_code == 500
     answer = track(client, [{"external_id": "fault-429-x", "x": 1}])
     assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
+
+
+def test_an_unknown_external_id_gets_a_profile_unless_the_object_updates_existing_only(client, sim):
+    # https://www.braze.com/docs/api/objects_filters/user_attributes_object/: without
+    # "_update_existing_only": true an object for an unknown external_id creates the profile.
+    assert track(client, [{"external_id": "no-profile-1", "x": 1}]).status_code == 201
+    assert track_state(sim).created == ["no-profile-1"] and track_state(sim).profiles["no-profile-1"] == {"x": 1}
+    answer = track(client, [{"external_id": "no-profile-2", "x": 1, "_update_existing_only": True},
+                            {"external_id": "known", "x": 2, "_update_existing_only": True}])
+    assert answer.status_code == 201
+    assert "no-profile-2" not in track_state(sim).profiles and track_state(sim).created == ["no-profile-1"]
+    assert track_state(sim).profiles["known"] == {"x": 2}

@@ -60,6 +60,15 @@ class TestSync:
         assert profile == {**attributes, "sessionm_synced_at": "2026-11-28T10:00:00Z"}
         assert track_state(sim).data_points == 5
 
+    def test_a_profile_braze_does_not_know_is_never_created(self, make, sim, sessionm):
+        # Issue #21 item 3. https://www.braze.com/docs/api/objects_filters/user_attributes_object/: an
+        # attributes object without "_update_existing_only": true creates the profile of an unknown
+        # external_id; the simulator has no profile for ids starting with "no-profile-".
+        response = sync(make(), user_id="no-profile-7")
+        assert response.status_code == 200, response.json
+        assert track_state(sim).calls == 1
+        assert track_state(sim).created == [] and "no-profile-7" not in track_state(sim).profiles
+
     def test_a_repeat_without_change_sends_nothing_and_a_change_sends_only_it(self, make, sim, sessionm, clock):
         client = make()
         assert sync(client).status_code == 200

@@ -175,13 +175,17 @@ def build_attribute_sync(settings: Settings, session, redis_client, wallets, clo
     if state is None:
         state = RedisState(redis_client) if redis_client is not None else MemoryState(
             min(settings.cache_size, 100_000))
+    from .upstream.braze_users import WINDOW, track_bucket, track_bucket_shape
+
+    limit = settings.track_rate * WINDOW  # BRAZE_TRACK_RATE, as Braze counts it: per 3 s window
     if bucket is None and redis_client is not None:
-        from .upstream.braze_users import LIMIT, WINDOW, track_bucket, track_bucket_shape
         from .upstream.budget import RedisTokenBucket, budget_name
 
         # Braze counts /users/track calls per workspace: every process and CLI run shares one budget.
         bucket = RedisTokenBucket(redis_client, budget_name(settings.braze_api_key, "users_track"),
-                                  *track_bucket_shape(LIMIT, WINDOW), fallback=track_bucket(LIMIT, WINDOW))
+                                  *track_bucket_shape(limit, WINDOW), fallback=track_bucket(limit, WINDOW))
+    elif bucket is None:
+        bucket = track_bucket(limit, WINDOW)
     client = BrazeUsersClient(settings.braze_url, settings.braze_api_key, session, bucket=bucket,
-                              clock=clock, **client_options)
+                              batch=settings.track_batch, clock=clock, **client_options)
     return AttributeSync(wallets, client, state, clock=clock)

@@ -73,6 +73,9 @@ class Settings:
     sandbox_latency: float = 0.0
     sandbox_fault: str | None = None
     max_body_bytes: int = 1_048_576
+    relay_budget: float = 1.5  # seconds of our own retrying of Braze on the Braze-compatible door
+    track_batch: int = 75  # /users/track objects a call (50 on Braze's MAU contracts)
+    track_rate: float = 1000.0  # /users/track requests a second (Braze: 3,000 per 3 s)
 
     @property
     def connect_configured(self) -> bool:
@@ -203,6 +206,9 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         sandbox=sandbox,
         sandbox_latency=number("WALLET_PROXY_SANDBOX_LATENCY", 0.0, float, 0, 60),
         sandbox_fault=get("WALLET_PROXY_SANDBOX_FAULT"),
+        relay_budget=number("WALLET_PROXY_RELAY_BUDGET", 1.5, float, 0, 30),
+        track_batch=number("BRAZE_TRACK_BATCH", 75, int, 1, 75),
+        track_rate=number("BRAZE_TRACK_RATE", 1000.0, float, 0.001),
     )
     redis_url = settings.redis_url
     if redis_url:

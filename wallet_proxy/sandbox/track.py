@@ -9,6 +9,10 @@ https://www.braze.com/docs/api/api_limits/, https://www.braze.com/docs/api/error
   that does not, or holds a value Braze cannot store (a string over 255 characters, an array over 25
   items), is skipped and reported in `errors` (`type`, `input_array`, `index`) of a 201 that still
   processes the others;
+- an object for an `external_id` Braze does not know CREATES that profile, unless it carries
+  `"_update_existing_only": true`, in which case nothing is written for it
+  (https://www.braze.com/docs/api/objects_filters/user_attributes_object/). Here every external id has a
+  profile except those starting with `no-profile-` (until an object creates one: `created` lists them);
 - 3,000 requests per 3 seconds; every answer carries `X-RateLimit-Limit`, `-Remaining` and `-Reset`
   (epoch seconds of the window's end); past the limit: 429.
 Profiles land in `sim.profiles` ({external_id: attributes}); `sim.data_points` counts the attributes
@@ -31,6 +35,7 @@ MAX_STRING = 255
 MAX_ARRAY = 25
 LIMIT, WINDOW = 3000, 3.0
 IDENTIFIERS = ("external_id", "user_alias", "braze_id")
+ABSENT_PREFIX = "no-profile-"  # external ids that have no Braze profile yet
 _lock = threading.Lock()
 
 
@@ -41,6 +46,7 @@ class TrackState:
         self.limit = limit
         self.window = window
         self.profiles: dict = {}
+        self.created: list = []  # external ids whose profile an object created (phantom profiles)
         self.data_points = 0
         self.calls = 0
         self.window_start = 0.0
@@ -124,8 +130,13 @@ def users_track():
             if problem:
                 errors.append({"type": problem, "input_array": "attributes", "index": index})
                 continue
-            key = next(item[k] for k in IDENTIFIERS if item.get(k) not in (None, ""))
-            profile = state.profiles.setdefault(str(key), {})
+            key = str(next(item[k] for k in IDENTIFIERS if item.get(k) not in (None, "")))
+            if key.startswith(ABSENT_PREFIX) and key not in state.profiles:
+                if item.get("_update_existing_only") is True:
+                    processed += 1
+                    continue  # no profile, and the object may not create one: nothing is written
+                state.created.append(key)
+            profile = state.profiles.setdefault(key, {})
             for name, value in item.items():
                 if name in IDENTIFIERS or name.startswith("_"):
                     continue

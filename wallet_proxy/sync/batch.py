@@ -1,4 +1,4 @@
-"""Gather the profiles that changed into `/users/track` calls of up to 75 (Flask-free; the CLI's batches).
+"""Gather the profiles that changed into `/users/track` calls of up to BRAZE_TRACK_BATCH (Flask-free).
 
 The bulk runner hands each row to its own worker; a worker whose profile changed `submit`s it here and
 waits until the call carrying it is answered, so its row is journalled as done only once Braze

@@ -53,9 +53,10 @@ def sync_attributes(path: str, sync, *, resolve=None, user_column: str | None = 
     identity = {"job": "attributes sync", **file_identity(path), "user_column": user_column or "user_id",
                 "id_type": id_type}
     journal = Journal(journal_path(path), identity, resume=resume, keep=False)
-    if linger is None:  # long enough for `rate` rows to fill a call of 75, short enough not to stall
-        linger = min(5.0, max(1.0, 1.2 * 75 / rate))
-    batcher = Batcher(sync, linger=linger)
+    size = sync.braze.batch  # BRAZE_TRACK_BATCH
+    if linger is None:  # long enough for `rate` rows to fill a call, short enough not to stall
+        linger = min(5.0, max(1.0, 1.2 * size / rate))
+    batcher = Batcher(sync, size=size, linger=linger)
 
     def task(row) -> None:
         batcher.task_started()
