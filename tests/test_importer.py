@@ -337,12 +337,11 @@ class TestRetries:
         assert max(sleeps) >= 3.0
 
     def test_backoff_grows_exponentially_with_jitter(self):
-        policy = RetryPolicy(base=1.0, cap=60.0)
-        low = [policy.delay(n, None, rng=lambda: 0.0) for n in range(1, 8)]
-        high = [policy.delay(n, None, rng=lambda: 1.0) for n in range(1, 8)]
+        low = [RetryPolicy(base=1.0, cap=60.0, rng=lambda: 0.0).delay(n) for n in range(1, 8)]
+        high = [RetryPolicy(base=1.0, cap=60.0, rng=lambda: 1.0).delay(n) for n in range(1, 8)]
         assert low == [0.5, 1, 2, 4, 8, 16, 30]
         assert high == [1, 2, 4, 8, 16, 32, 60]
-        assert policy.delay(1, 45.0) == 45.0
+        assert RetryPolicy(rng=lambda: 0.0).delay(1, hint=45.0) == 45.0  # what SessionM asked for
 
     @pytest.mark.parametrize("status, code", [(404, "user_not_found"), (422, "upstream_refused"),
                                               (400, "upstream_refused")])

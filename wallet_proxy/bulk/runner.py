@@ -1,22 +1,24 @@
 """The bulk runner: feed the rows of a CSV to a per-row task with bounded concurrency and rate.
 
 No Flask: any per-row job uses it (tags import, prewarm, attribute sync); the job hands in its task.
-Work is bounded (a small queue, `concurrency` workers), each row is retried on 429/5xx/timeouts with
-backoff, the journal (bulk/journal.py) records each outcome and is the duplicate check, bad rows go to
+Work is bounded (a small queue, `concurrency` workers), each row is retried on 429/5xx/timeouts by the
+one retry policy of every upstream call (upstream/retry.py: rate token, Retry-After, backoff), the journal (bulk/journal.py) records each outcome and is the duplicate check, bad rows go to
 the rejects CSV (bulk/rows.py) and a progress line comes regularly (bulk/progress.py).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import queue
-import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..errors import ApiError, UpstreamTimeout, UpstreamUnavailable
-from ..upstream.pacing import TokenBucket, backoff
+from ..errors import ApiError
+from ..upstream import retry
+from ..upstream.pacing import TokenBucket
 from .journal import DONE, IN_FLIGHT, REJECTED, Journal
 from .progress import Progress
 from .rows import BadRow, Rejects, Row
@@ -24,50 +26,18 @@ from .rows import BadRow, Rejects, Row
 log = logging.getLogger(__name__)
 
 
-class RateLimiter:
-    """At most `rate` calls per second across threads, evenly spaced: each caller waits for its slot.
-
-    A token bucket of one token (upstream/pacing.py): a reservation queues callers one interval apart;
-    `hold` gives no slot for a while (SessionM said it is throttling us), for every worker at once.
-    """
-
-    def __init__(self, rate: float, clock=time.monotonic, sleep=time.sleep):
-        self.bucket = TokenBucket(rate, 1.0, clock)
-        self.sleep = sleep
-
-    def wait(self) -> None:
-        """Block until this caller's slot comes."""
-        wait = self.bucket.reserve()
-        if wait > 0:
-            self.sleep(wait)
-
-    def hold(self, seconds: float) -> None:
-        """Give no slot for `seconds` from now."""
-        self.bucket.hold(seconds)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry on 429/5xx/timeouts (upstream/pacing.py's backoff with jitter);
-    a Retry-After from SessionM is a floor."""
+@dataclass
+class RetryPolicy(retry.RetryPolicy):
+    """The one retry policy (upstream/retry.py) with the bulk jobs' patience: 8 attempts, backoff up to
+    a minute, and a server's Retry-After honoured up to 10 minutes. No deadline: the CLI waits."""
 
     attempts: int = 8
     base: float = 0.5
     cap: float = 60.0
-    retry_after_cap: float = 600.0
-
-    def delay(self, attempt: int, retry_after: float | None, rng=random.random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based): the shared backoff, or
-        what SessionM asked for (capped) when that is longer."""
-        wait = backoff(attempt, base=self.base, cap=self.cap, rng=rng)
-        return max(wait, min(retry_after or 0.0, self.retry_after_cap))
+    told_cap: float = 600.0
 
 
-def is_retryable(exc: ApiError) -> bool:
-    """429, 5xx, refused connections and timeouts are worth another try; other errors are final."""
-    return isinstance(exc, (UpstreamUnavailable, UpstreamTimeout))
-
-
+is_retryable = retry.is_retryable
 
 
 @dataclass
@@ -121,8 +91,10 @@ class Runner:
         self.rejects = rejects
         self.progress = progress
         self.concurrency = concurrency
-        self.retry = retry or RetryPolicy()
-        self.limiter = RateLimiter(rate, clock=clock, sleep=sleep)
+        # the runner's sleep and clock, so a test's fake time reaches the policy's waits too
+        self.retry = dataclasses.replace(retry or RetryPolicy(), sleep=sleep, monotonic=clock)
+        # at most `rate` calls a second, evenly spaced; held for every worker when SessionM throttles
+        self.bucket = TokenBucket(rate, 1.0, clock)
         self.sleep = sleep
         self.clock = clock
         self.summary = Summary(rejects_path=rejects.path)
@@ -246,43 +218,46 @@ class Runner:
 
         With `mark`, the row is journalled as in flight before its first call (see `idempotent`).
         """
-        for attempt in range(1, self.retry.attempts + 1):
-            self.limiter.wait()
+        unmarked = [mark]
+
+        def attempt():
             if self.stopping.is_set():
                 return _ABANDONED
-            if mark:
+            if unmarked[0]:
                 with self.journal.lock:
                     self.journal.record(row.key, row.line, IN_FLIGHT)
-                mark = False
-            try:
-                self.task(row)
-                return None
-            except ApiError as exc:
-                if isinstance(exc, self.fatal):
-                    self.summary.fatal = exc.message
-                    self.stopping.set()
-                    return _ABANDONED
-                if not is_retryable(exc):
-                    return f"{exc.code}: {exc.message}"
-                if attempt == self.retry.attempts:
-                    return f"gave up after {attempt} attempts: {exc.code}: {exc.message}"
-                hint = getattr(exc, "upstream_retry_after", None)
-                wait = self.retry.delay(attempt, hint)
-                if exc.status == 429:
-                    self.limiter.hold(wait)  # SessionM is throttling: slow every worker, not just this one
-                with self._count_lock:
-                    self.summary.retries += 1
-                self.progress.retried()
-                # The line number, never the user id: ids stay out of logs.
-                log.debug("line %d: %s (attempt %d of %d), retrying in %.2fs", row.line, exc.code, attempt,
-                          self.retry.attempts, wait)
-                self.sleep(wait)
-                if self.stopping.is_set():
-                    return _ABANDONED
-            except Exception as exc:  # a bug must cost one row, not the run
-                log.exception("unexpected error on line %s", row.line)
-                return f"internal: {type(exc).__name__}"
-        return "gave up"  # pragma: no cover - the loop always returns
+                unmarked[0] = False
+            self.task(row)
+            return None
+
+        def retrying(exc: ApiError, number: int, wait: float) -> None:
+            with self._count_lock:
+                self.summary.retries += 1
+            self.progress.retried()
+            # The line number, never the user id: ids stay out of logs.
+            log.debug("line %d: %s (attempt %d of %d), retrying in %.2fs", row.line, exc.code, number,
+                      self.retry.attempts, wait)
+
+        def give_up(exc: ApiError, number: int, wait: float) -> ApiError:
+            error = copy.copy(exc)
+            error.gave_up_after = number
+            return error
+
+        try:
+            return self.retry.run(attempt, take=self.bucket.take, hold=self.bucket.hold, on_retry=retrying,
+                                  give_up=give_up, what="SessionM")
+        except ApiError as exc:
+            if isinstance(exc, self.fatal):
+                self.summary.fatal = exc.message
+                self.stopping.set()
+                return _ABANDONED
+            attempts = getattr(exc, "gave_up_after", None)
+            if attempts is not None:
+                return f"gave up after {attempts} attempts: {exc.code}: {exc.message}"
+            return f"{exc.code}: {exc.message}"
+        except Exception as exc:  # a bug must cost one row, not the run
+            log.exception("unexpected error on line %s", row.line)
+            return f"internal: {type(exc).__name__}"
 
     def _finish(self, row: Row | BadRow, reason: str | None) -> None:
         if reason is not None:

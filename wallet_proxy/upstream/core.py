@@ -16,6 +16,7 @@ from ..errors import (OutcomeUnknown, UpstreamError, UpstreamRefused, UpstreamTi
                       UserNotFound)
 from . import pacing
 from . import transport as upstream
+from .retry import answered
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def check(reply: upstream.Reply, refused=UpstreamRefused) -> dict:
         # What Core itself asked for (None without a header): the importer's backoff honours it, while
         # `retry_after` always carries a value for the Retry-After answered to Braze.
         error.upstream_retry_after = pacing.parse_retry_after(reply.headers.get("Retry-After"))
-        raise error
+        raise answered(error, reply)  # the retry policy reads Core's own headers
     if status in (401, 403):
         log.error("SessionM Core refused our credentials (HTTP %s): check SESSIONM_CORE_API_KEY/SECRET",
                   status)

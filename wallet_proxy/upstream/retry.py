@@ -79,10 +79,6 @@ def is_retryable(exc: ApiError) -> bool:
     return isinstance(exc, (UpstreamUnavailable, UpstreamTimeout)) and not isinstance(exc, OutcomeUnknown)
 
 
-class Abandon(Exception):
-    """Raised by an `on_retry` hook (or an attempt) to stop retrying at once (the run is stopping)."""
-
-
 @dataclass
 class RetryPolicy:
     """How many attempts, how long between them, and how long at most (the caller's deadline).
