@@ -11,6 +11,7 @@ class ApiError(Exception):
     status = 500
     code = "internal"
     message = "internal error"
+    headers: dict | None = None  # extra answer headers (e.g. Braze's X-RateLimit-* on the relay door)
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None,
                  details: dict | None = None, status: int | None = None):

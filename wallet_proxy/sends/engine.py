@@ -41,8 +41,13 @@ class TriggerEngine:
         self.braze = braze
         self.store = store
 
-    def run(self, plan: Plan, key: str | None = None) -> Outcome:
-        """Send the chunks of `plan` that still need sending; a repeat of a done key sends nothing."""
+    def run(self, plan: Plan, key: str | None = None, budget: float | None = None) -> Outcome:
+        """Send the chunks of `plan` that still need sending; a repeat of a done key sends nothing.
+
+        `budget`: seconds our own retrying of Braze may take, set by whoever waits for the answer (the
+        relay door: WALLET_PROXY_RELAY_BUDGET, since a Braze client gives up after about 2 s); None: the
+        Braze client's own retry budget.
+        """
         chunks = fresh(plan.sizes)
         owner = None
         if key is not None:
@@ -56,14 +61,14 @@ class TriggerEngine:
                 self.store.record(key, owner, chunks, done)
 
         try:
-            self._send(plan, chunks, save)
+            self._send(plan, chunks, save, budget)
         finally:
             abandon_in_flight(chunks, _CRASHED)  # an unexpected error mid-call: Braze may have acted
             save(True)
         return answer(plan, chunks, replayed=False)
 
-    def _send(self, plan: Plan, chunks: list[dict], save) -> None:
-        deadline = self.braze.deadline()
+    def _send(self, plan: Plan, chunks: list[dict], save, budget: float | None = None) -> None:
+        deadline = self.braze.deadline(budget)
         stop: ApiError | None = None
         for chunk in chunks:
             if not state_of(chunk).resendable:
@@ -109,11 +114,21 @@ class TriggerEngine:
             "message": f"Braze accepted the call but sent nothing: {accepted.notice}"})
 
 
+# Braze's headers a relayed 429/5xx carries on (https://www.braze.com/docs/api/api_limits/)
+RELAYED_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After")
+
+
 def _error(exc: ApiError) -> dict:
     error = {"status": exc.status, "code": exc.code, "message": exc.message, "retry_after": exc.retry_after}
     braze_errors = getattr(exc, "braze_errors", None)
     if braze_errors:
         error["braze_errors"] = list(braze_errors)
+    reply = getattr(exc, "reply", None)
+    if reply is not None:  # Braze's own 429/5xx, for the relay door to answer as Braze gave it
+        error["braze_answer"] = {
+            "status": reply.status, "body": reply.data if isinstance(reply.data, dict) else None,
+            "headers": {name: str(reply.headers[name])[:64] for name in RELAYED_HEADERS
+                        if reply.headers.get(name) is not None}}
     return error
 
 
@@ -164,6 +179,14 @@ def answer(plan: Plan, chunks: list[dict], replayed: bool) -> Outcome:
         details["errors"] = errors
     exc = ApiError(message, status=error["status"], retry_after=retry_after or None, details=details)
     exc.code = error["code"] if error["code"] != "not_attempted" else "upstream_unavailable"
+    relayed = error.get("braze_answer") if plan.door == "relay" else None
+    if relayed:
+        # The relay door answers Braze's 429/5xx as Braze gave it: its status, its body's `message` and
+        # `errors`, its X-RateLimit-* headers, so the caller's Braze client decides when to come back.
+        exc.status = relayed["status"]
+        exc.braze_body = relayed.get("body")
+        exc.headers = {k: v for k, v in relayed["headers"].items() if k != "Retry-After"}
+        exc.retry_after = error.get("retry_after") or exc.retry_after
     exc.braze_errors = [e for c in failed for e in (c.get("error") or {}).get("braze_errors", ())]
     return Outcome(None, exc, replayed, dispatch_ids)
 

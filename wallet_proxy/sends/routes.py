@@ -28,6 +28,7 @@ class BrazeShaped(ApiError):
         super().__init__(inner.message, retry_after=inner.retry_after, details=inner.details,
                          status=inner.status)
         self.code = inner.code
+        self.headers = inner.headers
         self.inner = inner
 
     def body(self) -> dict:
@@ -37,6 +38,10 @@ class BrazeShaped(ApiError):
             errors = problems_list(self.inner.details)  # one "field: reason" line per bad field
         body["message"] = self.inner.message
         body["errors"] = errors or [self.inner.message]
+        braze = getattr(self.inner, "braze_body", None)
+        if isinstance(braze, dict):  # Braze's own 429/5xx body, relayed as Braze gave it
+            body.update(braze)
+            body.setdefault("errors", [])
         return body
 
 
@@ -85,7 +90,7 @@ def _key(body: dict, flat: bool) -> str | None:
     return None
 
 
-def _send(plan_for, flat: bool):
+def _send(plan_for, flat: bool, budget: float | None = None):
     """Validate, then answer a dry run or run the plan under the caller's key (namespaced by client)."""
     body, dry = split_dry_run(_body(), _query_dry_run())
     key = _key(body, flat)
@@ -96,7 +101,7 @@ def _send(plan_for, flat: bool):
     if dry:
         return jsonify(dry_run(plan)), 200
     scoped = f"{g.client.name}:{key}" if key is not None else None
-    outcome = state().trigger.run(plan, scoped)
+    outcome = state().trigger.run(plan, scoped, budget)
     status = outcome.error.status if outcome.error is not None else 201
     # One line per trigger: the key's hash and Braze's dispatch ids trace a SessionM message to Braze.
     fields = {"request_id": g.get("request_id"), "idempotency_key": hash_user_id(scoped) if scoped else None,
@@ -124,7 +129,7 @@ def trigger():
 @require("trigger", "braze")
 def campaigns_trigger_send():
     """Relay Braze's own campaign trigger body with the real Braze key (SessionM's Braze variant)."""
-    return _send(functools.partial(plan_native, "campaign"), flat=False)
+    return _send(functools.partial(plan_native, "campaign"), flat=False, budget=state().settings.relay_budget)
 
 
 @bp.post("/canvas/trigger/send")
@@ -132,4 +137,4 @@ def campaigns_trigger_send():
 @require("trigger", "braze")
 def canvas_trigger_send():
     """Relay Braze's own canvas trigger body with the real Braze key (SessionM's Braze variant)."""
-    return _send(functools.partial(plan_native, "canvas"), flat=False)
+    return _send(functools.partial(plan_native, "canvas"), flat=False, budget=state().settings.relay_budget)

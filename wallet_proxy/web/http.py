@@ -185,6 +185,8 @@ def error_response(exc: ApiError):
     retry_after = exc.retry_after_header()
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="wallet-proxy", charset="UTF-8"'
     return response

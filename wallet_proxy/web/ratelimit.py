@@ -17,8 +17,9 @@ from ..upstream.pacing import TokenBucket
 class RateLimiter:
     """Token buckets keyed by client name (a configured, bounded set), `rate` tokens per second."""
 
-    def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic):
+    def __init__(self, rate: float, burst: float | None = None, clock=time.monotonic, wall=time.time):
         self.rate = rate
+        self.wall = wall
         self.burst = burst if burst is not None else max(1.0, rate)
         self.clock = clock
         self._lock = threading.Lock()
@@ -32,10 +33,16 @@ class RateLimiter:
                 bucket = self._buckets[client] = TokenBucket(self.rate, self.burst, self.clock)
         wait = bucket.take()
         if wait > 0:
-            raise RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
-                              retry_after=max(1, math.ceil(wait)))
+            error = RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
+                                retry_after=max(1, math.ceil(wait)))
+            # Braze's own headers too: Braze client libraries read only X-RateLimit-Reset (UTC epoch
+            # seconds) to decide when to come back (https://www.braze.com/docs/api/api_limits/)
+            error.headers = {"X-RateLimit-Limit": str(math.ceil(self.burst)), "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset": str(math.ceil(self.wall() + wait))}
+            raise error
 
 
 def build(settings, clock=time.monotonic) -> RateLimiter | None:
     """The limiter for `settings`, or None when WALLET_PROXY_CLIENT_RATE is unset."""
-    return RateLimiter(settings.client_rate, clock=clock) if settings.client_rate else None
+    wall = time.time if clock is time.monotonic else clock  # the service's clock is the wall clock
+    return RateLimiter(settings.client_rate, clock=clock, wall=wall) if settings.client_rate else None
