@@ -23,7 +23,7 @@ from wallet_proxy.bulk.jobs import import_tags
 from wallet_proxy.bulk.rows import FileError
 from wallet_proxy.bulk.runner import RetryPolicy
 from wallet_proxy.upstream import transport as upstream
-from wallet_proxy.upstream.core import CoreClient, interpret_tags, tags_body
+from wallet_proxy.upstream.core import CoreClient, tags_answer, tags_body
 
 pytestmark = pytest.mark.usefixtures("quiet_fakes")
 
@@ -84,7 +84,7 @@ class FakeCore:
 
 class InProcessCore:
     """CoreClient's add_tags without the socket: the same body, the fake's answer read by the client's
-    own interpret_tags, so retries and errors are those of the real client."""
+    own tags_answer, so retries and errors are those of the real client."""
 
     def __init__(self, fake: FakeCore):
         self.fake = fake
@@ -100,7 +100,7 @@ class InProcessCore:
                 data = json.loads(data)
             except ValueError:
                 data = None
-        return interpret_tags(upstream.Reply(reply.status, reply.headers, data, 0.0))
+        return tags_answer(upstream.Reply(reply.status, reply.headers, data, 0.0), ttl)
 
 
 @pytest.fixture
@@ -315,7 +315,8 @@ class TestRetries:
             users = [f"u{i}" for i in range(10_000)]
             path = write(tmp_path / "seg.csv", "user_id\n" + "\n".join(users) + "\n")
             started = time.monotonic()
-            summary = run(path, core, tags=["vip"], concurrency=16, rate=100_000)
+            # expiring tags: a 5xx on a counter tag is not retried (outcome unknown, tested below)
+            summary = run(path, core, tags=["vip"], ttl=60, concurrency=16, rate=100_000)
             elapsed = time.monotonic() - started
         finally:
             core.close()
@@ -400,10 +401,24 @@ class TestRetries:
         assert rejects_of(tmp_path / "seg.rejects.csv")[1][4].startswith("outcome_unknown: ")
         assert core.attempts["u2"] == 2 and expiring.retries == 1, "an expiring tag is retried"
 
+    @pytest.mark.parametrize("reply", [Reply(500, {}), Reply(200, {"status": "error",
+                                                                  "errors": {"code": "INTERNAL_SERVER_ERROR"}})])
+    def test_a_counter_tag_core_failed_on_is_rejected_as_outcome_unknown_not_retried(self, tmp_path, reply):
+        # Issue #21 item 10: the same rule as the webhook door (a 5xx or INTERNAL_SERVER_ERROR may have
+        # counted a tag without ttl; https://docs.sessionm.com/developer/APIs/Core/Customers/customers_tags.htm)
+        core = FakeCore(lambda u, a: reply)
+        try:
+            summary = run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"],
+                          retry=RetryPolicy(attempts=3, base=0.001))
+        finally:
+            core.close()
+        assert core.attempts["u1"] == 1 and summary.rejected == 1 and summary.retries == 0
+        assert rejects_of(tmp_path / "seg.rejects.csv")[1][4].startswith("outcome_unknown: ")
+
     def test_persistent_5xx_gives_up_after_max_attempts(self, tmp_path):
         core = FakeCore(lambda u, a: Reply(503, {}))
         try:
-            summary = run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"],
+            summary = run(write(tmp_path / "seg.csv", "user_id\nu1\n"), core, tags=["vip"], ttl=60,
                           retry=RetryPolicy(attempts=3, base=0.001))
         finally:
             core.close()
@@ -448,7 +463,7 @@ class TestProgress:
         stream = io.StringIO()
         path = write(tmp_path / "seg.csv", "user_id\nsecret-user-1\n")
         with caplog.at_level(logging.DEBUG, logger="wallet_proxy.bulk.runner"):
-            summary = run(path, core, tags=["vip"], stream=stream, interval=0.2,
+            summary = run(path, core, tags=["vip"], ttl=60, stream=stream, interval=0.2,
                           retry=RetryPolicy(attempts=8, base=0.4, cap=10.0))
         assert summary.sent == 1 and summary.retries == 5
         waiting = [line for line in stream.getvalue().splitlines() if "0/1 rows" in line]

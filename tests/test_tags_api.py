@@ -171,9 +171,24 @@ class TestSessionMAnswers:
     @pytest.mark.parametrize("status", [500, 502, 503])
     def test_sessionm_down_is_503_with_retry_after(self, client, core, status):
         core.on("POST", TAGS_PATH, Reply(status, {"status": "error"}))
-        response = post(client, body={"tags": ["vip"]})
+        response = post(client, body={"tags": ["vip"], "ttl": 60})
         assert response.status_code == 503
         assert int(response.headers["Retry-After"]) >= 1
+
+    @pytest.mark.parametrize("reply", [Reply(500, {"status": "error"}), Reply(503, b"down"),
+                                       Reply(200, {"status": "error",
+                                                   "errors": {"code": "internal_server_error"}})])
+    def test_a_counter_tag_core_failed_on_is_409_outcome_unknown_not_retried(self, client, core, reply):
+        # Issue #21 item 10. A tag without ttl counts once per call it reaches
+        # (https://docs.sessionm.com/developer/APIs/Core/Customers/customers_tags.htm), and a 5xx or
+        # INTERNAL_SERVER_ERROR (https://docs.sessionm.com/developer/APIs/Core/Overview/
+        # overview_statuses_errors.htm) came after Core received it: it may have counted. Braze retries a
+        # 503 up to five times; a 409 it does not.
+        core.on("POST", TAGS_PATH, reply)
+        response = post(client, body={"tags": ["vip"]})
+        assert response.status_code == 409 and response.json["error"]["code"] == "outcome_unknown"
+        assert "Retry-After" not in response.headers
+        assert len(core.calls(TAGS_PATH)) == 1
 
     def test_refused_connection_is_503_with_retry_after(self, app_for):
         from tests.conftest import free_port

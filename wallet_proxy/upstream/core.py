@@ -10,7 +10,6 @@ import logging
 from urllib.parse import quote
 
 import requests
-import urllib3
 
 from ..errors import (OutcomeUnknown, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
@@ -26,8 +25,9 @@ class CredentialsRefused(UpstreamError):
 
 
 class CounterOutcomeUnknown(OutcomeUnknown):
-    """A counter tag (no ttl) was sent and Core did not answer: it may have been counted, so it must not
-    be sent again. 409, which Braze does not retry (an expiring tag is a retryable 504 instead)."""
+    """A counter tag (no ttl) was sent and Core did not answer, or answered a 5xx or
+    `INTERNAL_SERVER_ERROR`: it may have been counted, so it must not be sent again. 409, which Braze
+    does not retry (an expiring tag is a retryable 504/503 instead); the importer rejects the row."""
 
     status = 409
     message = ("SessionM Core did not answer after the counter tag was sent: it may have been counted, "
@@ -70,27 +70,28 @@ class CoreClient:
             reply = self._call("POST", f"/{kind}/{quote(user_id, safe='')}/tags", timeout,
                                json=tags_body(tags, ttl))
         except (UpstreamTimeout, UpstreamUnavailable) as exc:
-            if ttl is None and may_have_landed(exc):
+            if ttl is None and upstream.may_have_reached(exc):
                 # A counter tag counts once per call it reaches: sending it again could count it twice.
                 raise CounterOutcomeUnknown() from exc
             raise
-        return interpret_tags(reply)
+        return tags_answer(reply, ttl)
 
 
-def may_have_landed(exc: Exception) -> bool:
-    """Whether a failed call may have reached Core: true unless the connection was never made.
+def tags_answer(reply: upstream.Reply, ttl: int | None) -> dict:
+    """Core's answer to a tags call, for a counter tag (no `ttl`) or an expiring one: the JSON object,
+    or the matching ApiError (the same rule for the webhook and the importer)."""
+    if ttl is None and may_have_counted(reply):
+        code = upstream.sessionm_code(reply.data)
+        raise CounterOutcomeUnknown(f"SessionM Core answered HTTP {reply.status}{f' ({code})' if code else ''} "
+                                    "after the counter tag was sent: it may have been counted, so it is not "
+                                    "retried")
+    return interpret_tags(reply)
 
-    A timeout waiting for the answer, or a connection dropped after the request went out, leaves the
-    outcome unknown; a refused or timed-out connect (or a failed DNS lookup) sent nothing.
-    """
-    cause = exc.__cause__
-    if isinstance(cause, requests.exceptions.ConnectTimeout):
-        return False
-    if isinstance(cause, requests.exceptions.ConnectionError):
-        inner = cause.args[0] if cause.args else None
-        reason = getattr(inner, "reason", inner)
-        return not isinstance(reason, urllib3.exceptions.ConnectTimeoutError)  # NewConnectionError too
-    return isinstance(exc, UpstreamTimeout)
+
+def may_have_counted(reply: upstream.Reply) -> bool:
+    """Whether Core's answer leaves a counter tag possibly counted: a 5xx (the server failed somewhere
+    after receiving the call) or `INTERNAL_SERVER_ERROR` inside the body. A 429 refused it unprocessed."""
+    return reply.status >= 500 or upstream.sessionm_code(reply.data) == "INTERNAL_SERVER_ERROR"
 
 
 def tags_body(tags: list, ttl: int | None) -> dict:
