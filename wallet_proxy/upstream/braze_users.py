@@ -33,7 +33,7 @@ from ..errors import UpstreamError, UpstreamUnavailable
 from .core import CredentialsRefused
 from .pacing import TokenBucket
 from .retry import RetryPolicy, answered, window_spent
-from .transport import Reply, Request, Transport
+from .transport import Reply, Request, Transport, encoded
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class BrazeUsersClient:
 
     def _post(self, objects: list, deadline: float, result: TrackResult) -> tuple[int, object]:
         """One request, retried on 429/5xx/connection trouble; (status, JSON) of a 2xx or a final 4xx."""
-        body = jsoncodec.dumps({"attributes": objects})
+        body = encoded({"attributes": objects})
 
         def attempt():
             result.calls += 1

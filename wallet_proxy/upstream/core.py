@@ -45,12 +45,13 @@ class CoreClient:
     def __init__(self, base_url: str, api_key: str, api_secret: str, session: requests.Session):
         self.base = f"{base_url.rstrip('/')}/priv/v1/apps/{quote(api_key, safe='')}"
         self.session = session
+        self.transport = upstream.Transport(session)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "Authorization": upstream.basic_authorization(api_key, api_secret)}
 
     def _call(self, method: str, path: str, timeout: float, **kwargs) -> upstream.Reply:
-        return upstream.call(self.session, method, self.base + path, headers=self._headers,
-                             timeout=timeout, name="SessionM Core", **kwargs)
+        return self.transport.send(upstream.Request(method, self.base + path, name="SessionM Core",
+                                                    timeout=timeout, headers=self._headers, **kwargs))
 
     def resolve_external_id(self, external_id: str, timeout: float) -> str:
         """Return the SessionM user id of a customer's external id, or raise UserNotFound."""

@@ -36,7 +36,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from ..errors import (ApiError, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
+from ..errors import (ApiError, InvalidRequest, UpstreamError, UpstreamRefused, UpstreamTimeout, UpstreamUnavailable,
                       UserNotFound)
 from .. import jsoncodec
 from . import retry as policy
@@ -196,10 +196,20 @@ class Transport:
         data = request.content
         headers = request.headers
         if request.json is not _NO_BODY:
-            data = jsoncodec.dumps(request.json)
+            data = encoded(request.json)
             headers = {"Content-Type": "application/json", **(headers or {})}
         return session.request(request.method, request.url, data=data, headers=headers, timeout=timeouts,
                                allow_redirects=False)
+
+
+def encoded(body) -> bytes:
+    """A JSON body as compact UTF-8 (jsoncodec); text UTF-8 cannot carry (an unpaired surrogate such as
+    "\\ud800") is the caller's bad input, a 400 before anything is sent."""
+    try:
+        return jsoncodec.dumps(body)
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("the body holds an unpaired surrogate (\\ud800-\\udfff), which JSON text "
+                             "cannot carry", details={"body": ["unpaired surrogate"]}) from exc
 
 
 def call(session: requests.Session, method: str, url: str, *, timeout: float, name: str,
