@@ -20,7 +20,7 @@ from braze.client import BrazeClient as LibraryClient
 from braze.client import BrazeInternalServerError, BrazeRateLimitError
 
 from tests.conftest import make_settings
-from tests.fakes import FakeBraze, Reply
+from tests.fakes import Reply
 from wallet_proxy import create_app
 
 CAMPAIGN = "/campaigns/trigger/send"
@@ -51,13 +51,6 @@ class StandIn:
                          {"X-RateLimit-Limit": "250000", "X-RateLimit-Remaining": "0",
                           "X-RateLimit-Reset": f"{time.time() + self.reset_in:.3f}"})
         return Reply(status, {"message": "Internal Server Error", "errors": []})
-
-
-@pytest.fixture
-def braze():
-    fake = FakeBraze()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
