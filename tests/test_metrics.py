@@ -127,7 +127,8 @@ class TestUpstream:
         sessionm.on("POST", r"/priv/v1/apps/.*/tags$", Reply(200, {"status": "ok"}))
         assert client.post("/v1/users/u1/tags", json={"tags": ["vip"]}, headers=TAGGER).status_code == 200
         sessionm.on("POST", r"/priv/v1/apps/.*/tags$", Reply(503, {"status": "error"}))
-        assert client.post("/v1/users/u1/tags", json={"tags": ["vip"]}, headers=TAGGER).status_code == 503
+        assert client.post("/v1/users/u1/tags", json={"tags": ["vip"], "ttl": 60},  # a counter tag would be 409
+                           headers=TAGGER).status_code == 503
         found = scrape(client)
         assert value(found, "wallet_proxy_upstream_calls_total", upstream="sessionm_core", outcome="ok") == 1
         assert value(found, "wallet_proxy_upstream_calls_total", upstream="sessionm_core",

@@ -148,6 +148,12 @@ def may_have_reached(exc: BaseException) -> bool:
     return True if reached is None else bool(reached)
 
 
+def observe(session: requests.Session, observer) -> None:
+    """Have every Transport over `session` report each call: `observer(request, reply, error, seconds)`
+    with the Reply, or the ApiError raised (its `__cause__` is the transport's own exception)."""
+    session.wallet_proxy_observers = (*getattr(session, "wallet_proxy_observers", ()), observer)
+
+
 class Transport:
     """Sends `Request`s over a pooled `requests.Session`; the only caller of the session."""
 
@@ -155,6 +161,22 @@ class Transport:
         self.session = session
 
     def send(self, request: Request) -> Reply:
+        """Send `request` (see `_send`), reporting it to the session's observers (metrics)."""
+        observers = getattr(self.session, "wallet_proxy_observers", ())
+        if not observers:
+            return self._send(request)
+        started = time.monotonic()
+        try:
+            reply = self._send(request)
+        except ApiError as exc:
+            for observer in observers:
+                observer(request, None, exc, time.monotonic() - started)
+            raise
+        for observer in observers:
+            observer(request, reply, None, time.monotonic() - started)
+        return reply
+
+    def _send(self, request: Request) -> Reply:
         """Make one HTTP call; map transport failures to ApiErrors, never leak headers or secrets.
 
         `idempotent` requests (SessionM's get_user_offers is a POST that changes nothing) are sent once

@@ -236,11 +236,11 @@ def refresh_gauges(metrics: Metrics, services) -> None:
     metrics.loop_lag.set(lag.standing() if lag is not None else 0.0)
 
 
-def _outcome(response=None, error: Exception | None = None) -> str:
+def _outcome(response=None, error: Exception | None = None, status: int | None = None) -> str:
     if error is not None:
         name = type(error).__name__.lower()
         return "timeout" if "timeout" in name else "connection_error" if "connection" in name else "error"
-    status = response.status_code
+    status = response.status_code if status is None else status
     if status < 400:
         return "ok"
     return "http_429" if status == 429 else f"http_{status // 100}xx"
@@ -250,23 +250,18 @@ def instrument_session(session, metrics: Metrics, upstreams: dict) -> None:
     """Time every call `session` makes to one of `upstreams` ({base URL: name}), by outcome.
 
     Covers every client sharing the session (Core tags, Braze sends, and any added later) without
-    each one reporting; SessionM Connect is left out because the WalletService reports it with
-    SessionM's own outcome (user_not_found, upstream_error...).
+    each one reporting: the one transport reports each call (`upstream.transport.observe`). SessionM
+    Connect is left out because the WalletService reports it with SessionM's own outcome
+    (user_not_found, upstream_error...).
     """
+    from ..upstream import transport
+
     prefixes = [(url.rstrip("/"), name) for url, name in upstreams.items() if url]
-    send = session.request
 
-    def request(method, url, *args, **kwargs):
-        name = next((n for prefix, n in prefixes if str(url).startswith(prefix)), None)
-        if name is None:
-            return send(method, url, *args, **kwargs)
-        started = time.monotonic()
-        try:
-            response = send(method, url, *args, **kwargs)
-        except Exception as exc:
-            metrics.upstream(name, _outcome(error=exc), time.monotonic() - started)
-            raise
-        metrics.upstream(name, _outcome(response), time.monotonic() - started)
-        return response
+    def observed(request, reply, error, seconds):
+        name = next((n for prefix, n in prefixes if str(request.url).startswith(prefix)), None)
+        if name is not None:
+            outcome = _outcome(error=error.__cause__ or error) if error is not None else _outcome(status=reply.status)
+            metrics.upstream(name, outcome, seconds)
 
-    session.request = request
+    transport.observe(session, observed)
