@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from .core import CredentialsRefused
 from .pacing import TokenBucket
 from .retry import RetryPolicy, answered, reset_in, window_spent  # noqa: F401 (reset_in, window_spent: API)
 from .transport import Reply, Request, Transport, may_have_reached
@@ -31,6 +32,37 @@ log = logging.getLogger(__name__)
 PATHS = {"campaign": "/campaigns/trigger/send", "canvas": "/canvas/trigger/send"}
 HOURLY_LIMIT = 250_000  # Braze: requests/hour shared by the REST API key
 BROADCAST_PER_MINUTE = 250  # Braze: trigger sends to a whole segment or audience
+
+
+class BrazeKeyRefused(CredentialsRefused):
+    """Braze refused this service's key (401/403): no later call can succeed, a bulk run stops (502)."""
+
+
+def check_status(reply: Reply, base: str, permission: str) -> None:
+    """The one reading of a Braze status, for every Braze client (triggers, `/users/track`).
+
+    429/5xx: nothing was done and another try is safe, so a retryable `UpstreamUnavailable` carrying the
+    reply (the retry policy reads its headers; the relay door passes it on). 401/403: our BRAZE_API_KEY
+    is wrong or lacks `permission` (logged loudly). 404: an invalid URL (https://braze.com/docs/api/errors),
+    i.e. our BRAZE_REST_URL. Other statuses outside 2xx/4xx: unexpected. 2xx and other 4xx return: what
+    they mean is the endpoint's.
+    """
+    status = reply.status
+    if status == 429 or status >= 500:
+        message = reply.data.get("message") if isinstance(reply.data, dict) else None
+        raise answered(UpstreamUnavailable(f"Braze answered HTTP {status}"
+                                           + (f" ({str(message)[:200]})" if message else ""),
+                                           status=429 if status == 429 else None), reply)
+    if status in (401, 403):
+        log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its %s "
+                  "permission", status, permission)
+        raise BrazeKeyRefused(f"Braze refused this service's API key ({permission})")
+    if status == 404:
+        log.error("Braze answered 404 Not Found: BRAZE_REST_URL (%s) is probably wrong; it must be your "
+                  "Braze instance's REST endpoint, e.g. https://rest.iad-01.braze.com", base)
+        raise UpstreamError("Braze answered 404 Not Found: this service's BRAZE_REST_URL is wrong")
+    if not 200 <= status < 500:
+        raise UpstreamError(f"Braze answered an unexpected HTTP {status}")
 
 
 class BrazeRejected(ApiError):
@@ -204,21 +236,7 @@ class BrazeClient:
         errors = data.get("errors")
         errors = tuple(str(e)[:500] for e in errors) if isinstance(errors, list) else (
             (str(errors)[:500],) if errors else ())
-        if status == 429 or status >= 500:
-            # nothing was sent: another try is safe (the policy decides when, from Braze's headers)
-            raise answered(UpstreamUnavailable(f"Braze answered HTTP {status}" + (f" ({message})" if message
-                                                                                   else ""),
-                                               status=429 if status == 429 else None), reply)
-        if status in (401, 403):
-            # Our BRAZE_API_KEY is wrong or lacks the permission: the caller cannot fix that.
-            log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its "
-                      "campaigns.trigger.send / canvas.trigger.send permissions", status)
-            raise UpstreamError("Braze refused this service's API key")
-        if status == 404:
-            # Braze answers 404 for an invalid URL (https://braze.com/docs/api/errors): our BRAZE_REST_URL.
-            log.error("Braze answered 404 Not Found: BRAZE_REST_URL (%s) is probably wrong; it must be your "
-                      "Braze instance's REST endpoint, e.g. https://rest.iad-01.braze.com", self.base)
-            raise UpstreamError("Braze answered 404 Not Found: this service's BRAZE_REST_URL is wrong")
+        check_status(reply, self.base, "campaigns.trigger.send / canvas.trigger.send")
         if 400 <= status < 500:
             raise BrazeRejected(message or f"Braze answered HTTP {status}", status=status,
                                 braze_errors=errors)

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 import requests
 
 from .. import jsoncodec
-from ..errors import UpstreamError, UpstreamUnavailable
-from .core import CredentialsRefused
+from .braze import BrazeKeyRefused, check_status  # noqa: F401 (BrazeKeyRefused: this module's API too)
 from .pacing import TokenBucket
-from .retry import RetryPolicy, answered, window_spent
+from .retry import RetryPolicy, window_spent
 from .transport import Reply, Request, Transport, encoded
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,6 @@ UPDATE_ONLY = "_update_existing_only"  # true: Braze never creates a profile for
 # A 4xx that refuses the batch for its size (413, or Braze's message about too many objects).
 _SIZE_WORDS = re.compile(r"too (many|large|big)|request (size|limit)|\b(50|75)\b (attribute|object|update)",
                          re.IGNORECASE)
-
-
-class BrazeKeyRefused(CredentialsRefused):
-    """Braze refused this service's key (401/403): no later call can succeed, a bulk run stops."""
 
 
 def track_bucket(limit: float = LIMIT, window: float = WINDOW, clock=time.monotonic) -> TokenBucket:
@@ -191,18 +186,7 @@ class BrazeUsersClient:
             wait = self.policy.told(status, headers)
             if wait:
                 self.bucket.hold(wait)
-        if status == 429:
-            raise answered(UpstreamUnavailable("Braze answered HTTP 429 (rate limit)", status=429), reply)
-        if status >= 500:
-            raise answered(UpstreamUnavailable(f"Braze answered HTTP {status}"), reply)
-        if status in (401, 403):
-            log.error("Braze refused this service's API key (HTTP %s): check BRAZE_API_KEY and its "
-                      "users.track permission", status)
-            raise BrazeKeyRefused("Braze refused this service's API key (users.track)")
-        if status == 404:
-            raise UpstreamError("Braze answered 404 for /users/track: check BRAZE_REST_URL")
-        if not 200 <= status < 500:
-            raise UpstreamError(f"Braze answered an unexpected HTTP {status}")
+        check_status(reply, self.url[:-len(PATH)], "users.track")
         return status, data
 
 
