@@ -115,6 +115,12 @@ class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "too many requests"
 
 
+class AuthThrottled(RateLimited):
+    """Too many failed authentications from this address or for this client name (any door)."""
+
+    code, message = "too_many_failures", "too many failed sign-ins: wait and try again"
+
+
 class Internal(ApiError):
     status, code, message = 500, "internal", "internal error"
 

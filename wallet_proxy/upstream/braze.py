@@ -14,7 +14,6 @@ BRAZE_REST_URL is wrong.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -24,12 +23,12 @@ from dataclasses import dataclass
 import requests
 import urllib3.exceptions
 
+from ..braze_limits import PATHS, encode  # one place knows Braze's paths and how a body is sent
 from ..errors import ApiError, OutcomeUnknown, UpstreamError, UpstreamUnavailable
 from .pacing import TokenBucket, backoff, parse_retry_after
 
 log = logging.getLogger(__name__)
 
-PATHS = {"campaign": "/campaigns/trigger/send", "canvas": "/canvas/trigger/send"}
 HOURLY_LIMIT = 250_000  # Braze: requests/hour shared by the REST API key
 BROADCAST_PER_MINUTE = 250  # Braze: trigger sends to a whole segment or audience
 
@@ -199,7 +198,7 @@ class BrazeClient:
         # Braze's 250/minute applies to broadcasts and to any call with an `audience`
         # (https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns)
         broadcast = body.get("broadcast") is True or "audience" in body
-        data = json.dumps(body, separators=(",", ":")).encode()
+        data = encode(body)  # the bytes the planner measured: UTF-8, not \u escapes
         attempt = 0
         while True:
             attempt += 1

@@ -197,7 +197,7 @@ def require(scope: str, group: str | None = None):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
             services = state()
-            g.client = services.auth.authenticate(request.headers.get("Authorization"), scope)
+            g.client = services.gate.admit(request.headers.get("Authorization"), scope, client_address())
             limiter = getattr(services, "ratelimit", None)
             if limiter is not None:
                 try:
