@@ -151,5 +151,28 @@ class OutcomeUnknown(ApiError):
     status, code, message = 504, "outcome_unknown", "upstream timed out after the request was sent"
 
 
+class BrazeShaped(ApiError):
+    """An error on the Braze-compatible door: ours, plus Braze's top-level `message` and `errors` list.
+
+    Braze answers errors as `{"message": ..., "errors": [...]}` (https://braze.com/docs/api/errors), and
+    Braze client libraries read `message` (one fails with KeyError('message') without it).
+    """
+
+    def __init__(self, inner: ApiError):
+        super().__init__(inner.message, retry_after=inner.retry_after, details=inner.details,
+                         status=inner.status)
+        self.code = inner.code
+        self.inner = inner
+
+    def body(self) -> dict:
+        body = self.inner.body()
+        errors = list(getattr(self.inner, "braze_errors", None) or ())
+        if not errors and isinstance(self.inner, InvalidRequest) and isinstance(self.inner.details, dict):
+            errors = field_problems(self.inner.details)  # one "field: reason" line per bad field
+        body["message"] = self.inner.message
+        body["errors"] = errors or [self.inner.message]
+        return body
+
+
 # Errors that count against the SessionM circuit breaker (SPEC: timeouts, 5xx, refused, garbage).
 BREAKER_FAILURES = (UpstreamError, UpstreamUnavailable, UpstreamTimeout)

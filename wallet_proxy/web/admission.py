@@ -151,3 +151,19 @@ def resolve_seed_id(services, user_id: str, id_type: str, deadline: float) -> st
     if services.external_ids is None:
         raise NotConfigured("id_type=external needs the SessionM Core settings")
     return services.external_ids.resolve(user_id, max(0.05, deadline - time.monotonic()))
+
+
+# The Braze-compatible door: the top-level paths of Braze's own REST API. A Braze client pointed at this
+# service (SessionM's Braze variant, a Braze client library) calls these; every answer under them,
+# unknown paths (404), wrong methods (405), auth, validation and our own 500 included, is Braze-shaped
+# (`message` and `errors` beside our `ok` / `error`). Our own routes (/v1/..., /preview, /metrics...)
+# never start with one of these.
+BRAZE_DOOR = ("/campaigns", "/canvas", "/users", "/messages", "/transactional", "/sends", "/subscription",
+              "/catalogs", "/segments", "/kpi", "/templates", "/content_blocks", "/email", "/sms", "/events",
+              "/purchases", "/preference_center", "/scim", "/feed", "/app_group", "/custom_attributes")
+
+
+def braze_door(path: str) -> bool:
+    """True when `path` is on the Braze-compatible door (its first segment is one of Braze's)."""
+    first = "/" + path.lstrip("/").split("/", 1)[0]
+    return first in BRAZE_DOOR

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -14,6 +15,7 @@ from werkzeug.routing import PathConverter
 
 from ..errors import (
     ApiError,
+    BrazeShaped,
     Internal,
     InvalidRequest,
     MethodNotAllowed,
@@ -23,6 +25,7 @@ from ..errors import (
     RateLimited,
     UnsupportedMediaType,
 )
+from .admission import braze_door
 
 log = logging.getLogger("wallet_proxy.http")
 
@@ -64,8 +67,43 @@ def _object(pairs):
     return result
 
 
+class _NotFinite(ValueError):
+    pass
+
+
 def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    """parse_float: Python reads `1e400` as inf, which no JSON encoder can write back (it reached
+    Braze as the bare word Infinity): refused like NaN."""
+    value = float(text)
+    if math.isinf(value):
+        raise _NotFinite(text[:20])
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value) -> bool:
+    """True when a key or string holds an unpaired surrogate (`"\\ud800"`): Python's json lets it
+    through, and it cannot be written as UTF-8 to SessionM, Braze or a log."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _depth(value) -> int:
@@ -83,14 +121,19 @@ def _depth(value) -> int:
 
 def parse_json_object(data: bytes) -> dict:
     """The strict reading of every JSON POST body (SPEC): an object, UTF-8, nested at most 32 levels,
-    no duplicate keys, no NaN/Infinity; InvalidRequest naming the reason otherwise."""
+    no duplicate keys, no non-finite number (NaN, Infinity, 1e400), no unpaired surrogate;
+    InvalidRequest naming the reason otherwise. Size and Content-Type are checked before (JsonRequest)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("body: must be a JSON object in UTF-8",
                              details={"_body": ["not UTF-8"]}) from None
     try:
-        value = json.loads(text, object_pairs_hook=_object, parse_constant=_refuse_constant)
+        value = json.loads(text, object_pairs_hook=_object, parse_constant=_refuse_constant,
+                           parse_float=_finite)
+    except _NotFinite:
+        raise InvalidRequest("body: a number is not finite (NaN, Infinity, or too large such as 1e400)",
+                             details={"_body": ["non-finite number"]}) from None
     except _DuplicateKey:
         # the key itself is not echoed: it is caller data, and this message may be logged
         raise InvalidRequest("body: a JSON object has the same key twice",
@@ -109,6 +152,9 @@ def parse_json_object(data: bytes) -> dict:
                              details={"_body": ["too deep"]})
     if not isinstance(value, dict):
         raise InvalidRequest("body: must be a JSON object", details={"_body": ["not a JSON object"]})
+    if _SURROGATE_ESCAPE.search(text) and _lone_surrogate(value):
+        raise InvalidRequest("body: a string holds an unpaired surrogate (such as \\ud800): not text",
+                             details={"_body": ["unpaired surrogate"]})
     return value
 
 
@@ -180,11 +226,16 @@ def deadline() -> float:
 
 
 def error_response(exc: ApiError):
-    """Render an ApiError as the SPEC's JSON error, with Retry-After when it has one."""
+    """Render an ApiError as the SPEC's JSON error, with Retry-After when it has one; on the Braze-compatible
+    door (web/admission.py `braze_door`) with Braze's `message` and `errors` too, whatever the error."""
+    if not isinstance(exc, BrazeShaped) and braze_door(request.path):
+        exc = BrazeShaped(exc)
     response = Response(exc.encode(), status=exc.status, mimetype="application/json")
     retry_after = exc.retry_after_header()
     if retry_after is not None:
         response.headers["Retry-After"] = retry_after
+    for name, value in (getattr(getattr(exc, "inner", exc), "headers", None) or {}).items():
+        response.headers[name] = value
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Basic realm="wallet-proxy", charset="UTF-8"'
     return response

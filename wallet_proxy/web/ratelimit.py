@@ -32,8 +32,14 @@ class RateLimiter:
                 bucket = self._buckets[client] = TokenBucket(self.rate, self.burst, self.clock)
         wait = bucket.take()
         if wait > 0:
-            raise RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
-                              retry_after=max(1, math.ceil(wait)))
+            retry = max(1, math.ceil(wait))
+            error = RateLimited(f"client {client!r} is over its rate limit of {self.rate:g} requests/s",
+                                retry_after=retry)
+            # Braze's own headers too: Braze client libraries read X-RateLimit-Reset (UTC epoch
+            # seconds), not Retry-After, to decide when to retry
+            error.headers = {"X-RateLimit-Limit": f"{self.rate:g}", "X-RateLimit-Remaining": "0",
+                             "X-RateLimit-Reset": str(math.ceil(time.time()) + retry)}
+            raise error
 
 
 def build(settings, clock=time.monotonic) -> RateLimiter | None:
