@@ -350,3 +350,72 @@ class TestBrazeLimits:
         assert answer.status_code == 201
         sent = braze.calls(CAMPAIGN)[0].json["recipients"]
         assert [r.get("trigger_properties") for r in sent if r["external_user_id"] == "u1"] == [{"n": 2}]
+
+
+def command(*args) -> list[str]:
+    """The installed `wallet-proxy` console script (as an operator runs it)."""
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "wallet-proxy"
+    assert script.exists(), "the package is installed (make install) with its console script"
+    return [str(script), *args]
+
+
+def bare_env(**more) -> dict:
+    """The environment without any wallet-proxy, SessionM or Braze setting."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+    env.update(more)
+    return env
+
+
+class TestCommandLine:
+    """No command but `serve` runs on the built-in simulators unless WALLET_PROXY_SANDBOX=1: a run that
+    lost its environment wrote made-up wallets into the --state file, which later hid real values."""
+
+    @pytest.mark.parametrize("args", [["tags", "import", "users.csv", "--tag", "vip"],
+                                      ["attributes", "sync", "users.csv"],
+                                      ["prewarm", "users.csv"]])
+    def test_every_command_refuses_the_simulators_unless_asked(self, tmp_path, args):
+        import subprocess
+
+        (tmp_path / "users.csv").write_text("user_id\nu1\nu2\n")
+        result = subprocess.run(command(*args), cwd=tmp_path, env=bare_env(), capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "WALLET_PROXY_SANDBOX=1" in result.stderr
+        assert all(name in result.stderr for name in ("SESSIONM_CONNECT_URL", "SESSIONM_CORE_URL",
+                                                      "BRAZE_REST_URL"))
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["users.csv"], "nothing written"
+
+    def test_with_sandbox_1_a_command_runs_on_the_simulators_and_says_so(self, tmp_path):
+        import subprocess
+
+        (tmp_path / "users.csv").write_text("user_id\nu1\nu2\n")
+        result = subprocess.run(command("tags", "import", "users.csv", "--tag", "vip", "--rate", "1000"),
+                                cwd=tmp_path, env=bare_env(WALLET_PROXY_SANDBOX="1"), capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "2 tagged" in result.stdout and "simulators" in result.stderr
+
+    def test_the_importer_refuses_a_ttl_the_webhook_refuses(self, tmp_path, serve, sessionm):
+        import subprocess
+
+        from wallet_proxy.tags.rules import MAX_TTL
+
+        url = serve()
+        webhook = requests.post(f"{url}/v1/users/u1/tags", json={"tags": ["vip"], "ttl": 99999999999},
+                                headers=BEARER, timeout=5)
+        assert webhook.status_code == 400
+        (tmp_path / "rows.csv").write_text(f"user_id,tags,ttl\nu1,vip,99999999999\nu2,vip,{MAX_TTL}\n")
+        env = bare_env(WALLET_PROXY_SANDBOX="1")
+        result = subprocess.run(command("tags", "import", "rows.csv", "--rate", "1000"), cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and "1 tagged" in result.stdout, result.stdout + result.stderr
+        rejects = (tmp_path / "rows.rejects.csv").read_text()
+        assert "u1" in rejects and f"between 1 and {MAX_TTL}" in rejects
+        option = subprocess.run(command("tags", "import", "rows.csv", "--tag", "x", "--ttl", "99999999999"),
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert option.returncode == 2 and "--ttl" in option.stderr

@@ -1,4 +1,8 @@
-"""The `wallet-proxy` command: serve (development), tags import, prewarm."""
+"""The `wallet-proxy` command: serve (development), tags import, attributes sync, prewarm.
+
+`serve` is the one development entry that falls back to the built-in simulators when nothing is
+configured (and says so); every other command refuses to run on them unless WALLET_PROXY_SANDBOX=1.
+"""
 from __future__ import annotations
 
 import argparse
@@ -54,15 +58,33 @@ def _positive(kind):
     return parse
 
 
+def _ttl(text: str) -> int:
+    """--ttl of tags import: the webhook's ttl rule (tags/rules.py)."""
+    from .tags.rules import parse_ttl
+
+    value, problem = parse_ttl(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _bulk_services(args, label: str):
     """Settings and services for a bulk job: no Flask app, a connection pool sized to --concurrency."""
     from . import services
     from .upstream import transport as upstream
 
-    settings = Settings.from_env()
+    settings = command_settings()
     if settings.sandbox:
-        log.warning("%s: no SessionM settings, using the built-in SessionM simulator (sandbox)", label)
+        log.warning("%s: WALLET_PROXY_SANDBOX=1: using the built-in simulators, nothing reaches SessionM "
+                    "or Braze", label)
     return settings, services.build(settings, session=upstream.make_session(args.concurrency))
+
+
+def command_settings() -> Settings:
+    """The settings of every command but `serve`: like the production entry, never the built-in
+    simulators unless WALLET_PROXY_SANDBOX=1 asks for them (ConfigError naming the missing settings:
+    exit 2). Made-up wallets written to a state file would later hide real values."""
+    return Settings.from_env(implicit_sandbox=False)
 
 
 def _install_sigterm() -> None:
@@ -226,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bulk_options(importer)
     importer.add_argument("--tag", action="append", default=[], metavar="TAG",
                           help="tag to add to every row (repeatable; added to a tags column's)")
-    importer.add_argument("--ttl", type=_positive(int),
+    importer.add_argument("--ttl", type=_ttl,
                           help="seconds the tags last, for rows without a ttl of their own")
     importer.add_argument("--resume", action="store_true",
                           help="finish an interrupted run from its journal (FILE.csv.journal)")
