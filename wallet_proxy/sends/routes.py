@@ -10,14 +10,14 @@ from ..ids import check_flag
 from ..web.http import require, state
 from ..web.logs import hash_user_id
 from .engine import dry_run
-from .plan import check_key, invalid, plan_flat, plan_native, split_dry_run
+from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, split_dry_run
 
 bp = Blueprint("trigger", __name__)
 log = logging.getLogger("wallet_proxy.sends")
 
 
 def _body():
-    body = request.get_json(silent=True)
+    body = request.get_json(lists={"recipients": MAX_RECIPIENTS})  # counted before it is read in depth
     if not isinstance(body, dict):
         raise invalid({"body": ["must be a JSON object (Content-Type: application/json)"]})
     return body

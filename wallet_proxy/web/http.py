@@ -9,6 +9,7 @@ import os
 import re
 import time
 
+import orjson
 from flask import Flask, Request, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
@@ -24,6 +25,7 @@ from ..errors import (
     PayloadTooLarge,
     RateLimited,
     UnsupportedMediaType,
+    invalid_fields,
 )
 from .admission import braze_door
 
@@ -119,10 +121,32 @@ def _depth(value) -> int:
     return deepest
 
 
-def parse_json_object(data: bytes) -> dict:
+def _refuse_long_lists(data: bytes, lists: dict) -> None:
+    """Count the route's lists (`{"recipients": 2500}`) before anything else looks at the body.
+
+    orjson reads 1 MB in a few ms; the strict reading below (duplicate keys, depth, surrogates) visits
+    every object in Python, which for 61,000 recipients costs a hundred times more. What orjson
+    refuses is left to the strict reading, which says why.
+    """
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(value, dict):
+        return
+    for name, limit in lists.items():
+        items = value.get(name)
+        if isinstance(items, list) and len(items) > limit:
+            raise invalid_fields("body", {name: [f"at most {limit} {name} a call (got {len(items)}); send "
+                                                 "the rest in another call"]})
+
+
+def parse_json_object(data: bytes, lists: dict | None = None) -> dict:
     """The strict reading of every JSON POST body (SPEC): an object, UTF-8, nested at most 32 levels,
     no duplicate keys, no non-finite number (NaN, Infinity, 1e400), no unpaired surrogate;
     InvalidRequest naming the reason otherwise. Size and Content-Type are checked before (JsonRequest)."""
+    if lists:
+        _refuse_long_lists(data, lists)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -167,13 +191,15 @@ class JsonRequest(Request):
     a body that is not what the SPEC says is answered with the SPEC's error, not read loosely.
     """
 
-    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True, lists: dict | None = None):
+        """The body as a JSON object; `lists` caps top-level lists by name (`{"recipients": 2500}`),
+        counted before anything else reads the body."""
         cached = self.__dict__.get("_strict_json")
         if cached is not None:
             return cached
         if self.mimetype != "application/json":
             raise UnsupportedMediaType()
-        value = parse_json_object(self._body())
+        value = parse_json_object(self._body(), lists)
         self.__dict__["_strict_json"] = value
         return value
 
