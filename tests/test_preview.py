@@ -235,6 +235,8 @@ class TestConnectedContentBlock:
                 "hmac_sha256_hex: &#39;YOUR_SIGNING_KEY&#39;}}") in html
         for secret in ("sign-me-please", "ops-secret", "bz-secret", "Y29ubmVjdDpzZWNyZXQ=", "tg-secret"):
             assert secret not in html
+        # the rule for external ids, as the service checks it (a sig covers the id and its id_type)
+        assert "{{ 'external/' | append: ${user_id} | hmac_sha256_hex: 'YOUR_SIGNING_KEY' }}" in html
 
     def test_block_renders_in_the_playground(self, client):
         """The block the page hands out is itself valid Liquid for the playground."""
