@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from .ids import EXTERNAL, ID_TYPES
 from .settings import ConfigError, Settings
 
 log = logging.getLogger("wallet_proxy")
@@ -195,7 +196,7 @@ def _attributes_sync(args) -> int:
         if built.connect is None or not settings.braze_configured:
             raise ConfigError("attributes sync needs the SessionM Connect settings and BRAZE_REST_URL, "
                               "BRAZE_API_KEY")
-        if args.id_type == "external" and built.external_ids is None:
+        if args.id_type == EXTERNAL and built.external_ids is None:
             raise ConfigError("--id-type external needs the SessionM Core settings")
         # Redis when configured: the route and every run share what Braze last accepted.
         state = RedisState(built.redis) if built.redis is not None and not args.state else FileState(
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "concurrency":
             action.default = 150
             action.help = "rows in flight (default 150: two /users/track calls of 75 can fill)"
-    syncer.add_argument("--id-type", choices=("seed", "external"), default="seed",
+    syncer.add_argument("--id-type", choices=ID_TYPES, default="seed",
                         help="seed: the column holds SessionM user ids; external: customer external ids "
                              "(resolved through SessionM Core). The Braze profile is the id in the file")
     syncer.add_argument("--state", help="file remembering what Braze last accepted per profile (default: "

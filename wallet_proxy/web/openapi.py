@@ -14,6 +14,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields, validate
 
+from ..ids import IdTypeField
 from ..version import __version__
 from ..wallet.view import SessionMView, WalletQuery, WalletView
 
@@ -68,8 +69,7 @@ class TagsAnswer(Schema):
 
 
 class IdTypeQuery(Schema):
-    id_type = fields.String(validate=validate.OneOf(("seed", "user_id", "external")),
-                            metadata={"description": "`external`: the id is the customer's external id"})
+    id_type = IdTypeField()  # the one vocabulary (ids.py)
 
 
 # -- answers ------------------------------------------------------------------------------------------
