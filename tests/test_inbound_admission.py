@@ -419,3 +419,13 @@ class TestCommandLine:
         option = subprocess.run(command("tags", "import", "rows.csv", "--tag", "x", "--ttl", "99999999999"),
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert option.returncode == 2 and "--ttl" in option.stderr
+
+
+class TestDryRunSpellings:
+    @pytest.mark.parametrize("name", ["dryRun", "Dry Run", "DRY_RUN"])
+    def test_any_spelling_of_dry_run_is_the_flag_never_a_property(self, serve, braze, name):
+        url = serve()
+        body = {"campaign_id": "c", "external_user_id": "u1", name: True}
+        answer = requests.post(f"{url}/v1/braze/trigger", json=body, headers=BEARER, timeout=5)
+        assert answer.status_code == 200 and answer.json()["dry_run"] is True, answer.text
+        assert braze.requests == []

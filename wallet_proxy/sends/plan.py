@@ -263,13 +263,22 @@ def digest(route: str, body: dict) -> str:
 
 
 def split_dry_run(body, query_flag: bool = False) -> tuple[dict, bool]:
-    """Take the `dry_run` field out of `body` (a JSON boolean); `?dry_run=1` sets it too."""
-    if not isinstance(body, dict) or "dry_run" not in body:
+    """Take the `dry_run` field out of `body` (a JSON boolean); `?dry_run=1` sets it too.
+
+    Any spelling the flat door would normalise to `dry_run` (`dryRun`, `"Dry Run"`) is the flag too:
+    it must never become a trigger property while the caller believes nothing is sent.
+    """
+    if not isinstance(body, dict):
         return body, query_flag
-    flag = body["dry_run"]
+    names = [k for k in body if k == "dry_run" or (isinstance(k, str) and snake_case(k) == "dry_run")]
+    if not names:
+        return body, query_flag
+    if len(names) > 1:
+        raise invalid({names[1]: ["give dry_run once"]})
+    flag = body[names[0]]
     if not isinstance(flag, bool):
-        raise invalid({"dry_run": ["must be a JSON boolean (true or false), not " + type(flag).__name__]})
-    return {k: v for k, v in body.items() if k != "dry_run"}, flag or query_flag
+        raise invalid({names[0]: ["must be a JSON boolean (true or false), not " + type(flag).__name__]})
+    return {k: v for k, v in body.items() if k != names[0]}, flag or query_flag
 
 
 def is_secret_name(name) -> bool:
