@@ -429,3 +429,11 @@ class TestDryRunSpellings:
         answer = requests.post(f"{url}/v1/braze/trigger", json=body, headers=BEARER, timeout=5)
         assert answer.status_code == 200 and answer.json()["dry_run"] is True, answer.text
         assert braze.requests == []
+
+    def test_any_spelling_of_message_id_is_the_idempotency_key(self, serve, braze):
+        url = serve()
+        for _ in range(2):
+            body = {"campaign_id": "c", "external_user_id": "u1", "messageId": "m-1"}
+            assert requests.post(f"{url}/v1/braze/trigger", json=body, headers=BEARER,
+                                 timeout=5).status_code == 201
+        assert len(braze.calls(CAMPAIGN)) == 1, "a repeat of the same message is not sent again"

@@ -10,7 +10,7 @@ from ..ids import check_flag
 from ..web.http import require, state
 from ..web.logs import hash_user_id
 from .engine import dry_run
-from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, split_dry_run
+from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, snake_case, split_dry_run
 
 bp = Blueprint("trigger", __name__)
 log = logging.getLogger("wallet_proxy.sends")
@@ -33,8 +33,10 @@ def _key(body: dict, flat: bool) -> str | None:
     header = request.headers.get("Idempotency-Key")
     if header is not None:
         return check_key(header, "idempotency_key")
-    if flat and "message_id" in body:
-        return check_key(body["message_id"], "message_id")
+    if flat:  # any spelling the flat door normalises to message_id (`messageId`, "Message Id")
+        names = [k for k in body if snake_case(k) == "message_id"]
+        if names:
+            return check_key(body[names[0]], "message_id")
     return None
 
 
