@@ -437,3 +437,14 @@ class TestDryRunSpellings:
             assert requests.post(f"{url}/v1/braze/trigger", json=body, headers=BEARER,
                                  timeout=5).status_code == 201
         assert len(braze.calls(CAMPAIGN)) == 1, "a repeat of the same message is not sent again"
+
+
+def test_a_huge_tags_list_is_refused_by_count(serve, sessionm):
+    url = serve()
+    data = json.dumps({"tags": ["t"] * 200_000}, separators=(",", ":")).encode()
+    answer = requests.post(f"{url}/v1/users/u1/tags", data=data,
+                           headers={**BEARER, "Content-Type": "application/json"}, timeout=30)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["details"] == {"tags": ["at most 50 tags a call (got 200000); send the rest "
+                                                          "in another call"]}
+    assert sessionm.calls("/tags") == []

@@ -84,7 +84,7 @@ def add_tags(user_id: str):
     """Add tags to a SessionM user; 200 only once SessionM Core has accepted them."""
     check_user_id(user_id)
     query = _load(_query, request.args.to_dict(), "query")
-    data = request.get_json(force=True, silent=True)
+    data = request.get_json(lists={"tags": MAX_TAGS})  # a 1 MB list of tags is counted, not validated
     if not isinstance(data, dict):
         raise InvalidRequest('the body must be a JSON object such as {"tags": ["vip"], "ttl": 2592000}',
                              details={"_body": ["not a JSON object"]})
