@@ -448,3 +448,23 @@ def test_a_huge_tags_list_is_refused_by_count(serve, sessionm):
     assert answer.json()["error"]["details"] == {"tags": ["at most 50 tags a call (got 200000); send the rest "
                                                           "in another call"]}
     assert sessionm.calls("/tags") == []
+
+
+class TestWithABrazeClientLibrary:
+    """`braze-client-p311` (PyPI: braze-client's Python 3.11 fork) reads `response["message"]` of every
+    answer it does not raise on; without it a call failed with KeyError('message') instead of the
+    library's own BrazeClientError carrying Braze's message (https://braze.com/docs/api/errors)."""
+
+    def test_an_unknown_braze_path_is_the_librarys_error_not_a_key_error(self, serve):
+        from braze.client import BrazeClient as LibraryClient
+        from braze.client import BrazeClientError
+
+        url = serve()
+        client = LibraryClient(api_key="secret", api_url=url)
+        with pytest.raises(BrazeClientError) as caught:  # /users/track: not a path this service relays
+            client.user_track(attributes=[{"external_id": "u1", "points": 1}])
+        assert "no such route" in str(caught.value)
+        with pytest.raises(BrazeClientError) as caught:  # a wrong key: our 401, Braze-shaped
+            LibraryClient(api_key="wrong", api_url=url).campaign_trigger_send(
+                campaign_id="c", recipients=[{"external_user_id": "u1"}])
+        assert "credentials" in str(caught.value)
