@@ -12,7 +12,7 @@ ROUTE_MODULES = {"wallet_proxy.web.ops"} | {
 # Modules that must never import Flask: the clients (the CLI reuses them), and the pure logic.
 FLASK_FREE = ["upstream", "bulk", "wallet/service.py", "wallet/payload.py", "wallet/view.py", "wallet/keys.py",
               "wallet/stores.py", "wallet/redis_store.py", "sends/plan.py", "sends/engine.py",
-              "sends/idempotency.py", "ids.py", "errors.py", "settings.py"]
+              "sends/idempotency.py", "ids.py", "errors.py", "settings.py", "braze_limits.py"]
 
 
 def module_name(path: Path) -> str:

@@ -69,8 +69,8 @@ def test_everything_but_a_fresh_rendered_hit_falls_through(pair, clock, sessionm
         target = url + "&limit=1"
     elif case == "stale":
         clock.tick(61)
-    elif case == "external id":
-        target = url + "&id_type=external"
+    elif case == "external id":  # a sig covers the id and its id_type
+        target = f"/v1/wallets/user-1?sig={sign('k', 'user-1', 'external')}&id_type=external"
     elif case == "bad id":
         target = f"/v1/wallets/user-1%0A?sig={sig}"
     response = client.get(target, headers=headers)

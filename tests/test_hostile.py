@@ -138,7 +138,9 @@ class TestJsonBodies:
         # was a RecursionError 500
         (b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested deeper than 32"),
         (b'{"tags": ["a"], "tags": ["b"]}', "same key twice"),
-        (b'{"tags": ["a"], "ttl": NaN}', "not valid JSON"),
+        (b'{"tags": ["a"], "ttl": NaN}', "not finite"),
+        (b'{"tags": ["a"], "ttl": 1e400}', "not finite"),  # read as inf, written as Infinity
+        (b'{"tags": ["\\ud800"]}', "unpaired surrogate"),
         (b'{"tags": ["\xff"]}', "UTF-8"),
         (b'["tags"]', "JSON object"),
     ])

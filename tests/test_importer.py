@@ -558,7 +558,7 @@ class TestCommandLine:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["tags", "import", "x.csv", "--tag", "vip", "--ttl", "soon"])
         assert exit_info.value.code == 2
-        assert "--ttl: must be a positive number, got 'soon'" in capsys.readouterr().err
+        assert "--ttl: must be a positive whole number of seconds, got 'soon'" in capsys.readouterr().err
 
     def test_killed_mid_way_then_resumed_tags_every_row_with_only_in_flight_rows_resent(self, tmp_path):
         # Expiring tags (a ttl): sending one again only renews it, so in-flight rows may be resent.

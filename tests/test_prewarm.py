@@ -118,6 +118,7 @@ def test_sandbox_prewarm_needs_redis_too(monkeypatch, tmp_path, capsys):
         if name.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_")):
             monkeypatch.delenv(name)
     assert parse({}).sandbox
+    monkeypatch.setenv("WALLET_PROXY_SANDBOX", "1")  # without it no command runs on the simulators
     assert cli.main(["prewarm", users_file(tmp_path, ["u1"])]) == 2
     assert "WALLET_PROXY_REDIS_URL" in capsys.readouterr().err
 

@@ -102,11 +102,14 @@ class TestFlatDoor:
             plan_flat({"campaign_id": "c", "recipients": [{"external_user_id": "ok"}, {"Email": "x@y"}]})
         assert set(problems(exc)["recipients"]) == {"1"}
 
-    def test_duplicates_are_sent_once_first_kept(self):
+    def test_duplicates_are_sent_once_last_kept(self):
+        """Braze "uses the trigger properties from the last occurrence"
+        (https://www.braze.com/docs/api/objects_filters/recipient_object)."""
         plan = plan_flat({"campaign_id": "c", "recipients": [
             {"external_user_id": "a", "n": 1}, {"external_user_id": "b"}, {"external_user_id": "a", "n": 2}]})
         assert plan.duplicates_dropped == 1 and plan.sizes == (2,)
-        assert plan.bodies[0]["recipients"][0]["trigger_properties"]["n"] == 1
+        sent = {r["external_user_id"]: r["trigger_properties"] for r in plan.bodies[0]["recipients"]}
+        assert sent["a"]["n"] == 2
 
     def test_properties_over_50_kb_are_refused(self):
         with pytest.raises(InvalidRequest) as exc:
@@ -189,7 +192,7 @@ class TestNativeDoor:
 class TestIdentity:
     def test_emails_compare_without_case_or_spaces(self):
         kept, dropped = dedupe([{"email": "A@Example.com"}, {"email": " a@example.com "}, {"email": "b@example.com"}])
-        assert dropped == 1 and [r["email"] for r in kept] == ["A@Example.com", "b@example.com"]
+        assert dropped == 1 and [r["email"] for r in kept] == [" a@example.com ", "b@example.com"]  # the last
 
     def test_kinds_do_not_collide(self):
         kept, dropped = dedupe([{"external_user_id": "x"}, {"braze_id": "x"}, {"user_alias": {"alias_name": "x",
@@ -367,11 +370,11 @@ class TestSurvivorsOfTheSecondRun:
 
     def test_a_bad_advanced_id_is_named_as_sent(self):
         with pytest.raises(InvalidRequest) as exc:
-            plan_flat({"braze_campaign_id": "", "external_user_id": ""})
+            plan_flat({"braze_campaign_id": "c" * 600, "external_user_id": ""})
         assert set(problems(exc)) == {"braze_campaign_id", "external_user_id"}
-        with pytest.raises(InvalidRequest) as exc:
-            plan_flat({"campaign_id": "", "external_user_id": ""})
-        assert set(problems(exc)) == {"campaign_id", "external_user_id"}
+        with pytest.raises(InvalidRequest) as exc:  # an empty id counts as absent (#21 item 5)
+            plan_flat({"braze_campaign_id": " ", "external_user_id": "u"})
+        assert set(problems(exc)) == {"campaign_id"}
 
     def test_a_name_collision_names_both_spellings(self):
         with pytest.raises(InvalidRequest) as exc:
@@ -439,7 +442,7 @@ class TestSurvivorsOfTheSecondRun:
     def test_aliases_differing_only_in_other_fields_are_one_recipient(self):
         a = {"user_alias": {"alias_name": "n", "alias_label": "l"}}
         b = {"user_alias": {"alias_label": "l", "alias_name": "n", "note": "x"}}
-        assert dedupe([a, b]) == ([a], 1)
+        assert dedupe([a, b]) == ([b], 1)  # the last occurrence is kept
 
     def test_identifiers_that_are_objects_compare_by_content(self):
         # only validated recipients reach dedupe from a door; dedupe itself keeps its word on any JSON

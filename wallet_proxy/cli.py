@@ -1,4 +1,8 @@
-"""The `wallet-proxy` command: serve (development), tags import, prewarm."""
+"""The `wallet-proxy` command: serve (development), tags import, attributes sync, prewarm.
+
+`serve` is the one development entry that falls back to the built-in simulators when nothing is
+configured (and says so); every other command refuses to run on them unless WALLET_PROXY_SANDBOX=1.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +10,7 @@ import logging
 import os
 import sys
 
+from .ids import EXTERNAL, ID_TYPES
 from .settings import ConfigError, Settings
 
 log = logging.getLogger("wallet_proxy")
@@ -54,15 +59,33 @@ def _positive(kind):
     return parse
 
 
+def _ttl(text: str) -> int:
+    """--ttl of tags import: the webhook's ttl rule (tags/rules.py)."""
+    from .tags.rules import parse_ttl
+
+    value, problem = parse_ttl(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _bulk_services(args, label: str):
     """Settings and services for a bulk job: no Flask app, a connection pool sized to --concurrency."""
     from . import services
     from .upstream import transport as upstream
 
-    settings = Settings.from_env()
+    settings = command_settings()
     if settings.sandbox:
-        log.warning("%s: no SessionM settings, using the built-in SessionM simulator (sandbox)", label)
+        log.warning("%s: WALLET_PROXY_SANDBOX=1: using the built-in simulators, nothing reaches SessionM "
+                    "or Braze", label)
     return settings, services.build(settings, session=upstream.make_session(args.concurrency))
+
+
+def command_settings() -> Settings:
+    """The settings of every command but `serve`: like the production entry, never the built-in
+    simulators unless WALLET_PROXY_SANDBOX=1 asks for them (ConfigError naming the missing settings:
+    exit 2). Made-up wallets written to a state file would later hide real values."""
+    return Settings.from_env(implicit_sandbox=False)
 
 
 def _install_sigterm() -> None:
@@ -173,7 +196,7 @@ def _attributes_sync(args) -> int:
         if built.connect is None or not settings.braze_configured:
             raise ConfigError("attributes sync needs the SessionM Connect settings and BRAZE_REST_URL, "
                               "BRAZE_API_KEY")
-        if args.id_type == "external" and built.external_ids is None:
+        if args.id_type == EXTERNAL and built.external_ids is None:
             raise ConfigError("--id-type external needs the SessionM Core settings")
         # Redis when configured: the route and every run share what Braze last accepted.
         state = RedisState(built.redis) if built.redis is not None and not args.state else FileState(
@@ -226,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _bulk_options(importer)
     importer.add_argument("--tag", action="append", default=[], metavar="TAG",
                           help="tag to add to every row (repeatable; added to a tags column's)")
-    importer.add_argument("--ttl", type=_positive(int),
+    importer.add_argument("--ttl", type=_ttl,
                           help="seconds the tags last, for rows without a ttl of their own")
     importer.add_argument("--resume", action="store_true",
                           help="finish an interrupted run from its journal (FILE.csv.journal)")
@@ -241,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         if action.dest == "concurrency":
             action.default = 150
             action.help = "rows in flight (default 150: two /users/track calls of 75 can fill)"
-    syncer.add_argument("--id-type", choices=("seed", "external"), default="seed",
+    syncer.add_argument("--id-type", choices=ID_TYPES, default="seed",
                         help="seed: the column holds SessionM user ids; external: customer external ids "
                              "(resolved through SessionM Core). The Braze profile is the id in the file")
     syncer.add_argument("--state", help="file remembering what Braze last accepted per profile (default: "

@@ -116,6 +116,12 @@ class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "too many requests"
 
 
+class AuthThrottled(RateLimited):
+    """Too many failed authentications from this address or for this client name (any door)."""
+
+    code, message = "too_many_failures", "too many failed sign-ins: wait and try again"
+
+
 class Internal(ApiError):
     status, code, message = 500, "internal", "internal error"
 
@@ -144,6 +150,34 @@ class OutcomeUnknown(ApiError):
     """The upstream may have acted: a timeout after the request was sent. Never retried blindly."""
 
     status, code, message = 504, "outcome_unknown", "upstream timed out after the request was sent"
+
+
+class BrazeShaped(ApiError):
+    """An error on the Braze-compatible door: ours, plus Braze's top-level `message` and `errors` list.
+
+    Braze answers errors as `{"message": ..., "errors": [...]}` (https://braze.com/docs/api/errors), and
+    Braze client libraries read `message` (one fails with KeyError('message') without it).
+    """
+
+    def __init__(self, inner: ApiError):
+        super().__init__(inner.message, retry_after=inner.retry_after, details=inner.details,
+                         status=inner.status)
+        self.code = inner.code
+        self.headers = inner.headers  # Braze's X-RateLimit-* when its 429/5xx is relayed
+        self.inner = inner
+
+    def body(self) -> dict:
+        body = self.inner.body()
+        errors = list(getattr(self.inner, "braze_errors", None) or ())
+        if not errors and isinstance(self.inner, InvalidRequest) and isinstance(self.inner.details, dict):
+            errors = field_problems(self.inner.details)  # one "field: reason" line per bad field
+        body["message"] = self.inner.message
+        body["errors"] = errors or [self.inner.message]
+        braze = getattr(self.inner, "braze_body", None)
+        if isinstance(braze, dict):  # Braze's own 429/5xx body, relayed as Braze gave it
+            body.update(braze)
+            body.setdefault("errors", [])
+        return body
 
 
 # Errors that count against the SessionM circuit breaker (SPEC: timeouts, 5xx, refused, garbage).

@@ -18,6 +18,7 @@ from .upstream.core import CoreClient
 from .wallet.service import WalletService
 from .wallet.stores import MemoryStore, RenderCache, Store
 from .web import ratelimit
+from .web.admission import Gate
 from .web.auth import Authenticator
 from .web.lag import LoopLag, running_under_gevent
 from .web.metrics import Metrics, carry_context, instrument_session
@@ -81,6 +82,11 @@ class Services:
     rendered: RenderCache = field(default_factory=RenderCache)  # recently rendered wallet bodies
     queries: dict = field(default_factory=dict)  # raw query string -> validated wallet query
     openapi: dict | None = None  # the OpenAPI document, built on first request (after every blueprint)
+    gate: Gate | None = None  # inbound admission: auth behind the one failed-attempt throttle (built from auth)
+
+    def __post_init__(self):
+        if self.gate is None:
+            self.gate = Gate(self.auth)
 
 
 def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,

@@ -9,9 +9,10 @@ from dotenv import dotenv_values
 
 from . import redis_client
 
-SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "preview", "admin"})
-# `admin` (purge, metrics) includes the marketers' `preview`; `preview` alone is the page and nothing else
-IMPLIED = {"admin": frozenset({"preview"})}
+SCOPES = frozenset({"wallet", "tags", "trigger", "sync", "preview", "metrics", "admin"})
+# `admin` (purge, metrics) includes the marketers' `preview` and `metrics`; `preview` alone is the page and
+# nothing else; `metrics` alone reads GET /metrics and nothing else (what a Prometheus server holds)
+IMPLIED = {"admin": frozenset({"preview", "metrics"})}
 
 # Hosts the built-in simulators answer on (see wallet_proxy.sandbox). `.invalid` can never resolve
 # (RFC 2606), so a sandbox URL can never leak a request onto the network.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from ..ids import normalise_culture, valid_user_id
-from ..tags.rules import MAX_TAGS, check_tag
+from ..tags.rules import MAX_TAGS, check_tag, parse_ttl
 
 MAX_LINE = 65536  # bytes in one physical line, its line break included
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
@@ -189,13 +189,9 @@ def _parse(line, cells, user_at, tags_at, ttl_at, extra, default_ttl) -> Row | B
     ttl_text = _cell(cells, ttl_at)
     ttl = default_ttl
     if ttl_text:
-        try:
-            ttl = int(ttl_text)
-        except ValueError:
-            ttl = None
-        if ttl is None or ttl <= 0:
-            return BadRow(line, user_id,
-                          f"ttl: must be a positive whole number of seconds, got {ttl_text[:20]!r}", tags)
+        ttl, problem = parse_ttl(ttl_text)  # the webhook's rule: what it refuses is refused here too
+        if problem:
+            return BadRow(line, user_id, f"ttl: {problem}", tags)
     if not valid_user_id(user_id):
         return BadRow(line, user_id[:128], "user_id: must be 1-128 ASCII letters, digits or -_.@:+",
                       tags, ttl)

@@ -2,7 +2,8 @@
 
 Sign-in is either the browser's Basic prompt (any `preview` or `admin` client of WALLET_PROXY_CLIENTS)
 or a form that sets a signed, HttpOnly, SameSite=Strict session cookie naming a server-side session
-(session.py: logout ends it there; the form is throttled per address). Every POST carries a CSRF token,
+(session.py: logout ends it there; the form's failures are throttled with every other door's,
+web/admission.py). Every POST carries a CSRF token,
 even with Basic auth (browsers resend cached Basic credentials on cross-site requests). Pages are
 served with a Content-Security-Policy that allows no inline script; Jinja escapes every SessionM
 string. The wallet comes from the same service path as GET /v1/wallets/<user_id>.
@@ -20,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from flask import Blueprint, Response, g, jsonify, redirect, render_template, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from ..errors import ApiError, Forbidden, InvalidRequest, NotConfigured, RateLimited, Unauthorized
+from ..errors import ApiError, AuthThrottled, Forbidden, InvalidRequest, NotConfigured, RateLimited, Unauthorized
 from ..ids import check_user_id, normalise_culture
 from ..wallet.service import HIT, MISS, cache_status
 from ..wallet.view import empty_wallet, flatten
@@ -28,7 +29,7 @@ from ..upstream.transport import basic_authorization
 from ..web.auth import signing_keys
 from ..web.http import client_address, deadline, require, state
 from .isolate import IsolatedPlayground, PlaygroundBusy
-from .session import MAX_TEMPLATE_CHARS, SESSION_MAX_AGE, LoginThrottle, PreviewParts, Sessions
+from .session import MAX_TEMPLATE_CHARS, SESSION_MAX_AGE, PreviewParts, Sessions
 from .liquid import TemplateProblem
 
 bp = Blueprint("preview", __name__)
@@ -65,11 +66,6 @@ def _key() -> bytes:
 def sessions() -> Sessions:
     """The app's server-side preview sessions (in Redis when configured)."""
     return _parts().sessions
-
-
-def throttle() -> LoginThrottle:
-    """The app's login form throttle (per process)."""
-    return _parts().throttle
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -194,23 +190,19 @@ def login_form():
 @bp.post("/preview/login")
 def login():
     """Check name and secret against WALLET_PROXY_CLIENTS (preview scope) and start a session."""
-    address = client_address()
-    wait = throttle().retry_after(address)
-    if wait > 0:  # refused before the secret is even compared: guessing stays slow whatever is tried
-        retry = max(1, int(wait + 0.999))
-        response = login_page(f"Too many failed sign-ins from your address. Try again in {retry} seconds.",
-                              status=429)
-        response.headers["Retry-After"] = str(retry)
-        return response
     nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not nonce or not _same(_mac(_key(), "login", nonce), request.form.get("csrf_token", "")):
         return login_page("The form expired. Please sign in again.", status=403)
     _check_origin()
     name, secret = request.form.get("name", ""), request.form.get("secret", "")
-    try:
-        client = state().auth.authenticate(basic_authorization(name, secret), "preview")
+    try:  # the one admission of every door: the form's failures count with Basic's and Bearer's
+        client = state().gate.admit(basic_authorization(name, secret), "preview", client_address())
+    except AuthThrottled as exc:  # refused before the secret is even compared
+        retry = exc.retry_after_header()
+        response = login_page(f"Too many failed sign-ins. Try again in {retry} seconds.", status=429)
+        response.headers["Retry-After"] = retry
+        return response
     except Unauthorized:
-        throttle().failed(address)
         return login_page("Wrong name or secret.", status=401)
     except Forbidden:
         return login_page("This sign-in may not open the preview: ask whoever runs wallet-proxy for one "

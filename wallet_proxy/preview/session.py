@@ -1,14 +1,12 @@
-"""The preview page's sign-in state: server-side sessions and the login form's guessing throttle.
+"""The preview page's sign-in state: server-side sessions.
 
 A session cookie is signed, but a signature alone cannot be taken back: logging out only deleted the
 cookie from that browser, and a copy kept working for 8 hours. So a session also exists on the
 server (in Redis when configured, so every process and host agrees; else in this process), and
 logging out deletes it there.
 
-The login form slows guessing per address with the one token bucket of `upstream.pacing`: 10 failed
-attempts within a minute, then `429` + `Retry-After` until the bucket refills (one attempt a minute),
-whatever the secret tried. Only the form is throttled: API clients are never locked out by address
-(Braze sends from shared addresses, and one misconfigured campaign must not block every other).
+The login form's failed attempts are throttled by the one throttle of every door (web/admission.py:
+per address and per client name, 10 a minute, then `429` + `Retry-After`).
 No Flask here.
 """
 from __future__ import annotations
@@ -23,14 +21,11 @@ import time
 from cachetools import TTLCache
 
 from ..errors import UpstreamUnavailable
-from ..upstream.pacing import TokenBucket
 from .isolate import IsolatedPlayground
 
 log = logging.getLogger(__name__)
 
 SESSION_MAX_AGE = 8 * 3600  # a working day; then sign in again
-LOGIN_FAILURES = 10  # failed sign-ins per address...
-LOGIN_WINDOW = 60.0  # ...within this many seconds, then 429 (SPEC: Pages and operations)
 REDIS_PREFIX = "wallet-proxy:preview-session:"
 MAX_TEMPLATE_CHARS = 20_000  # a template longer than this is a 400, before any render
 
@@ -87,37 +82,6 @@ class Sessions:
             self._memory.pop(sid, None)
 
 
-class LoginThrottle:
-    """At most LOGIN_FAILURES failed sign-ins per address in any LOGIN_WINDOW seconds."""
-
-    def __init__(self, *, failures: int = LOGIN_FAILURES, window: float = LOGIN_WINDOW, clock=time.monotonic,
-                 maxsize: int = 100_000):
-        self.failures = failures
-        self.window = window
-        self.clock = clock
-        # an address's bucket is forgotten once it has refilled (ten windows, more than enough)
-        self._buckets: TTLCache = TTLCache(maxsize=maxsize, ttl=window * failures, timer=clock)
-        self._lock = threading.Lock()
-
-    def _bucket(self, address: str) -> TokenBucket:
-        with self._lock:
-            bucket = self._buckets.get(address)
-            if bucket is None:
-                bucket = self._buckets[address] = TokenBucket.for_window(self.failures, self.window,
-                                                                         self.failures, self.clock)
-            return bucket
-
-    def retry_after(self, address: str) -> float:
-        """Seconds before `address` may try again (0.0: it may try now)."""
-        with self._lock:
-            bucket = self._buckets.get(address)
-        return 0.0 if bucket is None else bucket.wait_time(1)
-
-    def failed(self, address: str) -> None:
-        """Count one failed sign-in of `address`."""
-        self._bucket(address).take(1)
-
-
 def secret_key(settings) -> bytes:
     """Derive the session/CSRF key from the configured secrets, so every worker agrees on it."""
     material = "\n".join(sorted(f"{c.name}:{c.secret}" for c in settings.clients))
@@ -134,7 +98,6 @@ class PreviewParts:
     def __init__(self, settings, redis=None, *, clock=time.time):
         self.key = secret_key(settings)
         self.sessions = Sessions(redis, clock=clock)
-        self.throttle = LoginThrottle()
         self._clock = clock
         self._playground: IsolatedPlayground | None = None
         self._lock = threading.Lock()

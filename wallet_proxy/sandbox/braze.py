@@ -15,17 +15,16 @@ spent: `Remaining: 0`, `Reset` 2 s ahead), `fault-timeout`.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 
 from flask import Blueprint, current_app, jsonify, request
 
+from ..braze_limits import IDENTIFIERS, RECIPIENTS_PER_CALL, properties_problem
+
 bp = Blueprint("sandbox_braze", __name__)
 
-MAX_RECIPIENTS = 50  # Braze: at most 50 recipients per trigger call
+MAX_RECIPIENTS = RECIPIENTS_PER_CALL  # Braze: at most 50 recipients per trigger call
 HOURLY_LIMIT = 250_000
-MAX_PROPERTIES_BYTES = 50 * 1024
-IDENTIFIERS = ("external_user_id", "user_alias", "braze_id", "email")
 PROPERTY_FIELDS = ("trigger_properties", "context", "canvas_entry_properties")
 NOTICES = {
     "paused-": "The Canvas is paused. Resume the Canvas to ensure trigger requests will take effect.",
@@ -62,7 +61,7 @@ def _fault(sim, body: dict):
 
 
 def _too_big(value) -> bool:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_PROPERTIES_BYTES
+    return properties_problem(value) is not None
 
 
 def _recipient_problems(recipients: list) -> list[str]:

@@ -9,8 +9,9 @@ Braze facts checked here (each with its public page):
 - recipients: exactly one of `external_user_id`, `user_alias`, `braze_id`, `email`; `prioritization`
   required with `email`; `send_to_existing_only` (default true) cannot be used with `user_alias`, and
   `false` needs `attributes` — https://braze.com/docs/api/objects_filters/recipient_object
-- Braze de-duplicates recipients only within one call (same page, "Recipient object deduping"); ours
-  are split into chunks of 50, so a recipient listed twice is dropped here, the first occurrence kept.
+- Braze de-duplicates recipients only within one call, using the trigger properties of the LAST
+  occurrence (same page, "Recipient object deduping"); ours are split into chunks of 50, so a
+  recipient listed twice is dropped here, its last occurrence kept.
 - at most 50 recipients a call; `broadcast: true` takes no `recipients`; an `audience` call counts
   against 250 requests/minute —
   https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns
@@ -32,19 +33,17 @@ from dataclasses import dataclass, field
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from ..braze_limits import IDENTIFIERS, MAX_PROPERTIES_BYTES, PATHS, RECIPIENTS_PER_CALL, properties_problem
 from ..errors import InvalidRequest, field_problems, invalid_fields
-from ..upstream.braze import PATHS
 
-CHUNK = 50  # Braze: at most 50 recipients per trigger call
-MAX_RECIPIENTS = 2500
-MAX_PROPERTIES_BYTES = 50 * 1024  # Braze: a properties object is at most 50 KB
+CHUNK = RECIPIENTS_PER_CALL  # Braze: at most 50 recipients per trigger call
+MAX_RECIPIENTS = 2500  # ours: one request of a SessionM send, in chunks of CHUNK
 ID_FIELD = {"campaign": "campaign_id", "canvas": "canvas_id"}
 # Where a send's properties go: a campaign reads `trigger_properties`; a canvas reads `context` (Braze's
 # current name), `canvas_entry_properties` being the former name that Braze still accepts.
 PROPERTIES = {"campaign": "trigger_properties", "canvas": "context"}
 ACCEPTED_PROPERTIES = {"campaign": ("trigger_properties",), "canvas": ("context", "canvas_entry_properties")}
 ALL_PROPERTIES = ("trigger_properties", "context", "canvas_entry_properties")
-IDENTIFIERS = ("external_user_id", "user_alias", "braze_id", "email")
 NEVER_FORWARDED = ("api_key",)  # Braze's legacy key-in-body field: it would carry a caller's secret
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
@@ -87,11 +86,7 @@ class IdString(fields.String):
         super().__init__(validate=validate.Length(1, 512), **kwargs)
 
 
-def _size_problem(value) -> str | None:
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > MAX_PROPERTIES_BYTES:
-        return f"is {size} bytes; Braze takes at most {MAX_PROPERTIES_BYTES} (50 KB)"
-    return None
+_size_problem = properties_problem  # measured on the bytes sent (braze_limits.encode)
 
 
 class Properties(fields.Dict):
@@ -268,20 +263,50 @@ def digest(route: str, body: dict) -> str:
 
 
 def split_dry_run(body, query_flag: bool = False) -> tuple[dict, bool]:
-    """Take the `dry_run` field out of `body` (a JSON boolean); `?dry_run=1` sets it too."""
-    if not isinstance(body, dict) or "dry_run" not in body:
+    """Take the `dry_run` field out of `body` (a JSON boolean); `?dry_run=1` sets it too.
+
+    Any spelling the flat door would normalise to `dry_run` (`dryRun`, `"Dry Run"`) is the flag too:
+    it must never become a trigger property while the caller believes nothing is sent.
+    """
+    if not isinstance(body, dict):
         return body, query_flag
-    flag = body["dry_run"]
+    names = [k for k in body if k == "dry_run" or (isinstance(k, str) and snake_case(k) == "dry_run")]
+    if not names:
+        return body, query_flag
+    if len(names) > 1:
+        raise invalid({names[1]: ["give dry_run once"]})
+    flag = body[names[0]]
     if not isinstance(flag, bool):
-        raise invalid({"dry_run": ["must be a JSON boolean (true or false), not " + type(flag).__name__]})
-    return {k: v for k, v in body.items() if k != "dry_run"}, flag or query_flag
+        raise invalid({names[0]: ["must be a JSON boolean (true or false), not " + type(flag).__name__]})
+    return {k: v for k, v in body.items() if k != names[0]}, flag or query_flag
+
+
+def is_secret_name(name) -> bool:
+    """True for any spelling of an API key's field name: `api_key`, `API_KEY`, `apiKey`, `"Api Key"`,
+    `api-key`, and names ending in one (`rest_api_key`): a caller's secret, never forwarded."""
+    snake = snake_case(name)
+    return any(snake == secret or snake.endswith("_" + secret) for secret in NEVER_FORWARDED)
 
 
 def _without_secrets(body: dict) -> tuple[dict, tuple]:
-    dropped = tuple(name for name in NEVER_FORWARDED if name in body)
-    if not dropped:
-        return body, ()
-    return {k: v for k, v in body.items() if k not in dropped}, dropped
+    """`body` without any API key field at any depth (objects inside lists included), and the
+    (snake_case) names dropped. Walks with a stack: the body is already limited to 32 levels."""
+    dropped: list[str] = []
+
+    def clean(value):
+        if isinstance(value, dict):
+            if any(is_secret_name(k) for k in value):
+                dropped.extend(snake_case(k) for k in value if is_secret_name(k))
+                value = {k: v for k, v in value.items() if not is_secret_name(k)}
+            if any(isinstance(v, (dict, list)) for v in value.values()):
+                value = {k: clean(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+            return value
+        if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+            return [clean(v) if isinstance(v, (dict, list)) else v for v in value]
+        return value
+
+    cleaned = clean(body)
+    return cleaned, tuple(sorted(set(dropped)))
 
 
 def identity(recipient: dict):
@@ -298,10 +323,13 @@ def identity(recipient: dict):
 
 
 def dedupe(recipients: list[dict]) -> tuple[list[dict], int]:
-    """Keep the first occurrence of each recipient; answer the kept ones and how many were dropped."""
+    """One recipient per identifier, with the properties of its LAST occurrence (Braze: "uses the
+    trigger properties from the last occurrence", https://www.braze.com/docs/api/objects_filters/
+    recipient_object); answer the kept ones (in the order of those last occurrences) and how many
+    were dropped."""
     seen = set()
     kept = []
-    for recipient in recipients:
+    for recipient in reversed(recipients):
         key = identity(recipient)
         try:
             hash(key)
@@ -311,7 +339,29 @@ def dedupe(recipients: list[dict]) -> tuple[list[dict], int]:
             continue
         seen.add(key)
         kept.append(recipient)
+    kept.reverse()
     return kept, len(recipients) - len(kept)
+
+
+def _blank(value) -> bool:
+    """An empty or blank id (or null) counts as absent: SessionM's advanced settings may carry both
+    `braze_campaign_id` and `braze_canvas_id`, one of them empty."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _without_blank_ids(body: dict, names) -> dict:
+    if any(name in body and _blank(body[name]) for name in names):
+        return {k: v for k, v in body.items() if not (k in names and _blank(v))}
+    return body
+
+
+def _refuse_long_lists(body: dict) -> None:
+    """A recipients list over MAX_RECIPIENTS is refused before any item is looked at (SPEC: All JSON
+    POST routes): 61,000 recipients fit in 1 MB, and validating each costs seconds of a worker."""
+    for name, value in body.items():
+        if isinstance(value, list) and len(value) > MAX_RECIPIENTS and snake_case(name) == "recipients":
+            raise invalid({name: [f"at most {MAX_RECIPIENTS} recipients a call (got {len(value)}); send "
+                                  "the rest in another call"]})
 
 
 def _chunks(base: dict, recipients: list | None) -> tuple[tuple, tuple]:
@@ -345,9 +395,11 @@ def plan_flat(body) -> Plan:
     """Validate SessionM's flat template body and turn it into Braze bodies (400 names the field)."""
     if not isinstance(body, dict):
         raise invalid({"body": ["must be a JSON object"]})
+    _refuse_long_lists(body)
     original = body
     body, dropped = _without_secrets(body)
-    fields_ = normalise(body)
+    fields_ = _without_blank_ids(normalise(body), ("campaign_id", "canvas_id", "braze_campaign_id",
+                                                   "braze_canvas_id"))
     kind, id_field, problem = _pick_kind(fields_)
     if problem:
         raise invalid({"campaign_id": [problem]})
@@ -404,8 +456,10 @@ def plan_native(kind: str, body) -> Plan:
     """Validate Braze's own body for `kind` ("campaign"/"canvas") and chunk its recipients by 50."""
     if not isinstance(body, dict):
         raise invalid({"body": ["must be a JSON object"]})
+    _refuse_long_lists(body)
     original = body
     body, dropped = _without_secrets(body)
+    body = _without_blank_ids(body, ("campaign_id", "canvas_id"))
     id_field = ID_FIELD[kind]
     other = ID_FIELD["canvas" if kind == "campaign" else "campaign"]
     problems = {}
@@ -439,7 +493,11 @@ def plan_native(kind: str, body) -> Plan:
         for name, reason in exc.messages.items():
             if name == "recipients" and isinstance(reason, dict) and isinstance(problems.get(name), dict):
                 for index, more in reason.items():
-                    problems[name].setdefault(str(index), {}).update(more)
+                    known = problems[name].setdefault(str(index), {})
+                    if isinstance(more, dict):
+                        known.update(more)
+                    else:  # the item itself is wrong (null, not an object): said once for it
+                        known["_schema"] = more
             else:
                 problems[name] = reason
     if problems:

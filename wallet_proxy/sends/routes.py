@@ -5,79 +5,27 @@ import functools
 import logging
 
 from flask import Blueprint, g, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import ApiError, InvalidRequest, PayloadTooLarge
+from ..ids import check_flag
 from ..web.http import require, state
 from ..web.logs import hash_user_id
 from .engine import dry_run
-from .plan import check_key, invalid, plan_flat, plan_native, problems_list, split_dry_run
+from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, snake_case, split_dry_run
 
 bp = Blueprint("trigger", __name__)
 log = logging.getLogger("wallet_proxy.sends")
 
 
-class BrazeShaped(ApiError):
-    """An error on a Braze-compatible path: ours, plus Braze's top-level `message` and `errors` list.
-
-    Braze answers errors as `{"message": ..., "errors": [...]}` (https://braze.com/docs/api/errors), and
-    Braze client libraries read `message`: without it a client shows an empty error.
-    """
-
-    def __init__(self, inner: ApiError):
-        super().__init__(inner.message, retry_after=inner.retry_after, details=inner.details,
-                         status=inner.status)
-        self.code = inner.code
-        self.headers = inner.headers
-        self.inner = inner
-
-    def body(self) -> dict:
-        body = self.inner.body()
-        errors = list(getattr(self.inner, "braze_errors", None) or ())
-        if not errors and isinstance(self.inner, InvalidRequest):
-            errors = problems_list(self.inner.details)  # one "field: reason" line per bad field
-        body["message"] = self.inner.message
-        body["errors"] = errors or [self.inner.message]
-        braze = getattr(self.inner, "braze_body", None)
-        if isinstance(braze, dict):  # Braze's own 429/5xx body, relayed as Braze gave it
-            body.update(braze)
-            body.setdefault("errors", [])
-        return body
-
-
-def braze_shaped(view):
-    """Decorate a relay view so every error it raises (auth and validation included) reads like Braze's."""
-
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        try:
-            return view(*args, **kwargs)
-        except BrazeShaped:
-            raise
-        except RequestEntityTooLarge as exc:
-            raise BrazeShaped(PayloadTooLarge()) from exc
-        except ApiError as exc:
-            raise BrazeShaped(exc) from exc
-
-    return wrapped
-
-
 def _body():
-    body = request.get_json(silent=True)
+    body = request.get_json(lists={"recipients": MAX_RECIPIENTS})  # counted before it is read in depth
     if not isinstance(body, dict):
         raise invalid({"body": ["must be a JSON object (Content-Type: application/json)"]})
     return body
 
 
 def _query_dry_run() -> bool:
-    raw = request.args.get("dry_run")
-    if raw is None:
-        return False
-    if raw.strip().lower() in ("1", "true"):
-        return True
-    if raw.strip().lower() in ("0", "false", ""):
-        return False
-    raise invalid({"dry_run": ["the query parameter takes 1/true or 0/false"]})
+    """`?dry_run=1` / `?dry_run=0`; anything else (blank, `true`) is a 400, never a send."""
+    return check_flag("dry_run", request.args.get("dry_run"))
 
 
 def _key(body: dict, flat: bool) -> str | None:
@@ -85,8 +33,10 @@ def _key(body: dict, flat: bool) -> str | None:
     header = request.headers.get("Idempotency-Key")
     if header is not None:
         return check_key(header, "idempotency_key")
-    if flat and "message_id" in body:
-        return check_key(body["message_id"], "message_id")
+    if flat:  # any spelling the flat door normalises to message_id (`messageId`, "Message Id")
+        names = [k for k in body if snake_case(k) == "message_id"]
+        if names:
+            return check_key(body[names[0]], "message_id")
     return None
 
 
@@ -124,8 +74,8 @@ def trigger():
     return _send(plan_flat, flat=True)
 
 
+# Every answer under these paths is Braze-shaped (web/http.py: the Braze-compatible door).
 @bp.post("/campaigns/trigger/send")
-@braze_shaped
 @require("trigger", "braze")
 def campaigns_trigger_send():
     """Relay Braze's own campaign trigger body with the real Braze key (SessionM's Braze variant)."""
@@ -133,7 +83,6 @@ def campaigns_trigger_send():
 
 
 @bp.post("/canvas/trigger/send")
-@braze_shaped
 @require("trigger", "braze")
 def canvas_trigger_send():
     """Relay Braze's own canvas trigger body with the real Braze key (SessionM's Braze variant)."""

@@ -16,12 +16,12 @@ from ..bulk.journal import Journal, file_identity, journal_path, stored_identity
 from ..bulk.progress import Progress
 from ..bulk.rows import FileError, Rejects, default_rejects, read_rows, scan
 from ..bulk.runner import RetryPolicy, Runner, Summary
+from ..ids import ID_TYPES, parse_id_type
 from ..upstream.core import CredentialsRefused
 from .batch import Batcher
 from .service import AttributesRefused
 
 STATE_NAME = "wallet-proxy-attributes.state"
-ID_TYPES = ("seed", "external")
 
 
 def default_state(path: str) -> str:
@@ -43,8 +43,10 @@ def sync_attributes(path: str, sync, *, resolve=None, user_column: str | None = 
         if stored:
             user_column = user_column or stored.get("user_column")
             id_type = stored.get("id_type", id_type)
-    if id_type not in ID_TYPES:
-        raise FileError(f"--id-type: must be one of {', '.join(ID_TYPES)}, got {id_type!r}")
+    try:
+        id_type = parse_id_type(id_type)  # the one vocabulary of every door (ids.py)
+    except ValueError:
+        raise FileError(f"--id-type: must be one of {', '.join(ID_TYPES)}, got {id_type!r}") from None
     if id_type == "external" and resolve is None:
         raise FileError("--id-type external needs the SessionM Core settings (to resolve external ids)")
     total = scan(path)

@@ -12,13 +12,14 @@ import time
 from flask import Blueprint, jsonify, request
 
 from ..errors import InvalidRequest, NotConfigured
-from ..ids import check_user_id
+from ..ids import ID_TYPES, check_id_type, check_user_id
+from ..web.admission import check_wallet_signature, resolve_seed_id
 from ..web.http import deadline, require, state
 
 bp = Blueprint("sync", __name__)
 
-ID_TYPES = ("seed", "user_id", "external")
 BRAZE_SECONDS = 5.0  # then 429/503 + Retry-After: Braze retries the webhook rather than holding a worker
+QUERY = ("id_type", "sig")
 
 
 @bp.post("/v1/users/<anypath:user_id>/sync")
@@ -26,27 +27,21 @@ BRAZE_SECONDS = 5.0  # then 429/503 + Retry-After: Braze retries the webhook rat
 def sync_user(user_id: str):
     """Sync one profile; 200 {"ok", "user_id", "attributes", "changed"} once Braze accepted."""
     check_user_id(user_id)
-    unknown = sorted(set(request.args) - {"id_type"})
+    unknown = sorted(set(request.args) - set(QUERY))
     if unknown:
         raise InvalidRequest(f"invalid query: {unknown[0][:40]}: unknown field",
                              details={name[:40]: ["Unknown field."] for name in unknown[:10]})
-    id_type = request.args.get("id_type", "seed")
-    if id_type not in ID_TYPES:
-        raise InvalidRequest("invalid query: id_type: must be one of seed, user_id, external",
-                             details={"id_type": ["Must be one of: seed, user_id, external."]})
+    id_type = check_id_type(request.args.get("id_type"))
+    services = state()
+    # the answer holds wallet data (points, offer ids, next expiry): signed like a wallet read
+    check_wallet_signature(services.settings, user_id, request.args.get("sig"), id_type)
     if request.get_data(cache=True):  # a webhook may send a body; if it does, it must be {}
-        body = request.get_json(force=True, silent=True)
-        if body != {}:
+        if request.get_json() != {}:
             raise InvalidRequest("the body must be empty or {} (the user id is in the URL)",
                                  details={"_body": ["must be empty or {}"]})
-    services = state()
     if not services.settings.connect_configured:
         raise NotConfigured("the connect settings are not configured on this deployment")
-    seed_id = user_id
-    if id_type == "external":
-        if services.external_ids is None:
-            raise NotConfigured("id_type=external needs the SessionM Core settings")
-        seed_id = services.external_ids.resolve(user_id, max(0.05, deadline() - time.monotonic()))
+    seed_id = resolve_seed_id(services, user_id, id_type, deadline())
     planned = services.attribute_sync.sync_one(user_id, seed_id, deadline(),
                                                time.monotonic() + BRAZE_SECONDS)
     return jsonify(ok=True, user_id=user_id, attributes=planned.attributes, changed=planned.changed_names)
@@ -68,7 +63,11 @@ sync_user.openapi = {"post": {
     "parameters": [{"in": "query", "name": "id_type", "required": False,
                     "schema": {"type": "string", "enum": list(ID_TYPES), "default": "seed"},
                     "description": "`external`: the id is the customer's external id (resolved through Core); "
-                                   "the Braze profile is always external_id = the id in the URL"}],
+                                   "the Braze profile is always external_id = the id in the URL"},
+                   {"in": "query", "name": "sig", "required": False,
+                    "schema": {"type": "string", "maxLength": 128},
+                    "description": "required when WALLET_PROXY_SIGNING_KEY is set: hex HMAC-SHA256 of the id "
+                                   "(of `external/<id>` with id_type=external), as for wallet reads"}],
     "requestBody": {"required": False, "description": "empty, or {}",
                     "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}}},
     "responses": {
@@ -83,6 +82,8 @@ sync_user.openapi = {"post": {
                     "sessionm_offer_ids": {"type": "array", "maxItems": 25, "items": {"type": "string"}}}},
                 "changed": {"type": "array", "items": {"type": "string"},
                             "description": "attributes written this time (empty: Braze already had them)"}}}),
+        "403": _answer("`bad_signature`: signing is on and `sig` is missing or wrong for this id and "
+                       "id_type; or `forbidden` (scope)"),
         "404": _answer("SessionM does not know the user"),
         "422": _answer("Braze refused the profile's attributes (not retried)"),
         "429": _answer("Braze's /users/track budget is spent", headers=_RETRY),

@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from ..errors import InvalidRequest, invalid_fields
-from ..ids import check_user_id
+from ..ids import EXTERNAL, IdTypeField, check_user_id
 from ..web.http import deadline, require, state
 from .rules import MAX_TAG_LENGTH, MAX_TAGS, MAX_TTL, control_character
 
@@ -63,7 +63,7 @@ class TagsQuery(Schema):
     class Meta:
         unknown = RAISE
 
-    id_type = fields.String(load_default="user_id", validate=validate.OneOf(("user_id", "external")))
+    id_type = IdTypeField()
 
 
 _body = TagsBody()
@@ -84,7 +84,7 @@ def add_tags(user_id: str):
     """Add tags to a SessionM user; 200 only once SessionM Core has accepted them."""
     check_user_id(user_id)
     query = _load(_query, request.args.to_dict(), "query")
-    data = request.get_json(force=True, silent=True)
+    data = request.get_json(lists={"tags": MAX_TAGS})  # a 1 MB list of tags is counted, not validated
     if not isinstance(data, dict):
         raise InvalidRequest('the body must be a JSON object such as {"tags": ["vip"], "ttl": 2592000}',
                              details={"_body": ["not a JSON object"]})
@@ -92,5 +92,5 @@ def add_tags(user_id: str):
     services = state()
     timeout = max(0.05, min(services.settings.upstream_timeout, deadline() - time.monotonic()))
     services.core.add_tags(user_id, body["tags"], body["ttl"], timeout,
-                           external=query["id_type"] == "external")
+                           external=query["id_type"] == EXTERNAL)
     return jsonify(ok=True, user_id=user_id, tags=body["tags"], ttl=body["ttl"])

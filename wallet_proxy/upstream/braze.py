@@ -26,10 +26,10 @@ from .core import CredentialsRefused
 from .pacing import TokenBucket
 from .retry import RetryPolicy, answered, reset_in, window_spent  # noqa: F401 (reset_in, window_spent: API)
 from .transport import Reply, Request, Transport, may_have_reached
+from ..braze_limits import PATHS  # one place knows Braze's paths
 
 log = logging.getLogger(__name__)
 
-PATHS = {"campaign": "/campaigns/trigger/send", "canvas": "/canvas/trigger/send"}
 HOURLY_LIMIT = 250_000  # Braze: requests/hour shared by the REST API key
 BROADCAST_PER_MINUTE = 250  # Braze: trigger sends to a whole segment or audience
 

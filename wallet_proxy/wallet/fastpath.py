@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import ApiError
+from ..errors import ApiError, Unauthorized
 from ..ids import valid_user_id
 from ..web.auth import check_signature
 from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, request_id
@@ -93,7 +93,11 @@ class HitFastPath:
         """The client of an Authorization header for the wallet scope (ApiError when none)."""
         client = self._clients.get(header)
         if client is None:
-            client = self.services.auth.authenticate(header, "wallet")
+            # only a credential the route has admitted (web/admission.py): a first try, a guess or a
+            # throttled address goes through the route's admission, which counts failures
+            client = self.services.gate.known(header, "wallet")
+            if client is None:
+                raise Unauthorized()
             if len(self._clients) < _KNOWN_CLIENTS:
                 self._clients[header] = client
         return client

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import time
 from datetime import datetime, timezone
 
 from flask import Blueprint, Response, g, request
 from marshmallow import ValidationError
 
-from ..errors import ApiError, NotConfigured, invalid_fields
+from ..errors import ApiError, invalid_fields
 from ..ids import check_user_id
+from ..web.admission import resolve_seed_id
 from ..web.auth import check_signature
 from ..web.http import deadline, require, state
 from .service import render_key, wallet_headers
@@ -51,12 +51,7 @@ def _json(body: dict, status: int = 200) -> Response:
 
 def resolve_user(user_id: str, query: dict) -> str:
     """Return the SessionM user id: the URL's, or Core's answer for an external id."""
-    if query["id_type"] != "external":
-        return user_id
-    services = state()
-    if services.external_ids is None:
-        raise NotConfigured("id_type=external needs the SessionM Core settings")
-    return services.external_ids.resolve(user_id, max(0.05, deadline() - time.monotonic()))
+    return resolve_seed_id(state(), user_id, query["id_type"], deadline())
 
 
 @bp.get("/v1/wallets/<anypath:user_id>")
@@ -66,7 +61,7 @@ def get_wallet(user_id: str):
     check_user_id(user_id)
     query = parse_query()
     services = state()
-    check_signature(services.settings.signing_key, user_id, query["sig"])
+    check_signature(services.settings.signing_key, user_id, query["sig"], query["id_type"])
     try:
         seed_id = resolve_user(user_id, query)
         served = services.wallets.get(seed_id, query["culture"], deadline())

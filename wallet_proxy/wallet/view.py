@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from .. import jsoncodec
-from ..ids import DEFAULT_CULTURE, normalise_culture
+from ..ids import DEFAULT_CULTURE, IdTypeField, normalise_culture
 from .payload import iso
 
 SORT_KEYS = ("expires_at", "title", "issued_at")
@@ -39,7 +39,7 @@ class WalletQuery(Schema):
     sort = fields.String(load_default=None, validate=validate.OneOf(
         SORT_KEYS + tuple("-" + k for k in SORT_KEYS)))
     on_error = fields.String(load_default="status", validate=validate.OneOf(("status", "empty")))
-    id_type = fields.String(load_default="seed", validate=validate.OneOf(("seed", "external")))
+    id_type = IdTypeField()
     view = fields.String(load_default="flat", validate=validate.OneOf(tuple(VIEW_NAMES)), metadata={
         "description": "`flat` (default), or `sessionm`: SessionM's own get_user_offers shape"})
 

@@ -14,6 +14,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields, validate
 
+from ..ids import IdTypeField
 from ..version import __version__
 from ..wallet.view import SessionMView, WalletQuery, WalletView
 
@@ -68,8 +69,7 @@ class TagsAnswer(Schema):
 
 
 class IdTypeQuery(Schema):
-    id_type = fields.String(validate=validate.OneOf(("seed", "user_id", "external")),
-                            metadata={"description": "`external`: the id is the customer's external id"})
+    id_type = IdTypeField()  # the one vocabulary (ids.py)
 
 
 # -- answers ------------------------------------------------------------------------------------------
@@ -97,7 +97,8 @@ AUTH_ERRORS = {
     "401": _json("missing or wrong credentials",
                  headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
     "403": _json("this client lacks the route's scope (or, on wallets, a bad `sig`)"),
-    "429": _json("over WALLET_PROXY_CLIENT_RATE (only when set)", headers=_RETRY_AFTER),
+    "429": _json("over WALLET_PROXY_CLIENT_RATE (only when set), or `too_many_failures`: 10 failed "
+                 "authentications a minute from one address or for one client name", headers=_RETRY_AFTER),
 }
 UPSTREAM_ERRORS = {
     "502": _json("the upstream answered something unusable, or refused this service's credentials"),
@@ -160,7 +161,8 @@ def _routes() -> dict:
                                        "responses": {"200": html}}},
         "preview.login": {"post": {
             "summary": "Sign in to the preview page with a client name and secret (preview or admin scope); "
-                       "10 failed attempts a minute from one address, then 429",
+                       "10 failed attempts a minute from one address or for one name (at any door), "
+                       "then 429",
             "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
                 "type": "object", "required": ["name", "secret", "csrf_token"],
                 "properties": {"name": {"type": "string"}, "secret": {"type": "string"},
@@ -211,7 +213,7 @@ def _routes() -> dict:
                                 "responses": {"200": _json("alive", Ok)}}},
         "ops.readyz": {"get": {"summary": "Ready to answer; degradations are reported, never a failure",
                                "responses": {"200": _json("ready or degraded", Health)}}},
-        "ops.metrics": {"get": {"summary": "Prometheus metrics (admin scope unless "
+        "ops.metrics": {"get": {"summary": "Prometheus metrics (metrics or admin scope unless "
                                            "WALLET_PROXY_PUBLIC_METRICS=1)",
                                 "responses": {"200": {
                                     "description": "Prometheus text exposition",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ..version import __version__
-from .http import state
+from .http import client_address, state
 from .metrics import refresh_gauges
 from .openapi import build_spec
 
@@ -87,17 +87,17 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    """Prometheus text of every counter, by route and status (`admin` scope unless public)."""
+    """Prometheus text of every counter, by route and status (`metrics` or `admin` scope unless public)."""
     services = state()
     if not services.settings.public_metrics:
-        g.client = services.auth.authenticate(request.headers.get("Authorization"), "admin")
+        g.client = services.gate.admit(request.headers.get("Authorization"), "metrics", client_address())
     refresh_gauges(services.metrics, services)  # the states as of this scrape
     data, content_type = services.metrics.exposition()
     return Response(data, mimetype=None, content_type=content_type,
                     headers={"Cache-Control": "no-store"})
 
 
-metrics.required_scope = "admin"  # documented as admin; WALLET_PROXY_PUBLIC_METRICS=1 opens it
+metrics.required_scope = "metrics"  # `metrics` or `admin`; WALLET_PROXY_PUBLIC_METRICS=1 opens it
 
 
 @bp.get("/openapi.json")

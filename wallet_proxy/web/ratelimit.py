@@ -44,5 +44,5 @@ class RateLimiter:
 
 def build(settings, clock=time.monotonic) -> RateLimiter | None:
     """The limiter for `settings`, or None when WALLET_PROXY_CLIENT_RATE is unset."""
-    wall = time.time if clock is time.monotonic else clock  # the service's clock is the wall clock
-    return RateLimiter(settings.client_rate, clock=clock, wall=wall) if settings.client_rate else None
+    # X-RateLimit-Reset is read by clients: real epoch seconds, whatever clock paces the bucket
+    return RateLimiter(settings.client_rate, clock=clock) if settings.client_rate else None
