@@ -200,6 +200,11 @@ class BrazeClient:
         # (https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns)
         broadcast = body.get("broadcast") is True or "audience" in body
         data = json.dumps(body, separators=(",", ":")).encode()
+        if self.monotonic() >= deadline:
+            # The send's budget went on earlier chunks: starting another call now would outlast the
+            # drain window a rollout gives this request (wallet_proxy/web/drain.py).
+            raise UpstreamUnavailable("the Braze time budget of this request is spent; repeat it to send "
+                                      "the rest", retry_after=1)
         attempt = 0
         while True:
             attempt += 1
