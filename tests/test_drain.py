@@ -12,6 +12,7 @@ import time
 from tests.conftest import ROOT, make_settings
 from tests.fakes import Reply
 from wallet_proxy.upstream.braze import BrazeClient
+from wallet_proxy.web.worker import HEAD_TIMEOUT
 from wallet_proxy.web.drain import ANSWER_WRITE_TIMEOUT, BODY_READ_TIMEOUT, DRAIN_MARGIN, drain_window
 
 
@@ -29,6 +30,14 @@ def test_the_window_follows_the_settings():
     assert slow.routes["wallet"] == 30.0 and slow.routes["sync"] == 30.0 + 5.0 + 12.0
     assert slow.graceful_timeout == drain_window().graceful_timeout + 15  # sync is now the slowest
     assert drain_window(relay_budget=40).routes["relay"] == 52.0
+
+
+def test_the_window_reads_the_bounds_the_routes_use():
+    from wallet_proxy.sync import routes as sync_routes
+    from wallet_proxy.web import drain
+
+    assert drain.SYNC_BRAZE_SECONDS == sync_routes.BRAZE_SECONDS
+    assert drain.BODY_READ_TIMEOUT >= HEAD_TIMEOUT  # "the same kind of limit as the head's"
 
 
 def test_gunicorn_conf_drains_for_the_window():
