@@ -32,10 +32,22 @@ def test_the_window_follows_the_settings():
     assert drain_window(relay_budget=40).routes["relay"] == 52.0
 
 
-def test_the_window_reads_the_bounds_the_routes_use():
+def test_the_window_uses_the_bounds_the_routes_run_with(braze):
+    """drain.py copies the bounds (it is read in gunicorn's master, before gevent patches ssl): each
+    copy equals what the service builds."""
+    import requests
+
+    from wallet_proxy.services import _build_trigger, build_attribute_sync
     from wallet_proxy.sync import routes as sync_routes
     from wallet_proxy.web import drain
 
+    settings = make_settings(braze_url=braze.url)
+    client, engine = _build_trigger(settings, requests.Session(), None, time.time, {})
+    assert (drain.BRAZE_CONNECT_TIMEOUT, drain.BRAZE_READ_TIMEOUT, drain.BRAZE_RETRY_BUDGET) == (
+        client.connect_timeout, client.timeout, client.retry_budget)
+    assert drain.IDEMPOTENCY_WAIT == engine.store.wait_timeout
+    track = build_attribute_sync(settings, requests.Session(), None, None, time.time, max_attempts=3).braze
+    assert (drain.TRACK_CONNECT_TIMEOUT, drain.TRACK_READ_TIMEOUT) == (track.connect_timeout, track.timeout)
     assert drain.SYNC_BRAZE_SECONDS == sync_routes.BRAZE_SECONDS
     assert drain.BODY_READ_TIMEOUT >= HEAD_TIMEOUT  # "the same kind of limit as the head's"
 

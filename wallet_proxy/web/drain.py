@@ -25,7 +25,6 @@ chunks shares one budget: a chunk whose turn comes after it is not attempted (Br
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -38,14 +37,16 @@ BODY_READ_TIMEOUT = 10.0
 ANSWER_WRITE_TIMEOUT = 10.0
 RELAY_BUDGET = 1.5  # WALLET_PROXY_RELAY_BUDGET's default: the relay answers before Braze clients' ~2 s
 PREVIEW_RENDER_LIMIT = 1.0
-# The sync route's Braze budget (wallet_proxy/sync/routes.py BRAZE_SECONDS; a route module, which
-# this one may not import: tests/test_drain.py keeps the two equal).
-SYNC_BRAZE_SECONDS = 5.0
-
-
-def _default(callable_, name: str) -> float:
-    """A keyword's default in `callable_`'s signature: the value the service runs with."""
-    return float(inspect.signature(callable_).parameters[name].default)
+# The bounds the service runs with, as their owners define them. Copied, not imported: gunicorn.conf.py
+# reads this module in the master, before gevent patches the workers, and importing the HTTP clients
+# there would import ssl unpatched. tests/test_drain.py keeps each equal to its source.
+BRAZE_CONNECT_TIMEOUT = 2.0  # upstream/braze.py BrazeClient(connect_timeout=)
+BRAZE_READ_TIMEOUT = 10.0  # BrazeClient(timeout=)
+BRAZE_RETRY_BUDGET = 20.0  # BrazeClient(retry_budget=)
+TRACK_CONNECT_TIMEOUT = 2.0  # upstream/braze_users.py BrazeUsersClient(connect_timeout=)
+TRACK_READ_TIMEOUT = 10.0  # BrazeUsersClient(timeout=)
+IDEMPOTENCY_WAIT = 30.0  # sends/idempotency.py IdempotencyStore(wait_timeout=): a repeat waits for the first
+SYNC_BRAZE_SECONDS = 5.0  # sync/routes.py BRAZE_SECONDS: the sync route's Braze budget
 
 
 @dataclass(frozen=True)
@@ -73,22 +74,18 @@ class Window:
 def drain_window(settings=None, *, relay_budget: float | None = None, body_read: float = BODY_READ_TIMEOUT,
                  answer_write: float = ANSWER_WRITE_TIMEOUT) -> Window:
     """The drain window for `settings` (default: the defaults); see the module's formula."""
-    from ..sends.idempotency import IdempotencyStore
     from ..settings import Settings
-    from ..upstream.braze import BrazeClient
-    from ..upstream.braze_users import BrazeUsersClient
 
     settings = settings or Settings()
     if relay_budget is None:
         relay_budget = getattr(settings, "relay_budget", RELAY_BUDGET)
-    braze_attempt = _default(BrazeClient, "connect_timeout") + _default(BrazeClient, "timeout")
-    track_attempt = _default(BrazeUsersClient, "connect_timeout") + _default(BrazeUsersClient, "timeout")
+    braze_attempt = BRAZE_CONNECT_TIMEOUT + BRAZE_READ_TIMEOUT
+    track_attempt = TRACK_CONNECT_TIMEOUT + TRACK_READ_TIMEOUT
     routes = {
         "wallet": settings.deadline,
         "tags": settings.deadline,
         "preview_render": PREVIEW_RENDER_LIMIT,
-        "trigger": max(_default(BrazeClient, "retry_budget") + braze_attempt,
-                       _default(IdempotencyStore, "wait_timeout")),
+        "trigger": max(BRAZE_RETRY_BUDGET + braze_attempt, IDEMPOTENCY_WAIT),
         "relay": relay_budget + braze_attempt,
         "sync": settings.deadline + SYNC_BRAZE_SECONDS + track_attempt,
     }
