@@ -12,6 +12,20 @@ import os
 # the worker class's own base; gunicorn imports it in the master anyway to load worker_class
 from gunicorn.workers.ggevent import GeventWorker
 
+
+def _drain_window():
+    """wallet_proxy.web.drain's window for this environment's settings (the defaults if they are
+    invalid: on_starting refuses those with the reason)."""
+    from wallet_proxy.settings import ConfigError, Settings
+    from wallet_proxy.web.drain import drain_window
+
+    try:
+        settings = Settings.from_env(implicit_sandbox=False)
+    except ConfigError:
+        settings = None
+    return drain_window(settings)
+
+
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Without WALLET_PROXY_REDIS_URL the cache, single flight and DELETE live in one process: run one.
 # With Redis, WEB_CONCURRENCY processes (and hosts) share the cache.
@@ -22,9 +36,11 @@ worker_class = "wallet_proxy.web.worker.WalletProxyWorker"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
 keepalive = 75  # Braze reuses connections during a send; outlive its idle timeout
 timeout = 30
-# SIGTERM: stop accepting, let in-flight answers finish (each bounded by WALLET_PROXY_DEADLINE),
-# then exit; well inside the 30 s a platform (Heroku, Kubernetes) waits before SIGKILL.
-graceful_timeout = 10
+# SIGTERM: stop accepting, let every answer in flight finish, then exit. The window is the longest
+# request the service can be in (a triggered send on Braze's retries: 55 s with the defaults), from
+# the settings that bound each route: wallet_proxy/web/drain.py holds the formula, and the platform's
+# grace (deploy/k8s terminationGracePeriodSeconds, compose stop_grace_period) is checked against it.
+graceful_timeout = _drain_window().graceful_timeout
 backlog = 4096
 accesslog = None  # the app logs one JSON line per request
 # gunicorn >= 23 opens a control socket under $HOME by default: two instances on one host would

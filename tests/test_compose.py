@@ -6,6 +6,7 @@ nginx configuration in front of two real instances sharing one real Redis instea
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import ROOT
+from wallet_proxy.web.drain import drain_window
 
 COMPOSE = ROOT / "compose.yaml"
 CHECK = [str(Path(sys.executable).with_name("check-jsonschema")), "--builtin-schema", "vendor.compose-spec"]
@@ -45,16 +47,19 @@ def test_two_instances_of_the_image_share_one_redis():
     svc = services()
     apps = {name: s for name, s in svc.items() if s.get("build") == "."}
     assert sorted(apps) == ["app1", "app2"]
+    (network,) = yaml.safe_load(COMPOSE.read_text())["networks"]["default"]["ipam"]["config"]
+    subnet = ipaddress.ip_network(network["subnet"])
     for app in apps.values():
         env = app["environment"]
         assert env["WALLET_PROXY_REDIS_URL"] == "redis://redis:6379/0"
         assert app["depends_on"]["redis"]["condition"] == "service_healthy"
         assert app["read_only"] is True and "/tmp" in app["tmpfs"]
         assert "ports" not in app, "only nginx is published"
-        # Longer than gunicorn's graceful_timeout, so docker stop lets answers finish.
-        graceful = int(re.search(r"^graceful_timeout = (\d+)", (ROOT / "gunicorn.conf.py").read_text(),
-                                 re.M).group(1))
-        assert int(app["stop_grace_period"].rstrip("s")) > graceful
+        # gunicorn's drain window and then some: docker stop lets every answer in flight finish.
+        assert int(app["stop_grace_period"].rstrip("s")) >= drain_window().pod_grace(pre_stop=0)
+        # forwarded headers believed from nginx only, at its fixed address
+        assert env["FORWARDED_ALLOW_IPS"] == svc["nginx"]["networks"]["default"]["ipv4_address"]
+        assert ipaddress.ip_address(app["networks"]["default"]["ipv4_address"]) in subnet
     assert svc["redis"]["image"].startswith("redis:")
 
 

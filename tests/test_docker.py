@@ -1,10 +1,13 @@
 """The Dockerfile, done without Docker: its instructions replayed in a fresh folder standing for `/`.
 
-ENV, COPY, WORKDIR and RUN run as the image build would (the RUN lines as `sh -c` scripts, the venv
-created by them from scratch, the container paths moved under a temporary root); the user-creation
-RUN line is checked but not run (it would change this machine's users), and the CMD then runs as that
-uid when the test runs as root. What this does not exercise: the `python:*-slim` base image itself
-(this machine's Python builds the venv) and `docker build`'s own parsing.
+ENV, COPY, WORKDIR and RUN of both stages run as the image build would (the RUN lines as `sh -c`
+scripts, the venv created by them from scratch and filled from requirements.lock with its hashes
+checked, the container paths moved under a temporary root; `COPY --from=build` copies a path onto
+itself there). Two RUN lines are checked but not run, since they would change this machine: the
+user creation (the CMD then runs as that uid when the test runs as root) and the removal of the base
+image's pip from /usr/local. What this does not exercise: the `python:*-slim` base image itself (this
+machine's Python builds the venv) and `docker build`'s own parsing (hadolint checks the file,
+`make lint-deploy`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import requests
 
 from tests.conftest import CLIENTS, OFFERS_PATH, ROOT, fixture_json, free_port
 from tests.fakes import Reply
+from wallet_proxy import __version__
 
 DOCKERFILE = ROOT / "Dockerfile"
 OK = fixture_json("get_user_offers.ok.json")
@@ -60,13 +64,36 @@ def procfile_web() -> list[str]:
     return line.split(":", 1)[1].split()
 
 
-def test_slim_python_base_non_root_user_and_the_procfile_line():
-    assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", one("FROM"))
+def stages() -> list[str]:
+    return [args for word, args in instructions() if word == "FROM"]
+
+
+def test_slim_python_base_pinned_by_digest_two_stages_non_root_user_and_the_procfile_line():
+    build, runtime = stages()
+    image = runtime
+    assert build == f"{image} AS build", "both stages on one base: the venv's interpreter is the base's"
+    assert re.fullmatch(r"python:3\.1[1-9](\.\d+)?-slim(-\w+)?@sha256:[0-9a-f]{64}", image), image
+    copied = [args for word, args in instructions() if word == "COPY" and args.startswith("--from=")]
+    assert copied == ["--from=build /opt/wallet-proxy /opt/wallet-proxy", "--from=build /app /app"]
     user = one("USER").split(":")[0]
     assert user not in ("root", "0") and int(user) >= 1000
     assert json.loads(one("CMD")) == procfile_web()
     useradd = next(args for word, args in instructions() if word == "RUN" and "useradd" in args)
     assert f"--uid {user}" in useradd and "nologin" in useradd
+
+
+def test_dependencies_come_from_the_lock_before_the_sources_and_labels_say_what_it_is():
+    steps = instructions()
+    lock_install = next(i for i, (word, args) in enumerate(steps) if word == "RUN" and "requirements.lock" in args)
+    assert "--require-hashes" in steps[lock_install][1]
+    sources = next(i for i, (word, args) in enumerate(steps) if word == "COPY" and "wallet_proxy" in args)
+    assert lock_install < sources, "a change to the sources would reinstall every dependency"
+    labels = dict(shlex.split(item)[0].split("=", 1) for word, args in steps if word == "LABEL"
+                  for item in re.findall(r'\S+="[^"]*"', args))
+    for name in ("title", "version", "revision", "licenses", "base.name", "base.digest"):
+        assert f"org.opencontainers.image.{name}" in labels, name
+    (version,) = {args.split("=", 1)[1] for word, args in steps if word == "ARG" and args.startswith("VERSION=")}
+    assert version == __version__
 
 
 def test_healthcheck_probes_healthz():
@@ -141,7 +168,7 @@ class Replay:
         self.cwd = Path(self.rebase(args))
         self.cwd.mkdir(parents=True, exist_ok=True)
 
-    def do_copy(self, args: str) -> None:
+    def _copy(self, args: str) -> None:
         *sources, dest = shlex.split(args)
         target = Path(self.rebase(dest)) if dest.startswith("/") else self.cwd / dest
         if dest.endswith("/") or len(sources) > 1:
@@ -156,9 +183,21 @@ class Replay:
                 into.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(src, into)
 
+    def do_copy(self, args: str) -> None:
+        if args.startswith("--from="):  # from the build stage, which ran in this same root
+            _stage, source, dest = shlex.split(args)
+            assert source == dest, "a path of the build stage, copied to the same place"
+            assert Path(self.rebase(source)).exists(), source
+            return
+        self._copy(args)
+
     def do_run(self, args: str) -> None:
         if "useradd" in args:  # would add a user to this machine: checked above, replaced by setuid below
             self.user = int(one("USER").split(":")[0])
+            return
+        if "/usr/local/" in args:  # the base image's pip: would remove this machine's; checked instead
+            assert re.fullmatch(r"rm -rf( /usr/local/(lib/python3\.\d+/site-packages/pip(-\*)?|bin/pip[\d.]*))+",
+                                " ".join(args.split())), args
             return
         env = dict(self.env)
         # pip's cache (under $HOME) changes where wheels come from, not what is installed.
@@ -198,10 +237,11 @@ def image():
 @pytest.mark.timeout(900)
 def test_the_image_holds_the_runtime_dependencies_only(image):
     venv = Path(image.env["VIRTUAL_ENV"])
-    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True,
-                            text=True, check=True).stdout
+    listed = subprocess.run([str(venv / "bin" / "python"), "-c", "import importlib.metadata as m, json; "
+                             "print(json.dumps([d.metadata['Name'] for d in m.distributions()]))"],
+                            capture_output=True, text=True, check=True).stdout
     normal = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
-    installed = {normal(p["name"]) for p in json.loads(listed)}
+    installed = {normal(name) for name in json.loads(listed)}
     cfg = ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     required = {normal(re.split(r"[<>=!~\[ ]", line.strip())[0])
@@ -209,6 +249,8 @@ def test_the_image_holds_the_runtime_dependencies_only(image):
     assert required <= installed, required - installed
     assert "wallet-proxy" in installed
     assert not installed & TEST_TOOLS, installed & TEST_TOOLS
+    assert not installed & {"pip", "setuptools", "wheel"}, "no installer at run time"
+    assert installed - {"wallet-proxy"} == locked_names(), "exactly the lock, nothing resolved on the side"
     assert not (image.root / "tmp" / "src").exists(), "the sources are not kept"
 
 
@@ -268,3 +310,20 @@ def test_the_cmd_serves_as_the_image_user_and_the_healthcheck_tells(image, sessi
     assert proc.returncode == 0, log
     assert "Shutting down" in log or "Handling signal: term" in log
     assert healthcheck() != 0  # nothing answers now: the check fails
+
+
+def locked_names() -> set[str]:
+    """The runtime lock's packages, less the build tools the build stage removes."""
+    text = (ROOT / "requirements.lock").read_text()
+    return {re.sub(r"[-_.]+", "-", m).lower() for m in re.findall(r"^([A-Za-z0-9][\w.-]*)==", text, re.M)} - {
+        "pip", "setuptools", "wheel"}
+
+
+@pytest.mark.timeout(900)
+def test_bytecode_is_compiled_at_build_time(image):
+    """A read-only root cannot write .pyc files: every worker would compile the package at start."""
+    app = image.root / "app"
+    package = next((Path(image.env["VIRTUAL_ENV"]) / "lib").glob("python3.*/site-packages/wallet_proxy"))
+    for source in [*package.rglob("*.py"), app / "gunicorn.conf.py", app / "wsgi.py"]:
+        cached = source.parent / "__pycache__"
+        assert list(cached.glob(f"{source.stem}.cpython-3*.pyc")), f"no bytecode for {source}"

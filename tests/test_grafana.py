@@ -51,3 +51,15 @@ def test_the_dashboard_is_importable():
         grid = panel["gridPos"]
         assert grid["x"] + grid["w"] <= 24 and grid["h"] > 0
         assert all(t["refId"] and t["expr"] for t in panel["targets"])
+
+
+def test_job_and_namespace_variables_scope_every_query():
+    """#23 item 11: one Grafana for several deployments (namespaces, compose and Kubernetes jobs)."""
+    variables = {v["name"]: v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]}
+    for name in ("job", "namespace"):
+        assert variables[name]["type"] == "query" and variables[name]["includeAll"] is True
+        assert variables[name]["allValue"] == ".*"  # All also matches series without the label
+    for expr in expressions():
+        for matchers in re.findall(r"\bwallet_proxy_[a-z0-9_]+\{([^}]*)\}", expr):
+            assert 'job=~"$job"' in matchers and 'namespace=~"$namespace"' in matchers, expr
+        assert not re.search(r"\bwallet_proxy_[a-z0-9_]+\b(?!\{)", expr), f"unscoped selector in {expr}"

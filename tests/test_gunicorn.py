@@ -143,6 +143,27 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits(sessionm, gunicorn_fo
     assert "Shutting down" in server.stop()
 
 
+def test_sigterm_during_a_triggered_send_on_braze_retries_answers_the_send(sessionm, braze, gunicorn_for):
+    """#23 item 1: a rollout must never cut a send. Braze answers slowly and fails the first attempt,
+    so the send outlives the old 10 s drain (SIGTERM 1 s in): the client got no answer and nobody knew
+    whether Braze sent. Now the drain covers the longest request (wallet_proxy/web/drain.py)."""
+    braze.on("POST", "/campaigns/trigger/send", [
+        Reply(503, {"message": "Braze is busy", "errors": []}, delay=6),
+        Reply(201, {"dispatch_id": "d-after-retry", "message": "success"}, delay=6)])
+    server = gunicorn_for(BRAZE_REST_URL=braze.url, BRAZE_API_KEY="braze-rest-key")
+    body = {"campaign_id": "camp-1", "external_user_id": "cust-1", "offer_title": "A"}
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(requests.post, server.url + "/v1/braze/trigger", json=body, auth=("test", "secret"),
+                                headers={"Connection": "close", "Idempotency-Key": uuid.uuid4().hex}, timeout=60)
+        time.sleep(1)  # the first Braze attempt is under way
+        server.proc.send_signal(signal.SIGTERM)
+        answer = in_flight.result()
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["dispatch_id"] == "d-after-retry"
+    assert len(braze.calls("/campaigns/trigger/send")) == 2
+    assert server.proc.wait(10) == 0
+
+
 def run_procfile(env: dict, timeout: float = 20) -> tuple[int | None, str, str]:
     """Start the Procfile's web line with exactly `env` (upstream settings cleared); return
     (exit code or None while still serving, its output, the base URL)."""

@@ -134,7 +134,8 @@ def _make_dry_run(target: str, tmp_path: Path) -> str:
 def test_make_run_installs_runtime_dependencies_only(tmp_path):
     steps = _make_dry_run("run", tmp_path)
     installs = [line for line in steps.splitlines() if "pip install" in line and "--upgrade pip" not in line]
-    assert installs and all("[test]" not in line for line in installs), steps
+    assert installs and all("[test]" not in line and "requirements-dev.lock" not in line for line in installs), steps
+    assert any("--require-hashes" in line and "-r requirements.lock" in line for line in installs), steps
     assert "wallet-proxy serve" in steps
     serve = _make_dry_run("serve-prod", tmp_path)
     assert all("[test]" not in line for line in serve.splitlines()), serve
@@ -143,7 +144,8 @@ def test_make_run_installs_runtime_dependencies_only(tmp_path):
 
 def test_make_test_installs_the_test_tools(tmp_path):
     steps = _make_dry_run("test", tmp_path)
-    assert any("pip install" in line and "[test]" in line for line in steps.splitlines()), steps
+    assert any("pip install" in line and "--require-hashes" in line and "-r requirements-dev.lock" in line
+               for line in steps.splitlines()), steps
 
 
 # The binaries tests start, and the Debian package that carries each.

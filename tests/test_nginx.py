@@ -26,6 +26,7 @@ from tests.test_gunicorn import Gunicorn
 
 NGINX_DIR = ROOT / "deploy" / "nginx"
 SITE = NGINX_DIR / "conf.d" / "wallet-proxy.conf"
+PROXY_RULES = NGINX_DIR / "conf.d" / "wallet-proxy.proxy"  # included by both of SITE's servers
 AUTH = ("braze", "bz-secret")
 OK = fixture_json("get_user_offers.ok.json")
 UPSTREAM_SERVER = re.compile(r"^(\s*server\s+)app\d:8000(\s[^;]*)?;", re.M)
@@ -46,7 +47,7 @@ def site_for(upstreams: list[int], port: int) -> str:
                                          text)
     assert servers == len(upstreams) == 2
     text, listens = LISTEN.subn(lambda m: f"{m.group(1)}127.0.0.1:{port}", text)
-    assert listens == 1
+    assert listens == 2  # the Braze host and the webhooks' host
     return text
 
 
@@ -56,6 +57,7 @@ def lay_out(tmp: Path, upstreams: list[int], port: int) -> Path:
     shutil.copy(NGINX_DIR / "nginx.conf", tmp / "nginx.conf")
     (tmp / "conf.d").mkdir()
     (tmp / "conf.d" / "wallet-proxy.conf").write_text(site_for(upstreams, port))
+    shutil.copy(PROXY_RULES, tmp / "conf.d" / PROXY_RULES.name)
     # Not a change to the shipped files: the package's temp folders may not be writable here.
     (tmp / "conf.d" / "00-test-temp-paths.conf").write_text("".join(
         f"{kind}_temp_path {tmp / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")))
@@ -76,7 +78,7 @@ def test_the_test_changes_only_addresses():
     diff = [(a, b) for a, b in zip(shipped.splitlines(), changed.splitlines()) if a != b]
     assert len(shipped.splitlines()) == len(changed.splitlines())
     assert [b.split()[:2] for _, b in diff] == [["server", "127.0.0.1:1111"], ["server", "127.0.0.1:2222"],
-                                                ["listen", "127.0.0.1:3333"]]
+                                                ["listen", "127.0.0.1:3333"], ["listen", "127.0.0.1:3333;"]]
 
 
 def test_nginx_accepts_the_configuration(tmp_path):
@@ -88,7 +90,7 @@ def test_nginx_accepts_the_configuration(tmp_path):
 
 def test_braze_timeouts_and_buffering_are_set():
     # The values the README and the app's own limits rely on, so an edit cannot drop them silently.
-    text = SITE.read_text()
+    text = SITE.read_text() + PROXY_RULES.read_text()
     for directive in ("client_header_timeout 10s;", "client_max_body_size 1m;", "client_body_buffer_size 1m;",
                       "proxy_max_temp_file_size 0;", "proxy_next_upstream off;", "proxy_http_version 1.1;",
                       'proxy_set_header Connection "";',
@@ -255,3 +257,40 @@ def test_a_client_that_never_finishes_its_request_head_is_closed_after_10_s(fron
             pass  # reset_timedout_connection: closed with a reset, freeing the socket at once
         waited = time.monotonic() - started
     assert 9 <= waited < 13, waited
+
+
+def raw_get(port: int, path: str, headers: dict, source: str = "127.0.0.1") -> tuple[int, str]:
+    """GET through nginx from `source` (127.0.0.2 is not a trusted front); (status, the head)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "x", "Connection": "close", **headers}.items())
+        sock.sendall(f"GET {path} HTTP/1.1\r\n{head}\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    text = data.decode("latin-1")
+    return int(text.split()[1]), text.split("\r\n\r\n", 1)[0].lower()
+
+
+@pytest.mark.redis
+def test_the_front_keeps_https_from_a_trusted_front_hides_metrics_and_gives_webhooks_their_host(sessionm, front):
+    """#23 item 7. The instance answers HSTS only to a request it believes came over https."""
+    proxy, instances = front
+    # A TLS front on a trusted address says https: kept (was overwritten by nginx's own `http`).
+    status, head = raw_get(proxy.port, "/healthz", {"X-Forwarded-Proto": "https"})
+    assert status == 200 and "strict-transport-security" in head
+    # Anyone else saying so is not believed.
+    status, head = raw_get(proxy.port, "/healthz", {"X-Forwarded-Proto": "https"}, source="127.0.0.2")
+    assert status == 200 and "strict-transport-security" not in head
+    # /metrics is not served on the public listener, even with the admin credential...
+    answer = requests.get(f"{proxy.url}/metrics", auth=("ops", "ops-secret"), timeout=5)
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    assert "wallet_proxy_" not in answer.text
+    # ... while each instance still serves it to Prometheus directly.
+    assert "wallet_proxy_" in requests.get(f"{instances[0].url}/metrics", auth=("ops", "ops-secret"), timeout=5).text
+    # The webhooks' host serves the webhooks and nothing else.
+    hooks = {"Host": "wallet-proxy-hooks.example.com"}
+    tagged = requests.post(f"{proxy.url}/v1/users/u-1/tags", headers=hooks, auth=AUTH, json={}, timeout=10)
+    assert tagged.status_code != 404 and tagged.headers["Content-Type"].startswith("application/json")
+    assert tagged.json()["error"]["code"] != "not_found"  # reached an instance (which judged the body)
+    elsewhere = requests.get(f"{proxy.url}/v1/wallets/u-1", headers=hooks, auth=AUTH, timeout=10)
+    assert elsewhere.status_code == 404 and "webhooks only" in elsewhere.json()["error"]["message"]

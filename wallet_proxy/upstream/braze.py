@@ -191,6 +191,12 @@ class BrazeClient:
         # (https://braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns)
         broadcast = body.get("broadcast") is True or "audience" in body
 
+        if self.monotonic() >= deadline:
+            # The send's budget went on earlier chunks: starting another call now would outlast the
+            # drain window a rollout gives this request (wallet_proxy/web/drain.py).
+            raise UpstreamUnavailable("the Braze time budget of this request is spent; repeat it to send "
+                                      "the rest", retry_after=1)
+
         def attempt() -> Accepted:
             # one call never outlasts the deadline by much: its caller stops waiting then
             left = deadline - self.monotonic()
