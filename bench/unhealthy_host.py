@@ -74,8 +74,8 @@ def drive(base: str, empty_share: float, webhook: bool = False) -> tuple[Counter
                 i += 1
                 user = f"fault-500-{n}-{i}"
                 if webhook:
-                    reply = session.post(f"{base}/v1/users/{user}/tags", json={"tags": ["winter"], "ttl": 86400},
-                                         timeout=5)
+                    reply = session.post(f"{base}/v1/users/{user}/tags",
+                                         json={"tags": ["winter"], "ttl": 86400}, timeout=5)
                 else:
                     query = "?on_error=empty" if every and (i + n) % every == 0 else ""
                     reply = session.get(f"{base}/v1/wallets/{user}{query}", timeout=5)
@@ -91,7 +91,8 @@ def drive(base: str, empty_share: float, webhook: bool = False) -> tuple[Counter
 def main() -> None:
     proc, base = start()
     try:
-        print(f"{CONNECTIONS} connections, {DURATION:.0f} s each, every SessionM call failing (sandbox fault-500)")
+        print(f"{CONNECTIONS} connections, {DURATION:.0f} s each, "
+              "every SessionM call failing (sandbox fault-500)")
         print("| calls | on_error=empty | answers/s | failures a minute (Braze's codes) | error rate | "
               "halted? (CC: >3,000 and >90 %; webhooks: >3,000) |")
         print("| --- | --- | --- | --- | --- | --- |")

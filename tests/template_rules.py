@@ -108,8 +108,9 @@ def check(template: Template, wallet: dict, context: dict | None = None) -> list
             if reason is not None:
                 found.append(Violation(
                     template.where, "abort-cancels-retry",
-                    f"aborts ({reason!r}) when its :retry call fails ({code}, saved as {state!r}): Braze lets "
-                    "that abort cancel the retries; drop the abort (recipe 1) or :retry (recipe 2)"))
+                    f"aborts ({reason!r}) when its :retry call fails ({code}, saved as {state!r}): "
+                    "Braze lets that abort cancel the retries; drop the abort (recipe 1) or :retry "
+                    "(recipe 2)"))
                 return found
     return found
 

@@ -152,7 +152,8 @@ def test_the_two_recipes_cover_the_gallery():
     for name in RECIPE_1 + RECIPE_2:
         ((url, options),) = calls(source(name, ""))
         retry = ":retry" in options.split()
-        assert (retry, "on_error=empty" in url) == ((True, False) if name in RECIPE_1 else (False, True)), name
+        expected = (True, False) if name in RECIPE_1 else (False, True)
+        assert (retry, "on_error=empty" in url) == expected, name
 
 
 @pytest.mark.node

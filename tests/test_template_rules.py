@@ -83,7 +83,8 @@ RETRYING = ("{% connected_content https://w.example.com/v1/wallets/{{${user_id}}
 @pytest.mark.parametrize("guard", [
     "{% if wallet.ok != true %}{% abort_message('wallet unavailable') %}{% endif %}",
     "{% if wallet == nil %}{% abort_message() %}{% endif %}",
-    "{% if wallet.__http_status_code__ != 200 %}{% abort_message('non-200') %}{% endif %}",  # Braze's own example
+    # Braze's own example, from its local Connected Content variables page
+    "{% if wallet.__http_status_code__ != 200 %}{% abort_message('non-200') %}{% endif %}",
     "{% if wallet.error.code == 'upstream_unavailable' %}{% abort_message('down') %}{% endif %}",
     "{% unless wallet.offers.size > 0 %}{% abort_message('no offers') %}{% endunless %}",
 ])
