@@ -83,3 +83,22 @@ def test_the_facts_section_cites_the_pages_the_templates_rest_on():
 def test_the_address_form_is_normalised():
     assert page("https://www.braze.com/docs/api/api_limits/#monitoring") == "braze.com/docs/api/api_limits"
     assert page("https://braze.com/docs/api/api_limits?x=1") == "braze.com/docs/api/api_limits"
+
+
+# Claims no Braze page makes (issue 21 items 8-9): each was in this README once; none may come back.
+UNCITED = {
+    "Braze honours `Retry-After`": "its webhook page: 5 retries in 30 minutes with exponential backoff; "
+                                   "Retry-After only 'can affect' the wait",
+    "Braze reuses them for 75 s": "75 s is gunicorn's keep-alive; no Braze page says how long Braze keeps one",
+    "above Braze's reuse": "no Braze page gives its connection reuse time",
+    "hourly window ends": "Braze's rate limits page: the current window's end in UTC epoch seconds",
+    "1 MB Connected Content limit": "Braze's caching page: a body over 1 MB is not cached; no hard limit",
+    "only sets `__http_status_code__`": "cite the local Connected Content variables page's wording instead",
+}
+
+
+def test_no_claim_without_a_page_comes_back():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text = path.read_text()
+        found = {claim: why for claim, why in UNCITED.items() if claim in text}
+        assert found == {}, f"{path.relative_to(ROOT)}: {found}"
