@@ -89,7 +89,8 @@ def test_the_address_form_is_normalised():
 UNCITED = {
     "Braze honours `Retry-After`": "its webhook page: 5 retries in 30 minutes with exponential backoff; "
                                    "Retry-After only 'can affect' the wait",
-    "Braze reuses them for 75 s": "75 s is gunicorn's keep-alive; no Braze page says how long Braze keeps one",
+    "Braze reuses them for 75 s": "75 s is gunicorn's keep-alive; no Braze page says how long Braze "
+                                  "keeps one",
     "above Braze's reuse": "no Braze page gives its connection reuse time",
     "hourly window ends": "Braze's rate limits page: the current window's end in UTC epoch seconds",
     "1 MB Connected Content limit": "Braze's caching page: a body over 1 MB is not cached; no hard limit",
