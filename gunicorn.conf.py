@@ -34,7 +34,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1")) if os.environ.get("WALLET_
 # head, idle keep-alive connections that give way to new ones, JSON answers for its own 4xx.
 worker_class = "wallet_proxy.web.worker.WalletProxyWorker"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
-keepalive = 75  # Braze reuses connections during a send; outlive its idle timeout
+keepalive = 75  # Braze reuses connections during a send (no Braze page gives its idle time)
 timeout = 30
 # SIGTERM: stop accepting, let every answer in flight finish, then exit. The window is the longest
 # request the service can be in (a triggered send on Braze's retries: 55 s with the defaults), from

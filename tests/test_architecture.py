@@ -1,10 +1,19 @@
-"""The layout's rules (docs/architecture.md), checked on the source so a change cannot quietly break them."""
+"""The layout's rules (docs/architecture.md), checked on the source so a change cannot quietly break them.
+
+The direct-import checks below are quick and name the file; import-linter (.importlinter) checks the
+same rules and more through chains of imports."""
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import need
 
 PACKAGE = Path(__file__).resolve().parent.parent / "wallet_proxy"
 ROUTE_MODULES = {"wallet_proxy.web.ops"} | {
@@ -64,3 +73,39 @@ def test_clients_and_pure_modules_never_import_flask(where):
     for path in paths:
         flask = {name for name in imports(path) if name == "flask" or name.startswith(("flask.", "werkzeug"))}
         assert not flask, f"{module_name(path)} imports {sorted(flask)}"
+
+
+# --- the same rules and more, transitively: import-linter's contracts in .importlinter
+
+LINT = Path(sys.executable).parent / "lint-imports"
+
+
+def lint(cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    need("lint-imports", LINT.exists(), "pip install -e '.[test]' (import-linter)")
+    return subprocess.run([str(LINT), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_the_import_contracts_hold_transitively():
+    """.importlinter: layers, pure modules free of Flask and requests, Flask-free clients, routes
+    imported by the factory only, the platform importing no flow; each known break is a commented
+    ignore_imports line (one whose import has gone is a warning in the output: delete it)."""
+    done = lint(PACKAGE.parent)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    kept = re.findall(r"^(.+?) KEPT", done.stdout, re.M)
+    assert len(kept) == 5, done.stdout
+
+
+def test_the_linter_sees_an_import_through_a_chain(tmp_path):
+    """A pure module that reaches Flask through another module breaks the contract (not direct only)."""
+    package = tmp_path / "shop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "pure.py").write_text("from . import helper\n")
+    (package / "helper.py").write_text("import flask\n")
+    (tmp_path / ".importlinter").write_text(
+        "[importlinter]\nroot_package = shop\ninclude_external_packages = True\n\n"
+        "[importlinter:contract:pure]\nname = pure\ntype = forbidden\nsource_modules =\n    shop.pure\n"
+        "forbidden_modules =\n    flask\n")
+    done = lint(tmp_path, {"PYTHONPATH": str(tmp_path)})
+    assert done.returncode != 0 and "shop.pure -> shop.helper" in done.stdout, done.stdout[-2000:]

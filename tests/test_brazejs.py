@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import OFFERS_PATH, ROOT, fixture_json, make_settings, need
+from tests.conftest import OFFERS_PATH, fixture_json, make_settings, need
 from tests.fakes import Reply
+from tests.template_rules import markdown_blocks
 
 pytestmark = pytest.mark.node
 JS = Path(__file__).parent / "js"
@@ -64,12 +65,7 @@ PROFILE = {"custom_attribute": {"sessionm_user_id": "user-1"}, "user_id": "user-
 
 def liquid_blocks() -> list:
     """Every ```liquid block of the README and of docs/ (Markdown): (where, text)."""
-    found = []
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
-        text = path.read_text()
-        for n, match in enumerate(re.finditer(r"```liquid\n(.*?)```", text, re.S)):
-            found.append((f"{path.relative_to(ROOT)}#{n + 1}", match.group(1)))
-    return found
+    return [(block.where, block.source) for block in markdown_blocks()]
 
 
 def recipe(marker) -> str:
@@ -109,16 +105,6 @@ def test_every_liquid_block_renders_against_the_service(base, sessionm, stand_in
     assert "output" in result or "aborted" in result, (where, result)
     if EXAMPLE_HOST + "/v1/wallets/" in block:
         assert sessionm.calls(OFFERS_PATH), f"{where} never reached the service"
-
-
-def test_no_block_lets_an_abort_cancel_its_own_retries():
-    """Braze: an abort_message testing the same failure as :retry takes precedence and cancels the
-    retries (https://www.braze.com/docs/user_guide/messaging/design_and_edit/personalize/
-    connected_content/connected_content_retries/). A block with :retry must not abort on wallet.ok."""
-    for where, block in liquid_blocks():
-        if ":retry" in block:
-            assert "on_error=empty" not in block, where  # a 200 for every error: :retry could never fire
-            assert "abort_message" not in block, where
 
 
 def test_retry_recipe_renders_the_wallet(base, sessionm):

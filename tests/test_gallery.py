@@ -18,7 +18,8 @@ from datetime import datetime
 import pytest
 
 from tests.conftest import CLIENTS, ROOT
-from tests.test_brazejs import render, squash
+from tests.template_rules import calls
+from tests.test_brazejs import render, render_full, squash
 from tests.test_preview_browser import browser, page_for  # noqa: F401  (fixtures)
 from wallet_proxy.settings import parse
 
@@ -138,6 +139,61 @@ class TestBrazejs:
         output = squash(run(name, base, **{namespace: TRIGGER})["output"])
         assert "Double espresso" in output and "4490 points" in output, output
         assert run(name, base) == {"aborted": "no offer in the canvas properties"}
+
+
+RECIPE_1 = ["wallet-list/email.html.liquid", "wallet-list/email.txt.liquid", "wallet-list/amp.html.liquid"]
+RECIPE_2 = ["wallet-list/in-app.liquid", "offer-expiring/push.liquid", "offer-expiring/sms.liquid",
+            "offer-expiring/email.html.liquid", "points-balance/push.liquid", "points-balance/sms.liquid",
+            "points-balance/in-app.liquid"]
+
+
+def test_the_two_recipes_cover_the_gallery():
+    """Each template that calls the wallet without properties to fall back on is one of the two recipes."""
+    for name in RECIPE_1 + RECIPE_2:
+        ((url, options),) = calls(source(name, ""))
+        retry = ":retry" in options.split()
+        expected = (True, False) if name in RECIPE_1 else (False, True)
+        assert (retry, "on_error=empty" in url) == expected, name
+
+
+@pytest.mark.node
+class TestRecipesWhileSessionMFails:
+    """Braze's :retry (retried up to 5 times, then the message is aborted) against the sandbox's fault
+    switch: a `fault-500` user id makes SessionM answer 500, so wallet-proxy answers 503 (harness:
+    tests/js/render.js, which applies Braze's abort precedence as its retries page states). A fresh
+    service per test: the failures open its circuit breaker."""
+
+    @pytest.fixture
+    def sandbox(self):
+        from tests.conftest import NOW
+        from tests.fakes import FakeClock, LiveServer
+        from wallet_proxy import create_app
+
+        server = LiveServer(create_app(parse({"WALLET_PROXY_CLIENTS": CLIENTS}), clock=FakeClock(NOW)))
+        yield None, server.url
+        server.close()
+
+    @pytest.mark.parametrize("name", RECIPE_1)
+    def test_recipe_1_is_retried_not_aborted_at_the_first_failure(self, sandbox, name):
+        _, base = sandbox
+        result = render_full(source(name, base), custom_attribute={"sessionm_user_id": "fault-500-a"},
+                             language="en")
+        assert result == {"aborted": "connected content failed after 5 retries", "retries": 5}
+
+    @pytest.mark.parametrize("name", RECIPE_1)
+    def test_recipe_1_falls_back_for_a_user_sessionm_does_not_know(self, sandbox, name):
+        _, base = sandbox
+        result = render_full(source(name, base), custom_attribute={"sessionm_user_id": "unknown-7"},
+                             language="en")
+        assert result["retries"] == 0 and "Check the app for your latest rewards." in result["output"]
+
+    @pytest.mark.parametrize("name", RECIPE_2)
+    def test_recipe_2_aborts_at_once(self, sandbox, name):
+        _, base = sandbox
+        result = render_full(source(name, base), custom_attribute={"sessionm_user_id": "fault-500-a"},
+                             language="en")
+        assert result["retries"] == 0 and result.get("aborted") in ("wallet unavailable", "nothing to show",
+                                                                     "no fresh balance"), result
 
 
 def test_every_example_renders_in_the_playground(sandbox):

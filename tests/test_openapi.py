@@ -158,3 +158,78 @@ def test_every_route_has_its_own_declaration(full_app):
                            for m in rule.methods - AUTOMATIC_METHODS)]
     assert missing == [], "declare these in wallet_proxy/openapi.py _routes() (or set view.openapi): " + \
         "; ".join(missing)
+
+
+class TestTheDocumentSaysWhatTheServerChecks:
+    """Rules the marshmallow schemas cannot say, added by web/openapi.tighten (issue 21 items 13-14);
+    tests/test_schemathesis.py checks the document against the server with both data modes."""
+
+    @pytest.fixture
+    def spec(self, app_for):
+        from wallet_proxy.settings import parse
+
+        return document(app_for(parse({})))
+
+    @staticmethod
+    def valid(spec: dict, schema: dict, instance) -> bool:
+        validator = jsonschema.Draft202012Validator({**schema, "components": spec["components"]})
+        return validator.is_valid(instance)
+
+    def body(self, spec, path):
+        return spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    def test_a_ttl_string_is_digits_from_1(self, spec):
+        ttl = spec["components"]["schemas"]["TagsBody"]["properties"]["ttl"]
+        good = (1, "1", " 30 ", 2**31 - 1, "2147483647", None)
+        assert [self.valid(spec, ttl, v) for v in good] == [True] * 6
+        assert [self.valid(spec, ttl, v) for v in (0, "0", "000", "2147483648", 2**31, "1.5", "x", -3)] == \
+            [False] * 8
+
+    def test_culture_and_preview_user_id_have_the_servers_patterns(self, spec):
+        def param(path, name):
+            (found,) = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+            return found["schema"]
+        culture = param("/v1/wallets/{user_id}", "culture")
+        good = ("", "fr", "fr-FR", "fr_fr", "zh-Hant-TW", "es-419")
+        assert all(self.valid(spec, culture, v) for v in good)
+        assert not any(self.valid(spec, culture, v) for v in ("french", "fr-", "f", "fr-FR-x", "é"))
+        user_id = param("/preview/api/wallet", "user_id")
+        assert self.valid(spec, user_id, " member-1 ") and not self.valid(spec, user_id, "")
+        assert not self.valid(spec, user_id, "...") and not self.valid(spec, user_id, "a b")
+        assert self.valid(spec, param("/preview", "user_id"), "")
+
+    def test_trigger_bodies_need_exactly_one_id_and_one_identifier_per_recipient(self, spec):
+        flat = self.body(spec, "/v1/braze/trigger")
+        assert self.valid(spec, flat, {"campaign_id": "c", "external_user_id": "u", "Offer Title": "x"})
+        assert not self.valid(spec, flat, {"campaign_id": "c", "canvas_id": "v", "external_user_id": "u"})
+        assert not self.valid(spec, flat, {"campaign_id": "c"})  # no audience
+        assert not self.valid(spec, flat, {"campaign_id": "c", "broadcast": True, "external_user_id": "u"})
+        native = self.body(spec, "/campaigns/trigger/send")
+        one = {"campaign_id": "c", "recipients": [{"external_user_id": "u"}]}
+        assert self.valid(spec, native, one)
+        two_ids = [{"external_user_id": "u", "braze_id": "b"}]
+        assert not self.valid(spec, native, {**one, "recipients": two_ids})
+        no_prioritization = [{"email": "a@example.com"}]
+        assert not self.valid(spec, native, {**one, "recipients": no_prioritization})
+        assert not self.valid(spec, native, {**one, "canvas_id": "v"})
+        assert not self.valid(spec, native, {**one, "context": {}})  # a campaign reads trigger_properties
+        canvas = self.body(spec, "/canvas/trigger/send")
+        assert self.valid(spec, canvas, {"canvas_id": "v", "broadcast": True, "context": {"a": 1}})
+        assert not self.valid(spec, canvas, {"canvas_id": "v", "broadcast": True, "recipients": [
+            {"external_user_id": "u"}]})
+
+    def test_a_201_declares_what_braze_and_we_answer(self, spec, app_for):
+        from wallet_proxy.settings import parse
+
+        client = app_for(parse({})).test_client()
+        sandbox = {"Authorization": "Basic " + base64.b64encode(b"demo:demo").decode()}
+        for path, body in [("/v1/braze/trigger", {"campaign_id": "c", "external_user_id": "u"}),
+                           ("/campaigns/trigger/send",
+                            {"campaign_id": "c", "recipients": [{"external_user_id": "u"}]})]:
+            answer = spec["paths"][path]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+            assert {"dispatch_id", "message", "notice"} <= set(answer["properties"])
+            reply = client.post(path, json=body, headers=sandbox)
+            assert reply.status_code == 201 and self.valid(spec, answer, reply.get_json()), reply.get_json()
+            examples = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"]
+            schema = self.body(spec, path)
+            assert examples and all(self.valid(spec, schema, e["value"]) for e in examples.values())

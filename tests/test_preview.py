@@ -213,6 +213,10 @@ class TestLookup:
         assert response.status_code == 400 and "culture:" in response.get_data(as_text=True)
         api = client.get("/preview/api/wallet?culture=fr", headers=OPS)
         assert api.status_code == 400 and "user_id" in api.get_json()["error"]["message"]
+        # a culture alone is checked too, as the OpenAPI document's pattern says (schemathesis found it)
+        alone = client.get("/preview?culture=%C3%99%60x", headers=OPS)
+        assert alone.status_code == 400 and "culture:" in alone.get_data(as_text=True)
+        assert client.get("/preview?culture=fr_fr", headers=OPS).status_code == 200
         assert sessionm.calls(OFFERS_PATH) == []
 
 

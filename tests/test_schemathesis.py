@@ -1,22 +1,28 @@
-"""Schemathesis against /openapi.json of a live sandbox app: no server errors, answers as documented.
+"""Schemathesis against /openapi.json of a live sandbox app: no server errors, answers as documented,
+and the document agrees with the server: data it calls valid is accepted, data it calls invalid refused.
 
 The documented 502/503/504 are the upstream's trouble reported as the SPEC says; any other 5xx
 (500 above all) is a bug of ours and fails the run.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
-from schemathesis.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+from schemathesis.checks import (content_type_conformance, negative_data_rejection, positive_data_acceptance,
+                                 response_schema_conformance, status_code_conformance)
 
 from wallet_proxy import create_app
+from wallet_proxy.sends.plan import snake_case
 from wallet_proxy.settings import parse
 
 UPSTREAM_5XX = {502, 503, 504}
-EXAMPLES = 20  # per operation and mode: ~30 runs x 20 examples stays well under 60 s
+# per operation and mode: ~30 runs x 20 examples stays well under 60 s (more: SCHEMATHESIS_EXAMPLES=200)
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "20"))
 # Found by this test, in code owned elsewhere; listed so the rest keeps running until fixed.
 KNOWN_BUGS: dict = {}  # (method, path) -> pytest mark, for a failure found and not yet fixed
 
@@ -55,6 +61,25 @@ def _breakable(parameter: dict) -> bool:
     return parameter["in"] == "path" and set(parameter["schema"]) - {"type"} != set()
 
 
+def _beyond_json_schema(value, depth: int = 0) -> bool:
+    """A body the server refuses for a rule JSON Schema cannot state: an unpaired surrogate in a string
+    (SPEC "All JSON POST routes": a 400), nesting past 32 levels, or two field names that become one
+    snake_case property (SessionM's flat body: `"0"` and `"0@"`). Also a float with no fraction: JSON
+    Schema counts `2.0` as an integer, while the server's integer fields (a tag's `ttl`) are strict."""
+    if depth > 30 or (isinstance(value, float) and value.is_integer()):
+        return True
+    if isinstance(value, dict) and len({snake_case(str(k)) for k in value}) < len(value):
+        return True
+    if isinstance(value, str):
+        return any(0xD800 <= ord(char) <= 0xDFFF for char in value)
+    if isinstance(value, dict):
+        return any(_beyond_json_schema(k, depth + 1) or _beyond_json_schema(v, depth + 1)
+                   for k, v in value.items())
+    if isinstance(value, list):
+        return any(_beyond_json_schema(v, depth + 1) for v in value)
+    return False
+
+
 @pytest.mark.parametrize("method,path,mode", operations())
 def test_no_server_errors_and_documented_answers(sandbox, method, path, mode):
     base_url, schema = sandbox
@@ -74,10 +99,28 @@ def test_no_server_errors_and_documented_answers(sandbox, method, path, mode):
         checks = [status_code_conformance, content_type_conformance]
         if mode is GenerationMode.POSITIVE or response.status_code >= 400:
             checks.append(response_schema_conformance)
+        # the document and the server agree: what it calls valid is accepted, what it calls invalid is
+        # refused (schemathesis' positive_data_acceptance / negative_data_rejection)
+        if mode is GenerationMode.NEGATIVE:
+            if not (lenient_dry_run and (case.query or {}).get("dry_run", "0") not in ("0", "1")):
+                checks.append(negative_data_rejection)
+        elif not _beyond_json_schema(case.body):
+            checks.append(positive_data_acceptance)
         case.validate_response(response, checks=checks)
 
+    lenient_dry_run = _accepts_blank_dry_run(base_url, session)
     run()
     assert seen, "no request was made"
+
+
+def _accepts_blank_dry_run(base_url: str, session) -> bool:
+    """Whether this server still takes `?dry_run=` (the document says `0` or `1` only; the server's own
+    check of the query flag comes with the one admission step, issue 20). While it does, a negative case
+    whose only fault is that flag is not held against the document; once the server refuses it, every
+    negative case is checked again, with no change here."""
+    reply = session.post(f"{base_url}/v1/braze/trigger?dry_run=", json={"campaign_id": ""}, timeout=10)
+    problems = str(reply.json().get("error", {}).get("details", {}))
+    return "dry_run" not in problems
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)

@@ -350,6 +350,12 @@ def page():
     culture_raw = request.args.get("culture", "")
     context = {"user_id": user_id, "culture": culture_raw or "en-US", "result": None, "form_error": None}
     status = 200
+    if not user_id and culture_raw.strip():  # a culture alone is checked too, as its OpenAPI pattern says
+        try:
+            _culture(culture_raw)
+        except ApiError as exc:
+            context["form_error"] = exc.message
+            status = exc.status
     if user_id:
         try:
             culture = _culture(culture_raw)

@@ -14,8 +14,10 @@ from . import transport as upstream
 log = logging.getLogger(__name__)
 
 GET_USER_OFFERS = "/offers/api/2.0/offers/get_user_offers"
-TAKE = 1000  # offers per page, as SessionM's own example asks
-MAX_PAGES = 10  # 10,000 offers: far more than fits in Braze's 1 MB anyway
+# offers per page, as the get_user_offers example on Braze's SessionM page asks
+# (https://braze.com/docs/partners/message_orchestration/channel_extensions/loyalty/sessionm)
+TAKE = 1000
+MAX_PAGES = 10  # 10,000 offers: far more than fits in a 1,000,000-byte answer anyway
 MIN_PAGE_TIME = 0.05  # seconds a further page needs at least to be worth asking for
 
 
@@ -35,8 +37,8 @@ class ConnectClient:
         """POST get_user_offers for one page and return the raw reply (the preview shows the first)."""
         body = {"retailer_id": self.retailer_id, "user_id": user_id, "skip": skip, "take": self.take,
                 "include_pending_extended_data": False, "culture": culture}
-        # idempotent: get_user_offers looks offers up and changes nothing (SessionM's "Look up a user's
-        # offers", https://docs.sessionm.com/developer/Tasks/Offers/t_look_up_offer.htm), so a send
+        # idempotent: get_user_offers looks offers up and changes nothing (SessionM's "Look Up Offer",
+        # https://docs.sessionm.com/developer/Tasks/Offers/t_look_up_offer.htm), so a send
         # lost to a closed kept-alive connection may go again
         if self._post.usable():
             return upstream.call(self.session, "POST", self.url, prepared=self._post.prepared(body),

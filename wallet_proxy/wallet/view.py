@@ -11,7 +11,7 @@ from ..ids import DEFAULT_CULTURE, IdTypeField, normalise_culture
 from .payload import iso
 
 SORT_KEYS = ("expires_at", "title", "issued_at")
-MAX_BODY = 1_000_000  # bytes: Braze's Connected Content limit
+MAX_BODY = 1_000_000  # bytes: Braze does not cache a Connected Content body over 1 MB (its caching page)
 VIEW_NAMES = ("flat", "sessionm")
 
 class CultureField(fields.String):
@@ -112,7 +112,7 @@ class WalletView(Schema):
     user = fields.Nested(UserView, required=True)
     fetched_at = _n(fields.String, metadata={"format": "date-time"})
     truncated = fields.Boolean(required=True, metadata={
-        "description": "true when the last offers were left out to keep the body under Braze's 1 MB"})
+        "description": "true when the last offers were left out to keep the body under 1,000,000 bytes"})
 
 
 class SessionMMedia(Schema):
@@ -157,7 +157,7 @@ class SessionMPayload(Schema):
     user_offers = fields.List(fields.Nested(SessionMOffer), required=True)
     total_records = fields.Integer(required=True, metadata={
         "description": "offers served (after dropping expired and redeemed, and the filters); more than "
-                       "len(user_offers) only when the last were left out for Braze's 1 MB"})
+                       "len(user_offers) only when the last were left out to stay under 1,000,000 bytes"})
     offer_groups = fields.List(fields.Nested(SessionMNamed), required=True)
     offer_categories = fields.List(fields.Nested(SessionMNamed), required=True)
     total_points = _n(fields.Float, metadata={
@@ -235,7 +235,7 @@ def flatten(wallet: dict, *, now: datetime, user_id: str, culture: str, fetched_
             stale: bool, query: dict | None = None, keep: int | None = None) -> dict:
     """Build the flat view (WalletView): drop expired/redeemed offers, resolve names, filter, sort, limit.
 
-    `keep` leaves out the offers past that many (the body would not fit Braze's 1 MB): `truncated`.
+    `keep` leaves out the offers past that many (the body would pass 1,000,000 bytes): `truncated`.
     """
     now_ts = now.timestamp()
     offers = select(wallet, now_ts, query or {})

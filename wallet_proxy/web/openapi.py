@@ -357,4 +357,185 @@ def build_spec(app: Flask) -> dict:
             operations[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    return tighten(spec.to_dict())
+
+
+# -- the rules the marshmallow schemas cannot say ------------------------------------------------------
+#
+# Checked by schemathesis (tests/test_schemathesis.py): data this document calls valid is accepted, data
+# it calls invalid is refused. Each rule mirrors the server's own check, named beside it.
+
+# ids.normalise_culture: stripped, `_` for `-`, empty means en-US
+CULTURE = r"^\s*(?:[A-Za-z]{2,3}(?:[-_][A-Za-z]{4})?(?:[-_](?:[A-Za-z]{2}|[0-9]{3}))?)?\s*$"
+USER_ID = r"^[A-Za-z0-9\-_.@:+]{1,128}$"  # ids.valid_user_id, which also refuses dots alone
+DOTS_ONLY = r"^\s*\.+\s*$"
+# tags.routes.Seconds + tags.rules.MAX_TTL: ASCII digits (spaces around stripped), 1 to 2**31 - 1
+TTL_DIGITS = (r"^[\t-\r\x1c-\x1f ]*0*(?:[1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}"
+              r"|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}"
+              r"|21474836[0-3][0-9]|214748364[0-7])[\t-\r\x1c-\x1f ]*$")  # str.strip's ASCII spaces
+# tags.rules.check_tag: not blank, no control character (Unicode category Cc)
+TAG = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+KEY = r"^[\x21-\x7e]{1,255}$"  # sends.plan.check_key: 1-255 visible ASCII characters
+BRAZE_ID = {"type": "string", "minLength": 1, "maxLength": 512}
+IDENTIFIERS = ("external_user_id", "user_alias", "braze_id", "email")  # sends.plan.IDENTIFIERS
+PROPERTIES = {"campaign": ("trigger_properties",), "canvas": ("context", "canvas_entry_properties")}
+
+
+def _has(*names: str) -> dict:
+    return {"required": list(names)}
+
+
+def _is_true(name: str) -> dict:
+    return {"required": [name], "properties": {name: {"const": True}}}
+
+
+def _none_of(*schemas: dict) -> dict:
+    return {"not": {"anyOf": list(schemas)}}
+
+
+def _recipient_rules() -> dict:
+    """sends.plan.NativeRecipient: exactly one identifier; email needs prioritization; ..."""
+    one_of = []
+    for name in IDENTIFIERS:
+        branch = {"required": [name, "prioritization"] if name == "email" else [name],
+                  **_none_of(*[_has(other) for other in IDENTIFIERS if other != name])}
+        if name == "user_alias":  # send_to_existing_only cannot be used with user_alias
+            branch["not"]["anyOf"].append(_has("send_to_existing_only"))
+        one_of.append(branch)
+    return {"oneOf": one_of,
+            # send_to_existing_only: false needs attributes (Braze creates the user with them)
+            "anyOf": [{"not": _has("send_to_existing_only")},
+                      {"properties": {"send_to_existing_only": {"const": True}}}, _has("attributes")]}
+
+
+def _native_body(kind: str) -> dict:
+    """sends.plan.plan_native: this path's id only, its own properties, an audience."""
+    own, other = ("campaign_id", "canvas_id") if kind == "campaign" else ("canvas_id", "campaign_id")
+    accepted = PROPERTIES[kind]
+    foreign = [name for names in PROPERTIES.values() for name in names if name not in accepted]
+    holder_rules = [{"not": _has(name)} for name in foreign]
+    if len(accepted) > 1:  # one of context / canvas_entry_properties, not both
+        holder_rules.append({"not": _has(*accepted)})
+    recipient = {"$ref": "#/components/schemas/NativeRecipient"}
+    return {"allOf": [
+        {"$ref": "#/components/schemas/NativeTrigger"},
+        {"required": [own], "not": _has(other)},
+        *holder_rules,
+        {"properties": {"recipients": {"items": {"allOf": [recipient, *holder_rules]}}}},
+        {"not": {"allOf": [_is_true("broadcast"), _has("recipients")]}},
+        {"anyOf": [_is_true("broadcast"), _has("recipients"), _has("audience")]},
+    ]}
+
+
+def _flat_body() -> dict:
+    """sends.plan.plan_flat: exactly one of campaign_id / canvas_id; exactly one audience."""
+    audiences = {"external_user_id": _has("external_user_id"), "recipients": _has("recipients"),
+                 "broadcast": _is_true("broadcast")}
+    return {"allOf": [
+        {"$ref": "#/components/schemas/FlatTrigger"},
+        {"oneOf": [_has("campaign_id"), _has("canvas_id")]},
+        {"oneOf": [{**rule, **_none_of(*[r for n, r in audiences.items() if n != name])}
+                   for name, rule in audiences.items()]},
+        # every other field becomes a snake_case property: a name needs a letter or a digit
+        {"propertyNames": {"pattern": "[A-Za-z0-9]"}},
+        {"properties": {"recipients": {"items": {
+            "type": "object", "required": ["external_user_id"],
+            "properties": {"external_user_id": BRAZE_ID}, "propertyNames": {"pattern": "[A-Za-z0-9]"}}}}},
+    ]}
+
+
+SEND_ANSWER = {"type": "object", "required": ["ok"], "properties": {
+    "ok": {"type": "boolean", "const": True},
+    "dispatch_id": {"type": "string", "description": "Braze's id of this send (one chunk)"},
+    "dispatch_ids": {"type": "array", "items": {"type": ["string", "null"]},
+                     "description": "each chunk's dispatch_id, in order (null for a chunk that failed)"},
+    "message": {"type": "string", "description": "Braze's `message`: `success`"},
+    "notice": {"type": "string", "description": "Braze's notice (canvas paused or archived): nothing sent"},
+    "errors": {"type": "array", "description": "Braze's non-fatal errors"},
+    "chunks": {"type": "array", "items": {"type": "object"},
+               "description": "each chunk of 50: its index, recipients and dispatch_id or error"},
+    "duplicates_dropped": {"type": "integer", "minimum": 0},
+}}
+RELAY_ANSWER = {"type": "object", "required": ["dispatch_id", "message"], "properties": {
+    "dispatch_id": {"type": "string"}, "message": {"type": "string", "examples": ["success"]},
+    "notice": {"type": "string"}, "errors": {"type": "array"}}}
+EXAMPLES = {
+    "/v1/users/{user_id}/tags": {"segment tag for 30 days": {"value": {"tags": ["winter-2026"],
+                                                                       "ttl": 2592000}},
+                                 "ttl built with Liquid": {"value": {"tags": ["vip"], "ttl": "2592000"}},
+                                 "counter tag": {"value": {"tags": ["visited-store"]}}},
+    "/v1/braze/trigger": {"one customer": {"value": {"campaign_id": "c-123", "external_user_id": "cust-1",
+                                                     "Offer Title": "Double espresso", "points": 50}},
+                          "several customers": {"value": {"canvas_id": "cv-9", "recipients": [
+                              {"external_user_id": "cust-1", "offer_title": "Espresso"},
+                              {"external_user_id": "cust-2", "offer_title": "Latte"}]}}},
+    "/campaigns/trigger/send": {"Braze's own body": {"value": {
+        "campaign_id": "c-123", "recipients": [{"external_user_id": "cust-1",
+                                                "trigger_properties": {"offer_title": "Espresso"}}]}}},
+    "/canvas/trigger/send": {"Braze's own body": {"value": {
+        "canvas_id": "cv-9", "recipients": [{"external_user_id": "cust-1", "context": {"points": 50}}]}}},
+}
+
+
+def _query(operation: dict, name: str) -> dict | None:
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "query" and parameter.get("name") == name:
+            return parameter
+    return None
+
+
+def tighten(doc: dict) -> dict:
+    """Add to `doc` the rules of the server that its marshmallow schemas do not express."""
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            culture = _query(operation, "culture")
+            if culture is not None:
+                culture["schema"] = {**culture["schema"], "type": "string", "pattern": CULTURE}
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "Idempotency-Key" and parameter["in"] == "header":
+                    parameter["schema"] = {"type": "string", "pattern": KEY}
+                if parameter["in"] == "path" and parameter["name"] == "user_id":
+                    parameter["schema"] = {**parameter["schema"], "pattern": USER_ID,
+                                           "not": {"pattern": DOTS_ONLY}}
+    for path in ("/preview", "/preview/api/wallet"):
+        user_id = _query(paths[path]["get"], "user_id")
+        if user_id is not None:  # preview.routes._user_id: stripped; the page alone may have none
+            optional = path == "/preview"
+            user_id["schema"] = {"type": "string", "not": {"pattern": DOTS_ONLY},
+                                 "pattern": r"^\s*" + ("(?:" if optional else "") + USER_ID[1:-1]
+                                 + (")?" if optional else "") + r"\s*$"}
+    tags = schemas.get("TagsBody", {}).get("properties", {})
+    if "ttl" in tags:
+        description = tags["ttl"].get("description")
+        tags["ttl"] = {"description": description, "default": None, "anyOf": [
+            {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+            {"type": "string", "pattern": TTL_DIGITS}, {"type": "null"}]}
+    if "tags" in tags:
+        tags["tags"]["items"]["pattern"] = TAG
+    if "NativeRecipient" in schemas:
+        schemas["NativeRecipient"].update(_recipient_rules())
+        # sends.plan.UserAlias: alias_name and alias_label, non-empty strings
+        schemas["NativeRecipient"].setdefault("properties", {})["user_alias"] = {
+            "type": "object", "required": ["alias_name", "alias_label"],
+            "properties": {"alias_name": {"type": "string", "minLength": 1},
+                           "alias_label": {"type": "string", "minLength": 1}}}
+    bodies = {"/v1/braze/trigger": _flat_body(), "/campaigns/trigger/send": _native_body("campaign"),
+              "/canvas/trigger/send": _native_body("canvas")}
+    for path, schema in bodies.items():
+        operation = paths.get(path, {}).get("post")
+        if operation is None:
+            continue
+        body = operation["requestBody"]
+        operation["requestBody"] = {**body, "content": {"application/json": {
+            **body["content"]["application/json"], "schema": schema}}}
+        answer = RELAY_ANSWER if path != "/v1/braze/trigger" else SEND_ANSWER
+        operation["responses"]["201"] = {**operation["responses"]["201"],
+                                         "content": {"application/json": {"schema": answer}}}
+    for path, examples in EXAMPLES.items():
+        operation = paths.get(path, {}).get("post")
+        if operation and "requestBody" in operation:
+            body = operation["requestBody"]
+            operation["requestBody"] = {**body, "content": {"application/json": {
+                **body["content"]["application/json"], "examples": examples}}}
+    return doc
