@@ -136,8 +136,19 @@ class Gate:
         return self.authenticator.check_scope(client, scope)
 
 
+MAX_SIG = 128  # a hex HMAC-SHA256 is 64; the wallet query schema allows up to 128
+
+
 def check_wallet_signature(settings, user_id: str, sig: str | None, id_type: str) -> None:
-    """The one signature check wherever wallet data leaves (wallet reads, profile sync)."""
+    """The one signature check wherever wallet data leaves (wallet reads, profile sync).
+
+    A `sig` longer than any signature (128 characters, as the wallet query's schema says) is a 400
+    whether signing is on or not: one rule for every door that takes one.
+    """
+    if sig is not None and len(sig) > MAX_SIG:
+        from ..errors import InvalidRequest
+
+        raise InvalidRequest(details={"sig": [f"Longer than maximum length {MAX_SIG}."]})
     check_signature(settings.signing_key, user_id, sig, id_type)
 
 
