@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 PIP_INSTALL := $(BIN)/pip install -q
 
-.PHONY: run test serve-prod bench mutate install runtime clean
+.PHONY: run test serve-prod bench gameday mutate install runtime clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: $(VENV)/.installed tests/js/node_modules/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cpu_per_miss.py
+
+## gameday: a scripted bad afternoon on loopback (nginx, 2 instances, Redis + Sentinels, faults); writes
+## bench/gameday.md and exits non-zero when a goal is missed. GAMEDAY_ARGS=--smoke: a ~1-minute version.
+## Needs nginx, redis-server and redis-sentinel (installed by .ci/run).
+gameday: $(VENV)/.installed
+	$(BIN)/python bench/gameday.py $(GAMEDAY_ARGS)
 
 ## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
 mutate: $(VENV)/.installed
