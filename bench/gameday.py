@@ -148,7 +148,8 @@ class Run:
                 raise RuntimeError("the replica did not follow the master")
             time.sleep(0.1)
         watcher = redis.Redis(port=self.sentinel_ports[0], socket_timeout=1)
-        while not watcher.sentinel_slaves(MASTER) or watcher.sentinel_master(MASTER).get("num-other-sentinels", 0) < 2:
+        while (not watcher.sentinel_slaves(MASTER)
+               or watcher.sentinel_master(MASTER).get("num-other-sentinels", 0) < 2):
             if time.monotonic() > end:
                 raise RuntimeError("the Sentinels did not find each other and the replica")
             time.sleep(0.2)
@@ -173,7 +174,8 @@ class Run:
                        cwd=ROOT / "bench")  # not the service's gunicorn.conf.py
 
     def environment(self, redis_url: str) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
         env.update(
             WALLET_PROXY_REDIS_URL=redis_url, WEB_CONCURRENCY="2",
             SESSIONM_CONNECT_URL=f"http://127.0.0.1:{self.sessionm_port}",
@@ -374,23 +376,24 @@ def cli(run: Run, command: list[str], name: str) -> subprocess.Popen:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="the ~1-minute version (fewer users and rows)")
-    parser.add_argument("--users", type=int, help="users in the send (full 20000, smoke 3000)")
-    parser.add_argument("--rate", type=float, help="renders per second (full 300, smoke 150)")
-    parser.add_argument("--triggers", type=int, help="messages through /v1/braze/trigger (full 300, smoke 60)")
-    parser.add_argument("--relayed", type=int, help="messages through the Braze-compatible door (100, smoke 20)")
-    parser.add_argument("--rows", type=int, help="rows of the tags import and the attributes sync (5000, 500)")
-    parser.add_argument("--retry-base", type=float, default=None, help="first :retry backoff, s (full 4, smoke 2)")
+    parser.add_argument("--users", type=int, help="users in the send (full 20000, smoke 1200)")
+    parser.add_argument("--rate", type=float, help="renders per second (full 300, smoke 60)")
+    parser.add_argument("--triggers", type=int, help="messages through /v1/braze/trigger (300, smoke 30)")
+    parser.add_argument("--relayed", type=int, help="messages through the Braze door (full 100, smoke 10)")
+    parser.add_argument("--rows", type=int, help="rows of the tags import and attributes sync (5000, 300)")
+    parser.add_argument("--retry-base", type=float, default=None,
+                        help="first :retry backoff, s (full 4, smoke 2)")
     parser.add_argument("--retry-cap", type=float, default=30.0, help="longest :retry backoff, s")
     parser.add_argument("--report", help="the report (default bench/gameday.md; smoke: gameday-smoke.md in "
                                          "the temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs)")
     args = parser.parse_args(argv)
     smoke = args.smoke
-    args.users = args.users or (3000 if smoke else 20000)
-    args.rate = args.rate or (150.0 if smoke else 300.0)
-    args.triggers = args.triggers if args.triggers is not None else (60 if smoke else 300)
-    args.relayed = args.relayed if args.relayed is not None else (20 if smoke else 100)
-    args.rows = args.rows or (500 if smoke else 5000)
+    args.users = args.users or (1200 if smoke else 20000)
+    args.rate = args.rate or (60.0 if smoke else 300.0)
+    args.triggers = args.triggers if args.triggers is not None else (30 if smoke else 300)
+    args.relayed = args.relayed if args.relayed is not None else (10 if smoke else 100)
+    args.rows = args.rows or (300 if smoke else 5000)
     args.retry_base = args.retry_base or (2.0 if smoke else 4.0)
     report = Path(args.report) if args.report else (
         Path(tempfile.gettempdir()) / "gameday-smoke.md" if smoke else ROOT / "bench/gameday.md")
@@ -439,11 +442,13 @@ def play(run: Run, args, report: Path) -> int:
     warm_headers = urllib3.make_headers(basic_auth=f"braze:{SECRETS['braze']}")
     warm.map(lambda n: load.get(f"{base}/v1/wallets/gd-warm-{n}", warm_headers), range(200))
     jobs = {}
-    jobs["tags"] = cli(run, ["tags", "import", str(tags_csv), "--rate", str(max(50, args.rows / max(30, duration * 0.6))),
-                             "--rejects", str(run.dir / "tags.rejects.csv"), "--progress-interval", "30"],
-                       "cli-tags")
-    jobs["sync"] = cli(run, ["attributes", "sync", str(attrs_csv), "--rejects", str(run.dir / "attrs.rejects.csv"),
-                             "--state", str(run.dir / "attrs.state"), "--progress-interval", "30"], "cli-sync")
+    tag_rate = max(50, args.rows / max(30, duration * 0.6))  # done within the send
+    jobs["tags"] = cli(run, ["tags", "import", str(tags_csv), "--rate", str(tag_rate), "--rejects",
+                             str(run.dir / "tags.rejects.csv"), "--progress-interval", "30"], "cli-tags")
+    jobs["sync"] = cli(run, ["attributes", "sync", str(attrs_csv), "--rejects",
+                             str(run.dir / "attrs.rejects.csv"), "--state", str(run.dir / "attrs.state"),
+                             "--progress-interval", "30"],
+                       "cli-sync")
     run.t0 = time.time() + 3.0
     failover = {}
 

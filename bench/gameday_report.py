@@ -49,22 +49,27 @@ def evaluate(load, sessionm: dict, braze: dict, facts: dict) -> tuple[list, dict
     probes = 0.0
     if hang:
         start, end = hang[0] + 2, hang[1]
-        probes = sum(1 for t, user, _ in sessionm["connect_calls"] if start <= t - t0 <= end) / max(0.1, end - start)
+        calls = sum(1 for t, _user, _ in sessionm["connect_calls"] if start <= t - t0 <= end)
+        probes = calls / max(0.1, end - start)
     processes = 4 + 1  # two instances x WEB_CONCURRENCY=2, and the attribute sync's own process
 
     failover = facts["failover"]
     probe_user = failover.get("probe_user")
-    sf_calls = sum(1 for _, user, _ in sessionm["connect_calls"] if user == probe_user) if probe_user else None
+    sf_calls = None
+    if probe_user:
+        sf_calls = sum(1 for _, user, _ in sessionm["connect_calls"] if user == probe_user)
 
     sent = braze["sent"]
     twice = sorted(m["message"] for m in load.messages if sent.get(m["message"], 0) > 1)
     lost = sorted(m["message"] for m in load.messages
                   if sent.get(m["message"], 0) == 0 and str(m["final"]).startswith("2"))
-    unknown = [m for m in load.messages if sent.get(m["message"], 0) == 0 and not str(m["final"]).startswith("2")]
+    unknown = [m for m in load.messages
+               if sent.get(m["message"], 0) == 0 and not str(m["final"]).startswith("2")]
 
     tags = sessionm["tags"]
     rows = facts["args"]["rows"]
-    counts = {f"gd-t-{n}": (tags.get(f"gd-t-{n}", {}).get("gd-counter") or {}).get("count", 0) for n in range(rows)}
+    counts = {f"gd-t-{n}": (tags.get(f"gd-t-{n}", {}).get("gd-counter") or {}).get("count", 0)
+              for n in range(rows)}
     tag_twice = [u for u, c in counts.items() if c > 1]
     tag_lost = [u for u, c in counts.items() if c == 0 and u not in facts["tags_rejects"]]
     tag_reported = [u for u, c in counts.items() if c == 0 and u in facts["tags_rejects"]]
@@ -73,7 +78,8 @@ def evaluate(load, sessionm: dict, braze: dict, facts: dict) -> tuple[list, dict
     wrong = []
     for user, (points, offers) in facts["expected_profiles"].items():
         profile = profiles.get(user) or {}
-        if (profile.get("sessionm_available_points"), profile.get("sessionm_offer_count")) != (points, offers):
+        synced = (profile.get("sessionm_available_points"), profile.get("sessionm_offer_count"))
+        if synced != (points, offers):
             wrong.append(user)
     unchecked = rows - len(facts["expected_profiles"])
 
@@ -151,14 +157,15 @@ def svg(series: list[dict], events, path: Path) -> None:
                      f"{html.escape(label)}</title></rect>")
         parts.append(f"<text x='{x(start):.1f}' y='{height - bottom + 14 + 12 * (n % 3)}'>"
                      f"{html.escape(label)}</text>")
-    for name, color in (("ok", "#2a9d3a"), ("refused", "#d62828"), ("errors", "#f08c00"), ("calls", "#1d4ed8")):
+    colors = (("ok", "#2a9d3a"), ("refused", "#d62828"), ("errors", "#f08c00"), ("calls", "#1d4ed8"))
+    for name, color in colors:
         points = " ".join(f"{x(r['t']):.1f},{y(r[name]):.1f}" for r in series)
         parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{points}'/>")
     for step in range(5):
         value = y_max * step / 4
         parts.append(f"<text x='4' y='{y(value) + 4:.1f}'>{value:.0f}</text>")
-    legend = [("renders ok/s", "#2a9d3a"), ("first attempts refused/s", "#d62828"), ("render errors/s", "#f08c00"),
-              ("SessionM calls/s", "#1d4ed8")]
+    legend = [("renders ok/s", "#2a9d3a"), ("first attempts refused/s", "#d62828"),
+              ("render errors/s", "#f08c00"), ("SessionM calls/s", "#1d4ed8")]
     for n, (label, color) in enumerate(legend):
         parts.append(f"<text x='{left + 10 + 190 * n}' y='{top - 6}' fill='{color}'>{label}</text>")
     parts.append(f"<text x='{width - 120}' y='{height - 4}'>seconds from the start</text></svg>")
@@ -181,15 +188,18 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
         "",
         "Written by `make gameday` (bench/gameday.py): one scripted run on loopback. "
         "Two instances (the Procfile's line, 2 workers each) behind the shipped nginx configuration; "
-        "Redis master + replica + 3 Sentinels; stand-ins for SessionM (150 ms) and Braze in their own processes.",
+        "Redis master + replica + 3 Sentinels; stand-ins for SessionM (150 ms) and Braze in their own "
+        "processes.",
         "",
-        f"- Machine: {facts['machine']}; load average at the start {start_load[0]:.2f} / {start_load[1]:.2f} / "
-        f"{start_load[2]:.2f}, at the end {end_load[0]:.2f} / {end_load[1]:.2f} / {end_load[2]:.2f} "
+        f"- Machine: {facts['machine']}; load average at the start {start_load[0]:.2f} / "
+        f"{start_load[1]:.2f} / {start_load[2]:.2f}, at the end {end_load[0]:.2f} / {end_load[1]:.2f} / "
+        f"{end_load[2]:.2f} "
         "(the machine is shared: figures are noisy).",
         f"- Work: {args['users']:,} users x 3 renders at {args['rate']:.0f} renders/s (2 s timeout, up to 5 "
-        f"retries, backoff {args['retry_base']:.0f} s doubling to {args['retry_cap']:.0f} s); {args['triggers']} "
-        f"messages through `/v1/braze/trigger` and {args['relayed']} through `/campaigns/trigger/send`, each with "
-        f"an Idempotency-Key, retried after a connection error or a 5xx; `tags import` of {args['rows']:,} "
+        f"retries, backoff {args['retry_base']:.0f} s doubling to {args['retry_cap']:.0f} s); "
+        f"{args['triggers']} messages through `/v1/braze/trigger` and {args['relayed']} through "
+        "`/campaigns/trigger/send`, each with an Idempotency-Key, retried after a connection error or "
+        f"a 5xx; `tags import` of {args['rows']:,} "
         f"counter rows and `attributes sync` of {args['rows']:,} users. Run length {facts['end']:.0f} s.",
         "",
         "## Goals",
@@ -211,7 +221,8 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
         f"- Reads 2 s after the failover (20, through both instances): {figures['sf_statuses']}.",
         f"- Triggered messages: {figures['messages']}; never sent and reported as failed to their caller: "
         f"{figures['unknown_messages']} ({dict(figures['unknown_finals'])}).",
-        f"- Tag rows not counted but reported in the rejects (outcome unknown or refused): {figures['tag_reported']}; "
+        f"- Tag rows not counted but reported in the rejects (outcome unknown or refused): "
+        f"{figures['tag_reported']}; "
         f"command exit codes {facts['jobs']}.",
         f"- Profiles not checked (the wallet could not be read at the end): {figures['unchecked_profiles']}.",
         f"- Worker memory (RSS, MB, both workers of an instance) at the start {memory_start}, at the end "
@@ -228,18 +239,19 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
     for start, end, label in facts["events"]:
         lines.append(f"| {label} | {start:.1f} | {end:.1f} |")
     lines += ["", f"Per {BUCKET} s (per second averages; latency of successful renders):", "",
-              "| t (s) | faults | renders ok/s | first attempts refused/s | render errors/s | p50 ms | p99 ms | "
-              "SessionM calls/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| t (s) | faults | renders ok/s | first attempts refused/s | render errors/s | p50 ms "
+              "| p99 ms | SessionM calls/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         active = "; ".join(label for start, end, label in facts["events"]
                            if start < row["t"] + BUCKET and end >= row["t"])
-        lines.append(f"| {row['t']:.0f} | {active} | {row['ok']:.0f} | {row['refused']:.1f} | {row['errors']:.1f} "
-                     f"| {row['p50']:.0f} | {row['p99']:.0f} | {row['calls']:.1f} |")
+        lines.append(f"| {row['t']:.0f} | {active} | {row['ok']:.0f} | {row['refused']:.1f} "
+                     f"| {row['errors']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {row['calls']:.1f} |")
     missed = [g for g in goals if not g[3]]
     lines += ["", "## Verdict", "",
               "Every goal met." if not missed else "Missed: " + "; ".join(g[0] for g in missed) + "."]
     if figures["twice"] or figures["lost"] or figures["wrong"]:
-        lines.append(f"Examples: twice {figures['twice']}, lost {figures['lost']}, wrong profiles {figures['wrong']}.")
+        lines.append(f"Examples: twice {figures['twice']}, lost {figures['lost']}, "
+                     f"wrong profiles {figures['wrong']}.")
     report.write_text("\n".join(lines) + "\n")
     return bool(missed)
 

@@ -4,8 +4,9 @@ nginx configuration: wallet reads are answered again within seconds, not after a
 A worker killed mid-request fails the requests it held, and nginx counts those against the whole
 instance (max_fails): with fail_timeout=10s it skipped the instance for 10 s although its other
 workers (and the respawned one) answered, and a rollout of the other instance inside those 10 s left
-no live instance: every render answered 502 (bench/gameday.md). Braze renders blank after 2 s:
-https://www.braze.com/docs/user_guide/personalization_and_dynamic_content/connected_content/making_an_api_call/
+no live instance: every render answered 502 (bench/gameday.md). Braze renders blank after 2 s
+(https://www.braze.com/docs/user_guide/personalization_and_dynamic_content/connected_content/
+making_an_api_call/).
 """
 from __future__ import annotations
 
