@@ -490,6 +490,14 @@ def play(run: Run, args, report: Path) -> int:
         fault(run.braze_port, "5xx", 3)
         run.events.append((run.rel(), run.rel() + 3, "Braze 503 burst"))
 
+    def watch_lag() -> None:  # this process's own loop: a late wake-up delays every attempt it times
+        while True:
+            before = time.time()
+            gevent.sleep(0.1)
+            run.lag.append((run.rel(), time.time() - before - 0.1))
+
+    run.lag = []
+    lag_watcher = gevent.spawn(watch_lag)
     scheduler = gevent.spawn(schedule)
     run.events.append((burst[0], burst[1], "2x the send's rate"))
     senders = [gevent.spawn(load.send, args.users)]
@@ -502,6 +510,7 @@ def play(run: Run, args, report: Path) -> int:
         print(f"gameday: t={run.rel():5.0f}s renders done {done}/{args.users * 3}, "
               f"messages {len(load.messages)}/{total}", flush=True)
     scheduler.join(timeout=60)
+    lag_watcher.kill()
     for name, job in jobs.items():
         try:
             job.wait(max(1, 120 - run.rel() + duration))
@@ -532,6 +541,7 @@ def play(run: Run, args, report: Path) -> int:
         "tags_rejects": read_rejects(run.dir / "tags.rejects.csv"),
         "attrs_rejects": read_rejects(run.dir / "attrs.rejects.csv"),
         "expected_profiles": expected, "first_seen": run.first_seen,
+        "nginx": nginx_errors(run.dir / "nginx.log"), "lag": run.lag,
     }
     if args.keep:
         (run.dir / "sessionm-stats.json").write_text(json.dumps(sessionm))
@@ -564,6 +574,19 @@ def single_flight_probe(run: Run, ports: dict, failover: dict) -> None:
         group.spawn(read, port)
     group.join()
     failover.update(probe_user=user, probe_statuses=statuses, probe_at=run.rel())
+
+
+def nginx_errors(path: Path) -> dict:
+    """nginx's own error lines by kind (its error log goes to stderr, beside the access log)."""
+    kinds = {"no live upstreams": 0, "timed out (110: Connection timed out) while connecting": 0,
+             "prematurely closed": 0, "Connection refused": 0}
+    with open(path, errors="replace") as log:
+        for line in log:
+            if not line.startswith("{"):
+                for kind in kinds:
+                    if kind in line:
+                        kinds[kind] += 1
+    return kinds
 
 
 def read_rejects(path: Path) -> dict:

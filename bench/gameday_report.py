@@ -129,12 +129,16 @@ def timeline(load, sessionm: dict, facts: dict, size: float) -> list[dict]:
                 row["refused"] += 1
     for t, _user, _status in sessionm["connect_calls"]:
         rows[int((t - t0) // size)]["calls"] += 1
+    for t, late in facts.get("lag", ()):
+        row = rows[int(t // size)]
+        row["lag"] = max(row.get("lag", 0.0), late)
     out = []
     for n in range(min(rows), max(rows) + 1) if rows else []:
         row = rows[n]
         out.append({"t": n * size, "ok": row["ok"] / size, "refused": row["refused"] / size,
                     "errors": row["errors"] / size, "calls": row["calls"] / size,
-                    "p50": 1000 * pct(row["lat"], 0.5), "p99": 1000 * pct(row["lat"], 0.99)})
+                    "p50": 1000 * pct(row["lat"], 0.5), "p99": 1000 * pct(row["lat"], 0.99),
+                    "lag": 1000 * row.get("lag", 0.0)})
     return out
 
 
@@ -228,6 +232,7 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
         f"- Worker memory (RSS, MB, both workers of an instance) at the start {memory_start}, at the end "
         f"{memory_end} (A's killed worker and B's workers are new processes).",
         f"- Every non-2xx attempt by reason: {reasons}.",
+        f"- nginx's errors: {facts.get('nginx')}.",
         "",
         "## Timeline",
         "",
@@ -238,14 +243,18 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
     ]
     for start, end, label in facts["events"]:
         lines.append(f"| {label} | {start:.1f} | {end:.1f} |")
-    lines += ["", f"Per {BUCKET} s (per second averages; latency of successful renders):", "",
+    lines += ["", f"Per {BUCKET} s (per second averages; latency of successful renders; the last column is "
+              "the most this run's own event loop woke up late: an attempt it timed is late by as much, and "
+              "past a few hundred ms its `timeout`s are the load generator's, not the service's):", "",
               "| t (s) | faults | renders ok/s | first attempts refused/s | render errors/s | p50 ms "
-              "| p99 ms | SessionM calls/s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| p99 ms | SessionM calls/s | load generator late, ms |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         active = "; ".join(label for start, end, label in facts["events"]
                            if start < row["t"] + BUCKET and end >= row["t"])
         lines.append(f"| {row['t']:.0f} | {active} | {row['ok']:.0f} | {row['refused']:.1f} "
-                     f"| {row['errors']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {row['calls']:.1f} |")
+                     f"| {row['errors']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {row['calls']:.1f} "
+                     f"| {row['lag']:.0f} |")
     missed = [g for g in goals if not g[3]]
     lines += ["", "## Verdict", "",
               "Every goal met." if not missed else "Missed: " + "; ".join(g[0] for g in missed) + "."]
