@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import html
-import statistics
 from pathlib import Path
 
 BUCKET = 5  # seconds per row of the timeline table
@@ -258,11 +257,17 @@ def write_report(report: Path, load, sessionm: dict, braze: dict, facts: dict) -
     missed = [g for g in goals if not g[3]]
     lines += ["", "## Verdict", "",
               "Every goal met." if not missed else "Missed: " + "; ".join(g[0] for g in missed) + "."]
+    late = [late for _, late in facts.get("lag", ())]
+    behind = sum(1 for value in late if value > 0.5) / max(1, len(late))
+    if missed and behind > 0.05:
+        lines += ["", f"Why: the load generator itself fell behind (its loop woke up more than 0.5 s "
+                  f"late {100 * behind:.0f} % of the time, at most {max(late):.1f} s): on this machine it "
+                  "cannot drive this rate beside the service, and each attempt it timed late counts as a "
+                  "`timeout` that Braze's retries then multiply. Run it again with a lower `--rate` (or on a "
+                  "machine with more cores) before reading these misses as the service's."]
     if figures["twice"] or figures["lost"] or figures["wrong"]:
         lines.append(f"Examples: twice {figures['twice']}, lost {figures['lost']}, "
                      f"wrong profiles {figures['wrong']}.")
     report.write_text("\n".join(lines) + "\n")
     return bool(missed)
 
-
-__all__ = ["write_report", "statistics"]
