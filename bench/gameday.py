@@ -455,13 +455,15 @@ def play(run: Run, args, report: Path) -> int:
     def at_time(t: float) -> None:
         gevent.sleep(max(0.0, run.t0 + t - time.time()))
 
+    def window(when: float, port: int, mode: str, seconds: float, label: str) -> None:
+        """At `when`, switch a stand-in's fault on for `seconds`, and put it on the timeline."""
+        at_time(when)
+        fault(port, mode, seconds)
+        run.events.append((run.rel(), run.rel() + seconds, label))
+
     def schedule() -> None:
-        at_time(at["sessionm"])
-        fault(run.sessionm_port, "errors30", 10)
-        run.events.append((run.rel(), run.rel() + 10, "SessionM 30 % errors"))
-        at_time(at["sessionm"] + 10)
-        fault(run.sessionm_port, "hang", 5)
-        run.events.append((run.rel(), run.rel() + 5, "SessionM hung"))
+        window(at["sessionm"], run.sessionm_port, "errors30", 10, "SessionM 30 % errors")
+        window(at["sessionm"] + 10, run.sessionm_port, "hang", 5, "SessionM hung")
         run.recovered = at["sessionm"] + 15
         at_time(at["redis"])
         before = run.master_port_now()
@@ -483,12 +485,8 @@ def play(run: Run, args, report: Path) -> int:
             gevent.sleep(0.05)
         instances["B"] = run.instance("B", ports["B"])
         run.events.append((started, run.rel(), "instance B rolled (SIGTERM, start)"))
-        at_time(at["braze"])
-        fault(run.braze_port, "429", 10)
-        run.events.append((run.rel(), run.rel() + 10, "Braze 429, reset 2 s"))
-        at_time(at["braze"] + 10)
-        fault(run.braze_port, "5xx", 3)
-        run.events.append((run.rel(), run.rel() + 3, "Braze 503 burst"))
+        window(at["braze"], run.braze_port, "429", 10, "Braze 429, reset 2 s")
+        window(at["braze"] + 10, run.braze_port, "5xx", 3, "Braze 503 burst")
 
     def watch_lag() -> None:  # this process's own loop: a late wake-up delays every attempt it times
         while True:
