@@ -163,3 +163,32 @@ def test_braze_s_answer_reaches_the_caller_when_redis_is_lost_after_the_send(pai
         assert len(braze.calls(SEND)) == 1
     finally:
         braze.close()
+
+
+def test_with_appendfsync_always_a_restarted_redis_still_knows_the_key(app_for, clock):
+    """README's guidance for one server: `appendonly yes` + `appendfsync always` keeps every record."""
+    topology = Topology("wp-gameday-aof-")
+    port = free_port()
+    argv = server_argv(port) + ["--appendonly", "yes", "--appendfsync", "always"]  # later flags win
+    server = topology.start(argv, port)
+    braze = FakeUpstream()
+
+    def accept_then_crash(request):
+        server.kill()  # SIGKILL: no shutdown save; only what the append-only file holds survives
+        return Reply(201, {"dispatch_id": "d-3", "message": "success"})
+
+    braze.on("POST", SEND, accept_then_crash)
+    key = "gd-" + uuid.uuid4().hex
+    try:
+        settings = make_settings(braze_url=braze.url, WALLET_PROXY_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        answer = trigger(app_for(settings).test_client(), key)
+        assert answer.status_code == 201
+        topology.start(argv, port)  # restarted on the same directory: it replays the file
+        again = app_for(settings, braze_options={"idempotency_wait": 0.3}).test_client()
+        assert trigger(again, key).status_code == 503  # the sending mark, its lease still running
+        clock.tick(301)
+        assert trigger(again, key).json["error"]["code"] == "outcome_unknown"
+        assert len(braze.calls(SEND)) == 1
+    finally:
+        braze.close()
+        topology.close()
