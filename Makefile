@@ -15,7 +15,7 @@ INSTALL_SELF := $(PIP_INSTALL) --no-deps --no-build-isolation -e .
 PIP_COMPILE := $(LINT_VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	--no-emit-index-url --no-emit-find-links
 
-.PHONY: run test serve-prod bench mutate install runtime clean lock lint-deploy
+.PHONY: run test serve-prod bench gameday mutate install runtime clean lock lint-deploy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -85,6 +85,12 @@ lint-deploy: $(LINT_VENV)/.installed $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/cpu_per_miss.py
+
+## gameday: a scripted bad afternoon on loopback (nginx, 2 instances, Redis + Sentinels, faults); writes
+## bench/gameday.md and exits non-zero when a goal is missed. GAMEDAY_ARGS=--smoke: a ~1-minute version.
+## Needs nginx, redis-server and redis-sentinel (installed by .ci/run).
+gameday: $(VENV)/.installed
+	$(BIN)/python bench/gameday.py $(GAMEDAY_ARGS)
 
 ## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
 mutate: $(VENV)/.installed

@@ -126,7 +126,8 @@ class TestAdmission:
             "STALE_TTL past its TTL, a copy is too old to serve"
 
     def test_an_open_breaker_is_the_fast_paths_refusal_too(self, mono):
-        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10)
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10,
+                                     WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         client.error = UpstreamUnavailable("SessionM answered HTTP 503")
         with pytest.raises(UpstreamUnavailable):
             wallets.get("failing", "en-US", mono() + 1.8)
@@ -228,7 +229,8 @@ class TestBreakerCountsSessionMsFailuresOnly:
         assert self.failures(wallets, client, deadline_in=0.3) == "open"
 
     def test_a_probe_that_timed_out_on_our_account_can_be_retried(self, mono):
-        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10)
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10,
+                                     WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         client.elapsed, client.error = 0.01, UpstreamUnavailable("SessionM answered HTTP 503")
         assert self.failures(wallets, client, users=1) == "open"
         mono.tick(10)
@@ -342,7 +344,8 @@ class TestSlotWaiters:
         # the failed call has even given its slot back, not at its own deadline.
         log = CallLog()
         settings = dict(WALLET_PROXY_UPSTREAM_CONCURRENCY=1, WALLET_PROXY_BREAKER_FAILURES=1,
-                        WALLET_PROXY_BREAKER_COOLDOWN=10)
+                        WALLET_PROXY_BREAKER_COOLDOWN=10,
+                        WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         wallets, _, _ = service(mono, metrics=log, **settings)
         wallets.client = client = GatedConnect(mono)
         first, first_outcome = in_thread(wallets.get, "failing", "en-US", mono() + 1.8)
@@ -390,7 +393,8 @@ class TestARefusalIsNotRemembered:
     """A 503 ends its flight: the next read of the same wallet tries again, it does not get the old 503."""
 
     def test_after_the_breaker_lets_calls_through_again(self, mono):
-        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10)
+        wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10,
+                                     WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         client.error = UpstreamUnavailable("SessionM answered HTTP 503")
         for _ in range(2):  # SessionM's 503, then the open breaker's
             with pytest.raises(UpstreamUnavailable):

@@ -251,7 +251,8 @@ class TestAnotherProcessesCall:
     def open_breaker(self, mono):
         shared = SharedCall(mono)
         wallets, client, _ = service(mono, locker=shared, WALLET_PROXY_BREAKER_FAILURES=1,
-                                     WALLET_PROXY_BREAKER_COOLDOWN=10)
+                                     WALLET_PROXY_BREAKER_COOLDOWN=10,
+                                     WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         shared.clock = wallets.clock
         wallets.breaker.failure()  # SessionM failed: the breaker is open
         mono.tick(10)

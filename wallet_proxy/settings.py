@@ -67,6 +67,7 @@ class Settings:
     upstream_timeout: float = 1.5
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
+    breaker_probe_interval: float = 1.0
     upstream_concurrency: int = 64
     client_rate: float | None = None
     public_metrics: bool = False
@@ -201,6 +202,7 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         upstream_timeout=number("WALLET_PROXY_UPSTREAM_TIMEOUT", 1.5, float, 0.01, 30),
         breaker_failures=number("WALLET_PROXY_BREAKER_FAILURES", 5, int, 1),
         breaker_cooldown=number("WALLET_PROXY_BREAKER_COOLDOWN", 10.0, float, 0),
+        breaker_probe_interval=number("WALLET_PROXY_BREAKER_PROBE_INTERVAL", 1.0, float, 0),
         upstream_concurrency=number("WALLET_PROXY_UPSTREAM_CONCURRENCY", 64, int, 1, 10_000),
         client_rate=client_rate,
         public_metrics=get("WALLET_PROXY_PUBLIC_METRICS") in ("1", "true", "yes", "on"),

@@ -82,7 +82,13 @@ class TriggerEngine:
             chunk["state"] = ChunkState.SENDING.value
             for stale in ("error", "notice", "errors", "braze", "dispatch_id"):
                 chunk.pop(stale, None)
-            save()  # recorded before the call, so a crash mid-call leaves it SENDING -> UNKNOWN
+            try:
+                save()  # recorded (durably) before the call, so a crash mid-call leaves it SENDING -> UNKNOWN
+            except ApiError as exc:
+                # The mark is not durable (Redis unreachable, no replica acknowledged it): Braze is
+                # not called, so this chunk stays resendable.
+                chunk.update(state=ChunkState.FAILED.value, error=_error(exc))
+                raise
             try:
                 accepted = self.braze.send(plan.kind, plan.bodies[chunk["index"]], deadline)
             except OutcomeUnknown as exc:

@@ -5,10 +5,19 @@ working on it (`pending`), and `chunks`, each in a `ChunkState` (see chunks.py, 
 machine): a repeat resends only the resendable ones. A SENDING chunk whose lease ran out (the process
 died mid-call) becomes UNKNOWN, never NEW. Both stores share the decisions below; they only differ
 in how a record is swapped atomically.
+
+Losing Redis (a restart, a failover with replication lag) must not lose a record (#25):
+- the SENDING mark is durable before Braze is called: with a replica attached, each write waits
+  (WAIT) until a replica has it, and a write no replica acknowledged in time refuses the send (503,
+  nothing sent); without a replica, durability rests on Redis's append-only file (README, Redis);
+- Braze's answer always reaches the caller: when its result cannot be recorded (Redis went away
+  after Braze accepted), the caller still gets it, and a repeat finds the durable SENDING mark,
+  which turns UNKNOWN when its lease runs out: `outcome_unknown`, never a second send.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -16,10 +25,18 @@ import uuid
 from cachetools import TTLCache
 
 from ..errors import Conflict, UpstreamUnavailable
-from .chunks import LEASE_EXPIRED, abandon_in_flight, resendable
+from .chunks import LEASE_EXPIRED, ChunkState, abandon_in_flight, resendable, state_of
+
+log = logging.getLogger(__name__)
 
 RETENTION = 86400.0  # SPEC: a repeat within 24 h answers the first result
 LEASE = 300.0  # a request working on a key renews this with every chunk it records
+# Most milliseconds a record write waits for a replica's acknowledgement (WAIT). A replica on the
+# same LAN acknowledges in about a millisecond; Redis notices a WAIT's timeout on its next tick (up
+# to 100 ms later at the default hz 10), and the client's socket timeout is 150 ms.
+WAIT_MS = 30
+# Seconds between looks at how many replicas the master has (INFO replication).
+REPLICAS_EVERY = 1.0
 
 
 class Claim:
@@ -97,7 +114,16 @@ class IdempotencyStore:
                 record.update(pending=False, owner=None)
             return record, None
 
-        self._transact(key, update)
+        try:
+            self._transact(key, update)
+        except UpstreamUnavailable:
+            if any(state_of(chunk) is ChunkState.SENDING for chunk in chunks):
+                raise  # the in-flight mark: Braze is not called unless it is durable
+            # A result: Braze has answered, and its answer must reach the caller (a 503 would make it
+            # repeat). The durable SENDING mark makes a repeat answer outcome_unknown, never resend.
+            log.warning("could not record the result of a triggered send; a repeat of its key will "
+                        "answer outcome_unknown for the chunks it sent")
+            return
         if done:
             self._notify(key)
 
@@ -138,10 +164,54 @@ class RedisIdempotency(IdempotencyStore):
     name = "redis"
     PREFIX = "wallet-proxy:idem:"
 
-    def __init__(self, redis, poll: float = 0.05, **kwargs):
+    def __init__(self, redis, poll: float = 0.05, wait_ms: int = WAIT_MS, **kwargs):
         super().__init__(**kwargs)
         self.redis = redis
         self.poll = poll
+        self.wait_ms = wait_ms
+        self._replicas = 0
+        self._replicas_at = float("-inf")  # monotonic time of the last INFO replication
+
+    def replicas(self) -> int:
+        """Replicas a write must reach (0 or 1): one when the master has any attached.
+
+        Read from INFO replication at most every REPLICAS_EVERY s. A cluster client is not asked: its
+        records live on the node of their slot, whose replicas the cluster manages.
+        """
+        from ..redis_client import ClusterClient
+
+        if isinstance(self.redis, ClusterClient):
+            return 0
+        now = time.monotonic()
+        if now - self._replicas_at >= REPLICAS_EVERY:
+            info = self.redis.info("replication")
+            self._replicas = 1 if int(info.get("connected_slaves", 0) or 0) > 0 else 0
+            self._replicas_at = now
+        return self._replicas
+
+    def _durable(self, name: str, ttl: int) -> None:
+        """Return once a replica holds the write just made to `name`; raise when none did in time.
+
+        WAIT counts the writes of the connection it is sent on, and the transaction's connection
+        went back to the pool: so a write that always replicates (the record's own expiry, set
+        again) goes first on the same connection, in one round trip.
+        """
+        wanted = self.replicas()
+        if not wanted:
+            return
+        from ..redis_client import errors
+
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.expire(name, ttl)
+                pipe.wait(wanted, self.wait_ms)
+                acknowledged = pipe.execute()[-1]
+        except errors():
+            acknowledged = 0  # the master went away or is too slow: not known to be durable
+        if acknowledged < wanted:
+            self._replicas_at = float("-inf")  # look again: the replica may be gone for good
+            raise UpstreamUnavailable("the idempotency record did not reach a Redis replica in time; "
+                                      "nothing was sent, retry shortly", retry_after=2)
 
     def _transact(self, key, fn):
         import redis as redis_lib
@@ -164,6 +234,7 @@ class RedisIdempotency(IdempotencyStore):
                     pipe.multi()
                     pipe.set(name, json.dumps(new, separators=(",", ":")), ex=ttl)
                     pipe.execute()
+                    self._durable(name, ttl)
                     return result
                 except redis_lib.WatchError:
                     continue  # another process changed the record between our read and write

@@ -46,8 +46,16 @@ log = logging.getLogger(__name__)
 # RedisError, and a cluster's topology errors (RedisClusterException is not a RedisError).
 REDIS_ERRORS = errors()
 
-# Seconds Redis is left alone after an error before one request tries it again.
-BACKOFF = 2.0
+# Seconds Redis is left alone after an error before one request tries it again. Short, because a
+# Sentinel failover's last errors come just before the new master answers: with 2 s, a process that
+# tripped then was still off the shared cache (no single flight across processes) 2-3 s after the
+# failover (game day, #25). One probe per 0.5 s costs at most a 150 ms timeout per process.
+BACKOFF = 0.5
+# While degraded, a background thread also pings Redis every BACKOFF for up to this many seconds
+# (then requests alone probe it): a process that tripped during a failover and then saw no traffic
+# learns Redis is back before the next burst, whose concurrent reads would otherwise all fall back
+# to memory (no single flight across processes) while its first request probes.
+WATCH_FOR = 30.0
 
 # Delete the lock only if it still holds our token: an expired lock re-taken by another process
 # must not be released by us (https://redis.io/docs/latest/develop/use/patterns/distributed-locks/).
@@ -85,6 +93,7 @@ class RedisStore:
         self._lock = threading.Lock()
         self._degraded = False
         self._retry_at = 0.0
+        self._watching = False
         self.errors_total = 0  # Redis calls that failed
         self.fallbacks_total = 0  # healthy -> degraded transitions
         # Stored JSON -> its decoded Entry: the renders of a send read the same bytes again and
@@ -249,6 +258,7 @@ class RedisStore:
     def _forked(self) -> None:
         """In a forked child the parent's subscription is not ours: start afresh, leaving it alone."""
         self._near_lock = threading.Lock()
+        self._watching = False  # the parent's watcher thread is not in the child
         self._pubsub = self._poller = None
         self._reset_near()
 
@@ -287,12 +297,32 @@ class RedisStore:
         with self._lock:
             was_degraded, self._degraded = self._degraded, True
             self._retry_at = self.monotonic() + self.backoff
+            watch, self._watching = not self._watching, True
+        if watch:
+            threading.Thread(target=self._watch, name="redis-watch", daemon=True).start()
         if not was_degraded:
             self.fallbacks_total += 1
-            log.warning("Redis failed (%s); serving from the in-process cache, retrying Redis in %.0fs",
+            log.warning("Redis failed (%s); serving from the in-process cache, retrying Redis in %.1fs",
                         type(exc).__name__, self.backoff)
             if self.metrics is not None and hasattr(self.metrics, "cache_fallback"):
                 self.metrics.cache_fallback()
+
+    def _watch(self) -> None:
+        """Ping Redis every backoff while degraded (at most WATCH_FOR s); back on it once it answers."""
+        try:
+            end = time.monotonic() + WATCH_FOR
+            while time.monotonic() < end:
+                time.sleep(self.backoff)
+                if not self._degraded:
+                    return
+                try:
+                    self.client.ping()
+                except REDIS_ERRORS:
+                    continue
+                self._recovered()
+                return
+        finally:
+            self._watching = False
 
     def _recovered(self) -> None:
         if self._degraded:

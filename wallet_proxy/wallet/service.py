@@ -257,7 +257,8 @@ class WalletService:
         self.settings = settings
         self.clock = clock
         self.monotonic = monotonic
-        self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown)
+        self.breaker = breaker or Breaker(settings.breaker_failures, settings.breaker_cooldown,
+                                          probe_interval=settings.breaker_probe_interval)
         self.flights = SingleFlight(monotonic)
         self.slots = Slots(settings.upstream_concurrency, hold=min(INITIAL_HOLD, settings.upstream_timeout),
                            monotonic=monotonic)
