@@ -73,6 +73,8 @@ class Settings:
     sandbox_latency: float = 0.0
     sandbox_fault: str | None = None
     max_body_bytes: int = 1_048_576
+    body_timeout: float = 10.0  # seconds for a whole request body (half of it at most between two bytes)
+    write_timeout: float = 10.0  # seconds an answer's write may stall on a client that does not read
 
     @property
     def connect_configured(self) -> bool:
@@ -203,6 +205,8 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         sandbox=sandbox,
         sandbox_latency=number("WALLET_PROXY_SANDBOX_LATENCY", 0.0, float, 0, 60),
         sandbox_fault=get("WALLET_PROXY_SANDBOX_FAULT"),
+        body_timeout=number("WALLET_PROXY_BODY_TIMEOUT", 10.0, float, 0.1, 300),
+        write_timeout=number("WALLET_PROXY_WRITE_TIMEOUT", 10.0, float, 0.1, 300),
     )
     redis_url = settings.redis_url
     if redis_url:
