@@ -8,6 +8,7 @@ existing one others may read or write refused; every file problem is one line an
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -117,3 +118,38 @@ class TestJournal:
                           "--rejects", str(tmp_path / "nowhere" / "r.csv"))
         assert code == 2 and len(lines) == 1, lines
         assert "nowhere/r.csv: cannot create: No such file or directory" in lines[0], lines
+
+
+# -- control characters in what a person reads (issue #22 item 5) ----------------------------------------
+
+HOSTILE = ('user_id,tags,ttl\n"evil\x1b]0;owned\x07id",vip,60\n"a\x1b[2Jb",vip,60\n"line\r\nbreak",vip,60\n'
+           'u1,"tag\x9b31m",60\n"=cmd|calc",vip,60\n"x\u202eevil",vip,60\n"c1\x85x",vip,60\nu2,vip,60\n')
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+class TestNothingATerminalRuns:
+    def test_the_rejects_file_escapes_control_characters_and_still_neutralises_formulas(self, tmp_path):
+        (tmp_path / "hostile.csv").write_text(HOSTILE, encoding="utf-8")
+        code, lines = run(tmp_path, "tags", "import", "hostile.csv")
+        assert code == 1, lines
+        text = (tmp_path / "hostile.rejects.csv").read_bytes().decode("utf-8")
+        rows = text.split("\r\n")  # the CSV's own row ends; no cell runs over a line, no control character
+        assert not [row for row in rows if CONTROL.search(row) or "\n" in row or "\r" in row], repr(text)
+        assert rows[0] == "line,user_id,tags,ttl,reason" and rows[-1] == "" and len(rows) == 9, rows
+        assert rows[1].startswith(r"2,evil\x1b]0;owned\x07id,vip,60,"), rows[1]
+        assert rows[3].startswith(r"5,line\x0d\x0abreak,"), rows[3]
+        assert r"tag\x9b31m" in rows[4] and rows[6].startswith(r"8,x\u202eevil,") and r"c1\x85x" in rows[7]
+        assert rows[5].startswith("7,'=cmd|calc,"), rows[5]  # the formula stays text in a spreadsheet
+
+    def test_error_and_summary_lines_escape_what_came_from_outside(self, tmp_path):
+        name = "seg\x1b[31m\x9b.csv"  # a file name is outside text too
+        (tmp_path / name).write_text("email\nx@example.com\n")
+        result = subprocess.run([COMMAND, "tags", "import", name, "--tag", "vip"], cwd=tmp_path, env=env(),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and not CONTROL.search(result.stderr + result.stdout), repr(result.stderr)
+        assert r"seg\x1b[31m\x9b.csv: no 'user_id' column" in result.stderr, result.stderr
+        (tmp_path / name).write_text("user_id\nu1\nbad id\n")
+        result = subprocess.run([COMMAND, "tags", "import", name, "--tag", "vip", "--ttl", "60"], cwd=tmp_path,
+                                env=env(), capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and not CONTROL.search(result.stderr + result.stdout), repr(result.stdout)
+        assert r"tags import seg\x1b[31m\x9b.csv: 2 rows, 1 tagged" in result.stdout, result.stdout
