@@ -16,8 +16,9 @@ changes three things:
   of that between two of its bytes, whoever reads it (the app, a form parser before authentication,
   or gunicorn discarding what the app left): past it the request answers `408` and the connection
   closes. An answer whose client stops reading is dropped once a write has stalled for
-  `WALLET_PROXY_WRITE_TIMEOUT` (10 s); a client pipelining requests gets at most PIPELINE_DEPTH
-  answers in a row before the connection closes, so it cannot queue work behind answers it never reads;
+  `WALLET_PROXY_WRITE_TIMEOUT` (10 s); a request pipelined behind others is served only once the
+  client has read the answers before it (the socket's send queue is empty), within the same timeout,
+  and at most PIPELINE_DEPTH in a row, so a client cannot queue work behind answers it never reads;
 - connections waiting on their client (idle between requests, a head or body not yet here, an answer
   the client does not read) give way, the longest waiting first, when the worker's free slots fall under
   a reserve, so a new connection (Braze's) is always taken;
@@ -33,6 +34,7 @@ import errno
 import heapq
 import socket
 import ssl
+import struct
 import time
 import traceback
 from contextlib import contextmanager
@@ -50,6 +52,17 @@ HEAD_TIMEOUT = 10.0  # seconds for a complete request head (SPEC: Pages and oper
 RESERVE_FRACTION = 0.05  # of worker_connections kept free by closing connections waiting on their client
 PIPELINE_DEPTH = 16  # answers in a row to requests the client sent before reading the previous answers
 SENDFILE_CHUNK = 65536
+UNREAD_POLL = 0.02  # seconds between looks at a pipelining client's unread answers
+
+try:  # Linux: bytes of a socket's send queue the peer has not acknowledged yet
+    from fcntl import ioctl
+    from termios import TIOCOUTQ as _OUTQ
+except ImportError:  # pragma: no cover - elsewhere the pipeline depth alone bounds it
+    _OUTQ = None
+
+
+def _unsent(client) -> int:
+    return struct.unpack("i", ioctl(client.fileno(), _OUTQ, b"\0\0\0\0"))[0]
 
 
 class HeadTimeout(ConnectionAbandoned):
@@ -72,7 +85,8 @@ class ClientSocket:
     is set (from a head's end until its body is read), a `recv` waits at most until the deadline
     and at most `body_gap` seconds for the next bytes, else raises BodyTimeout. A write waits at
     most `write_timeout` seconds for the client to take more bytes, else raises WriteTimeout. Both
-    waits are announced to the worker (`waiting`), so that under pressure they give way.
+    waits are entered in the worker's `_waiting` (greenlet -> since when), so that under pressure the
+    longest waiting give way.
     """
 
     def __init__(self, sock, worker: "WalletProxyWorker"):
@@ -88,28 +102,41 @@ class ClientSocket:
 
     def recv(self, size: int, *flags) -> bytes:
         deadline = self.body_deadline
+        waiting, me = self._worker._waiting, gevent.getcurrent()
         if deadline is None:  # a request head: bounded by the worker's head and idle timers
-            with self._worker.waiting(self.head_started):
+            waiting[me] = self.head_started
+            if self._worker.connections > self._worker.room:
+                self._worker._make_room()
+            try:
                 return self._sock.recv(size, *flags)
+            finally:
+                waiting.pop(me, None)
         remaining = deadline - time.monotonic()
         # past the deadline only bytes already here are taken
         self._sock.settimeout(max(0.001, min(self._worker.body_gap, remaining)))
+        waiting[me] = self.body_started
+        if self._worker.connections > self._worker.room:
+            self._worker._make_room()
         try:
-            with self._worker.waiting(self.body_started):
-                return self._sock.recv(size, *flags)
+            return self._sock.recv(size, *flags)
         except socket.timeout:
             raise BodyTimeout() from None
         finally:
+            waiting.pop(me, None)
             self._sock.settimeout(None)
 
     def send(self, data, *flags) -> int:
+        waiting, me = self._worker._waiting, gevent.getcurrent()
         self._sock.settimeout(self._worker.write_timeout)
+        waiting[me] = time.monotonic()
+        if self._worker.connections > self._worker.room:
+            self._worker._make_room()
         try:
-            with self._worker.waiting(time.monotonic()):
-                sent = self._sock.send(data, *flags)
+            sent = self._sock.send(data, *flags)
         except socket.timeout:
             raise WriteTimeout() from None
         finally:
+            waiting.pop(me, None)
             self._sock.settimeout(None)
         self.sent += sent
         return sent
@@ -181,9 +208,13 @@ class WalletProxyWorker(GeventWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.connections = 0  # connections being served by this worker
+        self._evicting: set = set()  # of them, told to give way and not yet gone
         # greenlets blocked on their client (idle, body, stalled write) -> since when
         self._waiting: dict = {}
         self._idle: set = set()  # those of them idle between requests (closed at once on SIGTERM)
+        # connections above which the longest waiting give way: checked when a connection comes and
+        # whenever one starts waiting, so the pool is never full while any connection waits on its client
+        self.room = self.worker_connections - max(1, int(self.worker_connections * RESERVE_FRACTION))
         settings = Settings.from_env(implicit_sandbox=True)  # the master refused bad settings already
         self.body_timeout = settings.body_timeout
         self.body_gap = settings.body_timeout / 2
@@ -223,6 +254,8 @@ class WalletProxyWorker(GeventWorker):
                     pipelined = pipelined + 1 if parser.unreader.buf.seek(0, 2) else 0
                     if pipelined >= self.pipeline_depth:
                         break  # the client sends requests without reading answers: it retries the rest
+                    if pipelined:  # the next request is here already: first the client reads the answers
+                        self._wait_until_read(client)
                     if not self._wait_for_next_request(client, parser):
                         break
                 first = False
@@ -268,6 +301,7 @@ class WalletProxyWorker(GeventWorker):
             self.connections -= 1
             self._waiting.pop(gevent.getcurrent(), None)
             self._idle.discard(gevent.getcurrent())
+            self._evicting.discard(gevent.getcurrent())
             util.close(client)
 
     def _wait_for_next_request(self, client, parser) -> bool:
@@ -278,17 +312,41 @@ class WalletProxyWorker(GeventWorker):
         if buffered.seek(0, 2):  # a pipelined request is already here
             return True
         with self.waiting(time.monotonic(), idle=True):
+            if self.connections > self.room:
+                self._make_room()
             wait_read(client.fileno(), timeout=self.cfg.keepalive, timeout_exc=IdleTimeout)
         return True
 
+    def _wait_until_read(self, client) -> None:
+        """Wait until the client has taken the answers sent so far (the socket's send queue is empty),
+        at most the write timeout: a client pipelining requests gets no answer ahead of those it has
+        not read, so one that never reads costs one answer, not one per request it sent."""
+        if _OUTQ is None:
+            return
+        me = gevent.getcurrent()
+        since = time.monotonic()
+        self._waiting[me] = since
+        try:
+            if self.connections > self.room:
+                self._make_room()
+            while _unsent(client):
+                if time.monotonic() - since >= self.write_timeout:
+                    raise WriteTimeout()
+                gevent.sleep(UNREAD_POLL)
+        finally:
+            self._waiting.pop(me, None)
+
     def _make_room(self) -> None:
         """Close the connections waiting longest on their client while free slots are under the reserve."""
-        reserve = max(1, int(self.worker_connections * RESERVE_FRACTION))
-        excess = self.connections - (self.worker_connections - reserve)
+        excess = self.connections - self.room - len(self._evicting)
         if excess <= 0 or not self._waiting:
             return
-        for waiter, _ in heapq.nsmallest(excess, self._waiting.items(), key=lambda item: item[1]):
+        me = gevent.getcurrent()
+        candidates = ((g, since) for g, since in self._waiting.items() if g is not me)
+        for waiter, _ in heapq.nsmallest(excess, candidates, key=lambda item: item[1]):
             self._waiting.pop(waiter, None)
+            self._idle.discard(waiter)
+            self._evicting.add(waiter)
             waiter.kill(Evicted, block=False)
 
     def handle_exit(self, sig, frame):
