@@ -230,3 +230,15 @@ class TestTheIssuesAttack:
         finally:
             for sock in socks:
                 sock.close()
+
+
+def test_the_timeouts_are_checked_settings():
+    from wallet_proxy.settings import ConfigError, parse
+
+    assert (parse({}).body_timeout, parse({}).write_timeout) == (10.0, 10.0)
+    timeouts = parse({"WALLET_PROXY_BODY_TIMEOUT": "2.5", "WALLET_PROXY_WRITE_TIMEOUT": "4"})
+    assert (timeouts.body_timeout, timeouts.write_timeout) == (2.5, 4.0)
+    for name, value in (("WALLET_PROXY_BODY_TIMEOUT", "0"), ("WALLET_PROXY_WRITE_TIMEOUT", "soon"),
+                        ("WALLET_PROXY_BODY_TIMEOUT", "301")):
+        with pytest.raises(ConfigError, match=name):
+            parse({name: value})
