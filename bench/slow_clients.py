@@ -19,6 +19,9 @@ Measured 2026-11-29 on the shared 2-core machine (4100 tricklers, 500 idle, 400 
 
 - WalletProxyWorker: tricklers closed by the server 4100 of 4100 (median lifetime 12.1 s, max 19.4 s);
   idle gave way 500 of 500; wallet reads 400 x 200, p50 57 ms, p99 9.4 s.
+- Again 2026-12-07, once heads and bodies not yet here give way too (#22): tricklers closed 4100 of
+  4100 (median 11.4 s, max 14.2 s); idle gave way 500 of 500; reads 400 x 200, p50 38 ms, p99 4.2 s
+  (load average 6-9 from other jobs: noisy).
 - gunicorn's gevent worker: tricklers closed 0 of 4100 after 30 s; wallet reads: some ReadTimeout
   (10 s), p50 33 ms, p99 10.1 s.
 
@@ -172,10 +175,13 @@ def issue22(tricklers: int = 55, non_readers: int = 55, connections: int = 50, t
       55/55 non-readers; 64 reads, all 200, p50 4 ms, max 321 ms. The worker before #22 and
       gunicorn's gevent worker (`GUNICORN_CMD_ARGS="-k gevent"`): 0/55 and 0/55 closed; the one read
       timed out after 20 s.
-    - 2,100 + 2,100 against 4,000 connections: 2,056/2,100 bodies closed within the 22 s run (median
-      12.2 s from when the client opened them, most waited in the accept backlog), 2,100/2,100
-      non-readers; 21 reads, all 200, p50 16 ms, max 13.1 s (the worker's one core, shared, was busy
-      with 2,100 OpenAPI answers and 4,200 connections; per-address limits at the front prevent this).
+    - 2,100 + 2,100 against 4,000 connections: one run 2,056/2,100 bodies closed within the 22 s run
+      (median 12.2 s from when the client opened them), 2,100/2,100 non-readers, 21 reads all 200,
+      p50 16 ms, max 13.1 s; a second run: the one read timed out at 20 s. 4,200 trickled bodies
+      alone: the read took 19.6 s. At that scale the worker is short of CPU, not of connections:
+      each attacker's request costs it milliseconds (Flask, the form parser, an OpenAPI answer) on
+      its share of a loaded core, and the read waits in the kernel's accept queue behind thousands
+      of them. Per-address connection limits at the front (README "Security") are what stop that.
     """
     proc, url, port = start({"WALLET_PROXY_WORKER_CONNECTIONS": str(connections),
                              "WALLET_PROXY_BODY_TIMEOUT": f"{timeout:g}", "WALLET_PROXY_WRITE_TIMEOUT": f"{timeout:g}"})
