@@ -55,19 +55,8 @@ def free_port() -> int:
 
 
 def main(tricklers: int = 4100, idle_count: int = 500) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SESSIONM_", "BRAZE_", "WALLET_PROXY_"))}
-    env.update(PORT=str(port), WALLET_PROXY_SANDBOX="1")
-    proc = subprocess.Popen([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc, url, port = start({})
     try:
-        for _ in range(200):
-            try:
-                requests.get(url + "/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
         auth = ("demo", "demo")
         requests.get(url + "/v1/wallets/bench-user", auth=auth, timeout=5)
 

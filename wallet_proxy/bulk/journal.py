@@ -41,8 +41,8 @@ class Journal:
         if stored is None:
             self.db.execute("INSERT INTO meta VALUES ('identity', ?)",
                             (json.dumps(identity, sort_keys=True),))
-        elif _identity(stored[0]) != identity:
-            old = _identity(stored[0]) or {}
+        elif json_object(stored[0]) != identity:
+            old = json_object(stored[0]) or {}
             changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
             self.db.close()
             raise FileError(f"{path}: the file or options changed since the interrupted run "
@@ -126,7 +126,8 @@ def _check_private(path: str, what: str) -> None:
                         f"check it, then chmod 600 it (or move it away to start over)")
 
 
-def _identity(raw) -> dict | None:
+def json_object(raw) -> dict | None:
+    """The JSON object stored as `raw`, or None for anything else (absent, garbage, not an object)."""
     try:
         value = json.loads(raw)
     except (TypeError, ValueError):
@@ -148,7 +149,7 @@ def stored_identity(path: str) -> dict | None:
         return None
     finally:
         db.close()
-    return _identity(row[0]) if row else None
+    return json_object(row[0]) if row else None
 
 
 def file_identity(path: str) -> dict:

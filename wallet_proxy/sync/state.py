@@ -13,7 +13,7 @@ import threading
 
 from cachetools import LRUCache
 
-from ..bulk.journal import private_database
+from ..bulk.journal import json_object, private_database
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,10 @@ def _readable(rows) -> dict:
     """{user_id: attributes} of (user_id, stored text) rows, leaving out absent and unreadable ones."""
     found = {}
     for user_id, raw in rows:
-        value = _decode(raw) if raw is not None else None
+        value = json_object(raw) if raw is not None else None
         if value is not None:
             found[user_id] = value
     return found
-
-
-def _decode(raw) -> dict | None:
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _encode(attributes: dict) -> str:
