@@ -9,6 +9,7 @@ import selectors
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -242,3 +243,11 @@ def test_the_timeouts_are_checked_settings():
                         ("WALLET_PROXY_BODY_TIMEOUT", "301")):
         with pytest.raises(ConfigError, match=name):
             parse({name: value})
+
+
+def test_a_file_answer_goes_through_the_bounded_writes_whole(gunicorn):
+    # Flask serves static files through gunicorn's sendfile, which the worker replaces by bounded writes
+    server = gunicorn()
+    answer = requests.get(server.url + "/static/preview.css", timeout=5)
+    shipped = (Path(__file__).parent.parent / "wallet_proxy" / "preview" / "static" / "preview.css").read_bytes()
+    assert answer.status_code == 200 and answer.content == shipped
