@@ -153,3 +153,13 @@ class TestNothingATerminalRuns:
                                 env=env(), capture_output=True, text=True, timeout=60)
         assert result.returncode == 1 and not CONTROL.search(result.stderr + result.stdout), repr(result.stdout)
         assert r"tags import seg\x1b[31m\x9b.csv: 2 rows, 1 tagged" in result.stdout, result.stdout
+
+    def test_the_commands_log_lines_escape_them_too(self):
+        # a log line may quote outside text (an upstream's answer, a traceback's message)
+        script = ("import logging; from wallet_proxy.cli import setup_logging; setup_logging(); "
+                  "logging.getLogger('wallet_proxy').warning('upstream said %s', '\\x1b]0;owned\\x07\\x9b2J');"
+                  "logging.getLogger('wallet_proxy').exception('boom', exc_info=ValueError('\\x1b[2J'))")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert not CONTROL.search(result.stderr), repr(result.stderr)
+        assert r"upstream said \x1b]0;owned\x07\x9b2J" in result.stderr and r"ValueError: \x1b[2J" in result.stderr

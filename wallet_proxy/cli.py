@@ -264,13 +264,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
         _say(f"wallet-proxy: {exc}")
         return 2
+
+
+def setup_logging() -> None:
+    """The command's log lines on stderr, control characters escaped."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+class _PrintableFormatter(logging.Formatter):
+    """The command's log lines (a traceback's too) with control characters escaped, like every other line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .bulk.rows import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
 
 def _say(line: str, stream=None) -> None:
