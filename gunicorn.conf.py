@@ -31,7 +31,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # With Redis, WEB_CONCURRENCY processes (and hosts) share the cache.
 workers = int(os.environ.get("WEB_CONCURRENCY", "1")) if os.environ.get("WALLET_PROXY_REDIS_URL") else 1
 # gunicorn's gevent worker plus what it lacks (wallet_proxy/web/worker.py): a 10 s limit on a request
-# head, idle keep-alive connections that give way to new ones, JSON answers for its own 4xx.
+# head, WALLET_PROXY_BODY_TIMEOUT on a body and WALLET_PROXY_WRITE_TIMEOUT on a stalled write (both read
+# by the worker, 10 s), connections waiting on their client that give way to new ones, JSON 4xx.
 worker_class = "wallet_proxy.web.worker.WalletProxyWorker"
 worker_connections = int(os.environ.get("WALLET_PROXY_WORKER_CONNECTIONS", "4000"))
 keepalive = 75  # Braze reuses connections during a send (no Braze page gives its idle time)

@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import CLIENTS, OFFERS_PATH, ROOT, fixture_json, free_port, make_settings
 from tests.fakes import Reply
+from wallet_proxy.preview.liquid import Playground, TemplateProblem
 from wallet_proxy.web import logs
 
 # Sensitive values the attacks carry: none of them may appear in any log line.
@@ -38,6 +41,8 @@ SENDER = {"Authorization": "Bearer sender-secret-1"}
 OPS = {"Authorization": "Basic " + base64.b64encode(b"ops:ops-secret").decode()}
 NON_ASCII_BASIC = "Basic \xe9\xe9\xe9=="  # a latin-1 byte where base64 is expected
 OK = fixture_json("get_user_offers.ok.json")
+FUZZ_VALUES = ["'a'", "1", "-1", "0", "1.5", "nil", "true", "wallet", "wallet.offers", "wallet.offers[0]", "(1..3)",
+               "''", "'2026-01-01'", "'now'", "x", "'é'", "'%%'"]
 
 
 def assert_json_4xx(response, *statuses):
@@ -251,6 +256,50 @@ class TestPlaygroundIsolation:
     def test_a_date_out_of_range_is_a_422_not_a_500(self, served):
         body = assert_json_4xx(self.render(served, "{{ '99999999999999999999' | date: '%Y' }}"), 422)
         assert "out of range" in body["error"]["message"]
+
+    # Templates whose error was Python's own text (#22 item 6), found by fuzzing filter chains: a
+    # signature mismatch, a library bug (`LiquidError.__init__() missing ... 'token'`), an exception
+    # python-liquid does not wrap (IndexError, ValueError), a Python type name or value repr.
+    BROKEN = [
+        ("{{ 'a' | concat: 1 }}", "concat", "cannot work with this value"),
+        ("{{ x | plus }}", "plus", "needs an argument"),
+        ("{{ 'a' | replace }}", "replace", "needs an argument"),
+        ("{{ 'a' | url_decode: 1 }}", "url_decode", "takes no argument"),
+        ("{{ 'a' | md5: 1 }}", "md5", "takes no argument"),
+        ("{{ 'a' | where: 1, 2, 3 }}", "where", "takes at most 2 arguments, got 3"),
+        ("{{ 'now' | time_zone: 'UTC', 'b' }}", "time_zone", "takes at most 1 argument, got 2"),
+        ("{{ x | default: 1, allow_false: true, z: 1 }}", "default", "has no option 'z'"),
+        ("{{ 'a' | uniq: 1 }}", "uniq", "cannot work with this value"),
+        ("{{ 'é' | base64_decode }}", "base64_decode", "cannot work with this value"),
+        ("{{ -1 | slice: wallet }}", "slice", "found an object"),
+        ("{{ 1 | uniq: wallet }}", "uniq", "expects a property name"),
+        ("{{ 1 | time_zone: wallet }}", "time_zone", "unknown time zone that value"),
+    ]
+    PYTHON = re.compile(r"\w\(\)|__\w+__|<locals>|<lambda>|NoneType|positional|keyword-only|Error\b|"
+                        r"\bdict\b|\bstr\b|range\(|\{'|Traceback")
+
+    @pytest.mark.parametrize("template, name, words", BROKEN, ids=[t for t, _, _ in BROKEN])
+    def test_a_template_error_reads_as_the_templates_problem_never_pythons(self, served, template, name, words):
+        body = assert_json_4xx(self.render(served, "Hello {{ wallet.available_points }}\n" + template), 422)
+        message, details = body["error"]["message"], body["error"]["details"]
+        assert not self.PYTHON.search(message + details.get("reason", "")), body
+        assert name in details["reason"] and words in details["reason"], body
+        assert details["kind"] == "render" and details["line"] == 2, body  # where: the second line
+        assert "line 2: " in message and name in message, message
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(sorted(Playground().env.filters)),
+                              st.lists(st.sampled_from(FUZZ_VALUES), max_size=3)), min_size=1, max_size=3),
+           st.sampled_from(FUZZ_VALUES))
+    def test_no_filter_chain_answers_pythons_words(self, chain, value):
+        # the same rule, in process, over random filter chains (the render child runs this code)
+        template = "{{ %s %s }}" % (value, "".join(f" | {name}" + (": " + ", ".join(args) if args else "")
+                                                   for name, args in chain))
+        try:
+            Playground().render(template, {"wallet": {"offers": [{"name": "x"}], "available_points": 5}})
+        except TemplateProblem as problem:
+            assert not self.PYTHON.search(problem.reason), (template, problem.reason)
+            assert problem.line == 1, (template, problem.as_dict())
 
     def test_the_render_process_holds_no_secret(self, served):
         """The child gets a clean environment: no template could ever read the service's settings."""

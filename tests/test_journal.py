@@ -175,16 +175,23 @@ def test_resume_never_follows_a_link_planted_after_the_check(path, tmp_path, mon
     os.rename(path, tmp_path / "moved.journal")
     os.symlink(target, path)
     monkeypatch.setattr(os.path, "islink", lambda name: False)  # swapped in after the link check
-    with pytest.raises(FileError, match="cannot open the journal"):
+    with pytest.raises(FileError, match="is a symbolic link"):  # O_NOFOLLOW's ELOOP, in words
         Journal(path, IDENTITY, resume=True)
     assert stat.S_IMODE(target.stat().st_mode) == 0o644 and target.read_text() == "keep me"
 
 
-def test_resume_narrows_an_older_journal_to_0600(path):
-    Journal(path, IDENTITY, resume=False).close(finished=False)
-    os.chmod(path, 0o644)  # left by an older version with wider permissions: it holds user ids
-    journal = Journal(path, IDENTITY, resume=True)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+@pytest.mark.parametrize("suffix", ["", "-wal"])
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o620])
+def test_resume_refuses_a_journal_others_may_read_or_change(path, suffix, mode):
+    # whoever can write it can mark rows done (never sent); whoever can read it reads user ids (#22)
+    journal = Journal(path, IDENTITY, resume=False)
+    journal.record("u1", 2, DONE)
+    journal.db.execute("PRAGMA wal_autocheckpoint=0")
+    assert os.path.exists(path + "-wal")
+    os.chmod(path + suffix, mode)
+    with pytest.raises(FileError, match=f"{suffix}: has permissions {mode:04o}.*chmod 600"):
+        Journal(path, IDENTITY, resume=True)
+    assert stat.S_IMODE(os.stat(path + suffix).st_mode) == mode  # left as it is for the operator to check
     journal.close(finished=False)
 
 

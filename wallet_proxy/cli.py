@@ -105,22 +105,22 @@ def _run_bulk(job, args, label: str, verb: str) -> int:
     try:
         summary = job()
     except FileError as exc:
-        print(f"wallet-proxy {label}: {exc}", file=sys.stderr)
+        _say(f"wallet-proxy {label}: {exc}")
         return 2
     except KeyboardInterrupt:
         print(f"wallet-proxy {label}: interrupted before any row was sent", file=sys.stderr)
         return 130
-    print(summary.text(f"{label} {args.file}", verb), flush=True)
+    _say(summary.text(f"{label} {args.file}", verb), sys.stdout)
     if summary.by_reason:
-        print("rejected by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_reason.items())))
+        _say("rejected by reason: " + ", ".join(f"{k}: {v}" for k, v in sorted(summary.by_reason.items())),
+             sys.stdout)
     if summary.fatal:
-        print(f"wallet-proxy {label}: stopped: {summary.fatal}; fix it and run again"
-              + (" with --resume" if label in RESUMABLE else ""), file=sys.stderr)
+        _say(f"wallet-proxy {label}: stopped: {summary.fatal}; fix it and run again"
+             + (" with --resume" if label in RESUMABLE else ""))
         return 2
     if summary.interrupted:
         if label in RESUMABLE:
-            print(f"wallet-proxy {label}: resume with: wallet-proxy {label} {args.file} --resume",
-                  file=sys.stderr)
+            _say(f"wallet-proxy {label}: resume with: wallet-proxy {label} {args.file} --resume")
         return 130
     return 1 if summary.rejected else 0
 
@@ -159,7 +159,7 @@ def _prewarm(args) -> int:
     try:
         cultures = [normalise_culture(c) for c in args.culture]
     except ValueError as exc:
-        print(f"wallet-proxy prewarm: --culture: {exc}", file=sys.stderr)
+        _say(f"wallet-proxy prewarm: --culture: {exc}")
         return 2
 
     def job():
@@ -287,13 +287,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the console script."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"wallet-proxy: {exc}", file=sys.stderr)
+        _say(f"wallet-proxy: {exc}")
         return 2
+
+
+def setup_logging() -> None:
+    """The command's log lines on stderr, control characters escaped."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+class _PrintableFormatter(logging.Formatter):
+    """The command's log lines (a traceback's too) with control characters escaped, like every other line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .bulk.rows import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
+def _say(line: str, stream=None) -> None:
+    """Print one line for the operator, its control characters escaped (file names and texts from
+    files or upstreams must not run terminal escapes)."""
+    from .bulk.rows import printable
+
+    print(printable(line), file=stream or sys.stderr, flush=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -182,3 +182,26 @@ class BrazeShaped(ApiError):
 
 # Errors that count against the SessionM circuit breaker (SPEC: timeouts, 5xx, refused, garbage).
 BREAKER_FAILURES = (UpstreamError, UpstreamUnavailable, UpstreamTimeout)
+
+
+class ConnectionAbandoned(BaseException):
+    """The worker gives up a connection (web/worker.py): its client is too slow or it gave way.
+
+    A BaseException, like gevent.Timeout, so that no `except Exception` in the app, Flask or
+    gunicorn turns it into an answer on a connection that is being dropped: it unwinds to the
+    worker's connection loop, which closes the socket.
+    """
+
+    reason = "connection abandoned"
+
+
+class BodyTimeout(ConnectionAbandoned):
+    """A request body did not arrive within its time (whole body, or between two of its bytes)."""
+
+    reason = "request body too slow"
+
+
+class WriteTimeout(ConnectionAbandoned):
+    """An answer could not be written for the write timeout: the client stopped reading."""
+
+    reason = "client stopped reading"

@@ -64,6 +64,8 @@ class Settings:
     cache_size: int = 100_000
     redis_url: str | None = field(default=None, repr=False)
     deadline: float = 1.8
+    body_timeout: float = 10.0  # seconds for a whole request body (half of it at most between two bytes)
+    write_timeout: float = 10.0  # seconds an answer's write may stall on a client that does not read
     upstream_timeout: float = 1.5
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
@@ -199,6 +201,8 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         cache_size=number("WALLET_PROXY_CACHE_SIZE", 100_000, int, 1),
         redis_url=get("WALLET_PROXY_REDIS_URL"),
         deadline=deadline,
+        body_timeout=number("WALLET_PROXY_BODY_TIMEOUT", 10.0, float, 0.1, 300),
+        write_timeout=number("WALLET_PROXY_WRITE_TIMEOUT", 10.0, float, 0.1, 300),
         upstream_timeout=number("WALLET_PROXY_UPSTREAM_TIMEOUT", 1.5, float, 0.01, 30),
         breaker_failures=number("WALLET_PROXY_BREAKER_FAILURES", 5, int, 1),
         breaker_cooldown=number("WALLET_PROXY_BREAKER_COOLDOWN", 10.0, float, 0),

@@ -9,13 +9,15 @@ import sys
 import threading
 import time
 
+from .rows import printable
+
 
 class Progress:
     """A tqdm bar (rate, ETA) on a terminal; otherwise a plain line every `interval` seconds."""
 
     def __init__(self, label: str, total: int, stream=None, interval: float = 10.0, clock=time.monotonic):
         self.stream = stream or sys.stderr
-        self.label = label
+        self.label = printable(label)
         self.total = total
         self.interval = interval
         self.clock = clock

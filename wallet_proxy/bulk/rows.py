@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -210,10 +211,12 @@ def _parse(line, cells, user_at, tags_at, ttl_at, extra, default_ttl) -> Row | B
 class Rejects:
     """The rejects CSV (`line,user_id,tags,ttl,reason`), opened on the first reject.
 
-    It has the importer's own columns, so once fixed it can be imported again as it is. Cells are
-    neutralised against spreadsheet formulas (a cell starting with = + - @ gets a leading `'`, which
-    the importer drops again when it reads the file), and the file is created 0600, never through a
-    symbolic link: it holds user ids.
+    It has the importer's own columns, so once fixed it can be imported again as it is. Control
+    characters in a cell are written escaped (`printable`: hostile ids and tags, and upstream
+    reasons, must not run terminal escapes when the file is shown); cells are neutralised against
+    spreadsheet formulas (a cell starting with = + - @ gets a leading `'`, which the importer drops
+    again when it reads the file), and the file is created 0600, never through a symbolic link: it
+    holds user ids.
     """
 
     HEADER = ("line", "user_id", "tags", "ttl", "reason")
@@ -240,12 +243,23 @@ class Rejects:
                 if not self.append:
                     self._writer.writerow(self.HEADER)
             cells = (line, user_id, ";".join(tags), "" if ttl is None else ttl, reason)
-            self._writer.writerow([neutralise(str(c)) for c in cells])
+            self._writer.writerow([neutralise(printable(str(c))) for c in cells])
             self._handle.flush()  # before the journal says "rejected", so kill -9 never loses a reject
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+# Characters a terminal acts on or that change how a line reads: C0 and C1 controls (ESC starts CSI and
+# OSC sequences, CR rewrites a line, NUL, LF...), DEL, line and paragraph separators, and the
+# bidirectional overrides and isolates ("Trojan Source"). Written as \\xHH / \\uHHHH instead.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to show a person: `cat rejects.csv` or an error line runs no terminal escape."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}", text)
 
 
 def neutralise(cell: str) -> str:

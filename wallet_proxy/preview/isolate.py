@@ -185,7 +185,8 @@ def child() -> int:
     except RecursionError:
         answer = {"ok": False, "problem": {"kind": "limit", "reason": "the template nests too deeply"}}
     except Exception as exc:  # a filter failing in a way python-liquid does not wrap: the template's fault
-        answer = {"ok": False, "problem": {"kind": "render", "reason": f"{type(exc).__name__} in a filter"}}
+        answer = {"ok": False, "problem": {"kind": "render", "reason": "a value in the template is not of a kind "
+                                                                     "its filter or tag can use"}}
     sys.stdout.buffer.write(json.dumps(answer).encode())
     sys.stdout.buffer.flush()
     return 0

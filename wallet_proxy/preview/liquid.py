@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import inspect
 import json
 import re
 import time
@@ -251,7 +252,9 @@ class BrazeEnvironment(Environment):
         try:
             return moment.astimezone(ZoneInfo(_text(zone)))
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise FilterArgumentError(f"time_zone: unknown time zone {_text(zone)!r}", token=None) from exc
+            shown = repr(_text(zone)[:40]) if isinstance(zone, str) else "that value"
+            raise FilterArgumentError(f"time_zone: unknown time zone {shown} (expected a name such as "
+                                      "'America/New_York')", token=None) from exc
 
 
 class LimitedContext(RenderContext):
@@ -402,11 +405,17 @@ class Playground:
             raise self._problem("render", exc, source, rewritten) from None
         except RecursionError:
             raise TemplateProblem("limit", "the template nests too deeply") from None
+        except MemoryError:
+            raise
+        except Exception as exc:  # a filter failing in a way python-liquid does not wrap (ValueError...)
+            raise self._unexpected(exc, source) from None
         return Rendered(output=buffer.getvalue(), aborted=aborted,
                         elapsed_ms=round((self.monotonic() - started) * 1000, 2))
 
     def _problem(self, kind: str, exc: LiquidError, source: str, rewritten: str) -> TemplateProblem:
-        reason = str(exc.message or type(exc).__name__)
+        at_fault = _failed_filter(exc)
+        name = at_fault.name if at_fault else None
+        reason = plain_reason(str(exc.message or ""), name, inspect.ismethod(self.env.filters.get(name)))
         lines = source.splitlines() or [""]
         where = exc.context()
         if where is None:
@@ -416,6 +425,104 @@ class Playground:
         line, column = where[0], where[1]
         source_line = lines[line - 1] if 0 < line <= len(lines) else None
         return TemplateProblem(kind, reason, line, column + 1, source_line)
+
+
+    def _unexpected(self, exc: Exception, source: str) -> TemplateProblem:
+        """A filter's own failure, in words: which filter, on which line; never the exception's text."""
+        at_fault = _failed_filter(exc)
+        if at_fault is None:
+            return TemplateProblem("render", "a value in the template is not of a kind its filter or tag can use")
+        reason = f"the filter '{at_fault.name}' cannot work with this value or these arguments"
+        where = LiquidError(reason, token=at_fault.token).context() if at_fault.token is not None else None
+        if where is None:
+            return TemplateProblem("render", reason)
+        lines = source.splitlines() or [""]
+        line = where[0]
+        return TemplateProblem("render", reason, line, where[1] + 1,
+                               lines[line - 1] if 0 < line <= len(lines) else None)
+
+
+# Python's own words for a call that did not fit a function's signature: python-liquid passes them on
+# as a filter's error ("plus() missing 1 required positional argument: 'other'").
+_MISSING = re.compile(r"^(?:[\w.<>]+)\(\) missing (\d+) required positional arguments?")
+_TAKES = re.compile(r"^(?:[\w.<>]+)\(\) takes (?:from (\d+) to )?(\d+) positional arguments? but (\d+)")
+_KEYWORD = re.compile(r"^(?:[\w.<>]+)\(\) got an unexpected keyword argument '(\w+)'")
+# Anything else that reads like Python rather than like the template's problem.
+_PYTHON_WORDS = re.compile(
+    r"\w\(\)|__\w+__|<locals>|<lambda>|NoneType|positional argument|keyword-only|keyword argument|"
+    r"has no attribute|not subscriptable|not iterable|unsupported operand|object is not|"
+    r"'(?:str|int|float|dict|list|tuple|bool|NoneType|Decimal)' object|Traceback|range\(\d|\{'")
+
+
+# python-liquid names a value's Python type ("slice expected an integer start, found dict").
+_KINDS = {"dict": "an object", "list": "a list", "tuple": "a list", "str": "text", "float": "a decimal number",
+          "int": "a whole number", "Decimal": "a decimal number", "range": "a range", "bool": "true or false",
+          "NoneType": "nil", "Undefined": "an undefined variable", "StrictUndefined": "an undefined variable"}
+_FOUND = re.compile(r"\bfound (%s)\b" % "|".join(sorted(_KINDS, key=len, reverse=True)))
+_PROPERTY = re.compile(r"^can't read property '(.*?)'(?: of .*)?$", re.S)
+_VALUE_REPR = re.compile(r"^(?:[{\[(]|range\(|True$|False$|None$)")
+
+
+def plain_reason(reason: str, filter_name: str | None, bound: bool = False) -> str:
+    """`reason` as a marketer reads it: Python's signature errors and internals become words.
+
+    `bound`: the filter is a method, so Python counted `self` among the positional arguments too.
+    """
+    name = filter_name
+    if name and reason.startswith(name + ": "):
+        reason = reason[len(name) + 2:]
+    elif name is None:
+        prefix = re.match(r"^(\w+): ", reason)
+        if prefix and _PYTHON_WORDS.search(reason[prefix.end():]):
+            name, reason = prefix.group(1), reason[prefix.end():]
+    reason = _FOUND.sub(lambda m: f"found {_KINDS[m.group(1)]}", reason)
+    reason = re.sub(r"\bexpected an integer start\b", "expected a whole number as its start", reason)
+    reason = re.sub(r"\bexpected an integer\b", "expected a whole number", reason)
+    prop = _PROPERTY.match(reason)
+    if prop and name:
+        if _VALUE_REPR.match(prop.group(1)):
+            return f"the filter '{name}' expects a property name (text) as its argument"
+        return f"the filter '{name}' cannot read the property {prop.group(1)[:40]!r} of these values"
+    if name:
+        missing = _MISSING.match(reason)
+        if missing and "__init__" not in reason:
+            count = int(missing.group(1))
+            return (f"the filter '{name}' needs {'an argument' if count == 1 else f'{count} more arguments'} "
+                    f"after a colon, e.g. {{{{ value | {name}: ... }}}}")
+        takes = _TAKES.match(reason)
+        if takes and "__init__" not in reason:
+            skip = 2 if bound else 1  # the value the filter is applied to (and `self`)
+            most, given = int(takes.group(2)) - skip, int(takes.group(3)) - skip
+            if most <= 0:
+                return f"the filter '{name}' takes no argument; remove what follows '{name}:'"
+            return (f"the filter '{name}' takes at most {most} argument{'s' if most > 1 else ''}, "
+                    f"got {given}")
+        keyword = _KEYWORD.match(reason)
+        if keyword:
+            return f"the filter '{name}' has no option '{keyword.group(1)}'"
+    if not reason or _PYTHON_WORDS.search(reason):
+        if name:
+            return f"the filter '{name}' cannot work with this value or these arguments"
+        return "a value in the template is not of a kind its filter or tag can use"
+    return reason if not name or reason.startswith(name) else f"{name}: {reason}"
+
+
+def _failed_filter(exc: BaseException):
+    """The python-liquid filter node (`name`, `token`) whose call raised `exc`, or None."""
+    found = None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        while tb is not None:
+            node = tb.tb_frame.f_locals.get("self")
+            if type(node).__name__ == "Filter" and isinstance(getattr(node, "name", None), str):
+                found = node  # the innermost one: a filter inside another's arguments
+            tb = tb.tb_next
+        if found is not None:
+            return found
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _line_of(source: str, index: int) -> tuple[int, int]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sqlite3
 import threading
 
 from cachetools import LRUCache
+
+from ..bulk.journal import json_object, private_database
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +25,10 @@ def _readable(rows) -> dict:
     """{user_id: attributes} of (user_id, stored text) rows, leaving out absent and unreadable ones."""
     found = {}
     for user_id, raw in rows:
-        value = _decode(raw) if raw is not None else None
+        value = json_object(raw) if raw is not None else None
         if value is not None:
             found[user_id] = value
     return found
-
-
-def _decode(raw) -> dict | None:
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _encode(attributes: dict) -> str:
@@ -111,16 +103,14 @@ class FileState:
     name = "file"
 
     def __init__(self, path: str):
+        """Open or create the state file; FileError (one line for the operator) for any problem with it.
+
+        Created 0600; refused: a symbolic link (the file, its -wal or -shm), and an existing file others
+        may read or write -- whoever can write it can mark profiles "already synced".
+        """
         self.path = path
-        fresh = not os.path.exists(path)
-        if os.path.islink(path):
-            raise OSError(f"{path}: refusing a symbolic link as the state file")
-        if fresh:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS synced (user_id TEXT PRIMARY KEY, attributes TEXT)")
+        self.db = private_database(path, "state file", (
+            "CREATE TABLE IF NOT EXISTS synced (user_id TEXT PRIMARY KEY, attributes TEXT)",))
         self._lock = threading.Lock()
 
     def get_many(self, ids) -> dict:

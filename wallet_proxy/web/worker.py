@@ -12,6 +12,16 @@ changes three things:
 - between requests a keep-alive connection waits idle, without a timer on the head, for at most
   `keepalive` seconds -- and idle ones give way: when the worker's free slots fall under a reserve,
   the longest idle connections are closed so that a new connection is always taken;
+- a request body must arrive within `WALLET_PROXY_BODY_TIMEOUT` (10 s) of its head, with at most half
+  of that between two of its bytes, whoever reads it (the app, a form parser before authentication,
+  or gunicorn discarding what the app left): past it the request answers `408` and the connection
+  closes. An answer whose client stops reading is dropped once a write has stalled for
+  `WALLET_PROXY_WRITE_TIMEOUT` (10 s); a request pipelined behind others is served only once the
+  client has read the answers before it (the socket's send queue is empty), within the same timeout,
+  and at most PIPELINE_DEPTH in a row, so a client cannot queue work behind answers it never reads;
+- connections waiting on their client (idle between requests, a head or body not yet here, an answer
+  the client does not read) give way, the longest waiting first, when the worker's free slots fall under
+  a reserve, so a new connection (Braze's) is always taken;
 - gunicorn's own error answers (400, 414, 431, 501) are JSON like the app's, and their log lines name
   the error class, never the request line or a header (which hold user ids, `sig`, credentials).
 
@@ -21,9 +31,13 @@ falls back to gunicorn's loop.
 from __future__ import annotations
 
 import errno
+import heapq
+import socket
 import ssl
+import struct
+import time
 import traceback
-from collections import OrderedDict
+from contextlib import contextmanager
 
 import gevent
 from gevent.socket import wait_read
@@ -31,22 +45,118 @@ from gunicorn import http, util
 from gunicorn.http import errors as http_errors
 from gunicorn.workers.ggevent import GeventWorker
 
-from ..errors import ApiError
+from ..errors import ApiError, BodyTimeout, ConnectionAbandoned, WriteTimeout
+from ..settings import Settings
 
 HEAD_TIMEOUT = 10.0  # seconds for a complete request head (SPEC: Pages and operations, Connections)
-RESERVE_FRACTION = 0.05  # of worker_connections kept free by closing idle keep-alive connections
+RESERVE_FRACTION = 0.05  # of worker_connections kept free by closing connections waiting on their client
+PIPELINE_DEPTH = 16  # answers in a row to requests the client sent before reading the previous answers
+SENDFILE_CHUNK = 65536
+UNREAD_POLL = 0.02  # seconds between looks at a pipelining client's unread answers
+
+try:  # Linux: bytes of a socket's send queue the peer has not acknowledged yet
+    from fcntl import ioctl
+    from termios import TIOCOUTQ as _OUTQ
+except ImportError:  # pragma: no cover - elsewhere the pipeline depth alone bounds it
+    _OUTQ = None
 
 
-class HeadTimeout(Exception):
+def _unsent(client) -> int:
+    return struct.unpack("i", ioctl(client.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+
+
+class HeadTimeout(ConnectionAbandoned):
     """No complete request head within HEAD_TIMEOUT."""
 
 
-class IdleTimeout(Exception):
+class IdleTimeout(ConnectionAbandoned):
     """A keep-alive connection stayed idle past `keepalive`."""
 
 
-class Evicted(Exception):
-    """An idle keep-alive connection was closed to make room for a new one."""
+class Evicted(ConnectionAbandoned):
+    """A connection waiting on its client was closed to make room for a new one."""
+
+
+class ClientSocket:
+    """The connection's socket as gunicorn's parser and response see it, every wait on the client bounded.
+
+    gunicorn reads the request (head and body) with `recv` and writes answers with `sendall` /
+    `send` / `sendfile`; everything else goes to the gevent socket unchanged. While `body_deadline`
+    is set (from a head's end until its body is read), a `recv` waits at most until the deadline
+    and at most `body_gap` seconds for the next bytes, else raises BodyTimeout. A write waits at
+    most `write_timeout` seconds for the client to take more bytes, else raises WriteTimeout. Both
+    waits are entered in the worker's `_waiting` (greenlet -> since when), so that under pressure the
+    longest waiting give way.
+    """
+
+    def __init__(self, sock, worker: "WalletProxyWorker"):
+        self._sock = sock
+        self._worker = worker
+        self.head_started = time.monotonic()
+        self.body_deadline: float | None = None
+        self.body_started = 0.0
+        self.sent = 0  # bytes of answers written since the current request's head
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+    def recv(self, size: int, *flags) -> bytes:
+        deadline = self.body_deadline
+        waiting, me = self._worker._waiting, gevent.getcurrent()
+        if deadline is None:  # a request head: bounded by the worker's head and idle timers
+            waiting[me] = self.head_started
+            if self._worker.connections > self._worker.room:
+                self._worker._make_room()
+            try:
+                return self._sock.recv(size, *flags)
+            finally:
+                waiting.pop(me, None)
+        remaining = deadline - time.monotonic()
+        # past the deadline only bytes already here are taken
+        self._sock.settimeout(max(0.001, min(self._worker.body_gap, remaining)))
+        waiting[me] = self.body_started
+        if self._worker.connections > self._worker.room:
+            self._worker._make_room()
+        try:
+            return self._sock.recv(size, *flags)
+        except socket.timeout:
+            raise BodyTimeout() from None
+        finally:
+            waiting.pop(me, None)
+            self._sock.settimeout(None)
+
+    def send(self, data, *flags) -> int:
+        waiting, me = self._worker._waiting, gevent.getcurrent()
+        self._sock.settimeout(self._worker.write_timeout)
+        waiting[me] = time.monotonic()
+        if self._worker.connections > self._worker.room:
+            self._worker._make_room()
+        try:
+            sent = self._sock.send(data, *flags)
+        except socket.timeout:
+            raise WriteTimeout() from None
+        finally:
+            waiting.pop(me, None)
+            self._sock.settimeout(None)
+        self.sent += sent
+        return sent
+
+    def sendall(self, data, *flags) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.send(view, *flags):]
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        """gunicorn's `sendfile`, as bounded writes (os.sendfile would wait on the client unbounded)."""
+        file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            chunk = file.read(SENDFILE_CHUNK if count is None else min(SENDFILE_CHUNK, count - total))
+            if not chunk:
+                break
+            self.sendall(chunk)
+            total += len(chunk)
+        return total
 
 
 # gunicorn's client errors -> (status, reason, code, message we can show). The message never echoes
@@ -93,11 +203,35 @@ class WalletProxyWorker(GeventWorker):
     """The gevent worker with a request-head timeout, idle connections that give way, JSON errors."""
 
     head_timeout = HEAD_TIMEOUT
+    pipeline_depth = PIPELINE_DEPTH
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.connections = 0  # connections being served by this worker
-        self._idle: OrderedDict = OrderedDict()  # greenlets waiting between requests, oldest first
+        self._evicting: set = set()  # of them, told to give way and not yet gone
+        # greenlets blocked on their client (idle, body, stalled write) -> since when
+        self._waiting: dict = {}
+        self._idle: set = set()  # those of them idle between requests (closed at once on SIGTERM)
+        # connections above which the longest waiting give way: checked when a connection comes and
+        # whenever one starts waiting, so the pool is never full while any connection waits on its client
+        self.room = self.worker_connections - max(1, int(self.worker_connections * RESERVE_FRACTION))
+        settings = Settings.from_env(implicit_sandbox=True)  # the master refused bad settings already
+        self.body_timeout = settings.body_timeout
+        self.body_gap = settings.body_timeout / 2
+        self.write_timeout = settings.write_timeout
+
+    @contextmanager
+    def waiting(self, since: float, idle: bool = False):
+        """Mark the current greenlet as blocked on its client since `since` (it may give way)."""
+        me = gevent.getcurrent()
+        self._waiting[me] = since
+        if idle:
+            self._idle.add(me)
+        try:
+            yield
+        finally:
+            self._waiting.pop(me, None)
+            self._idle.discard(me)
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -107,17 +241,26 @@ class WalletProxyWorker(GeventWorker):
         client.setblocking(1)
         self.connections += 1
         req = None
+        conn = ClientSocket(client, self)
         try:
             self._make_room()
-            parser = http.get_parser(self.cfg, client, addr)
+            parser = http.get_parser(self.cfg, conn, addr)
             listener_name = listener.getsockname()
             proxy_protocol_info = {}
             first = True
+            pipelined = 0
             while True:
-                if not first and not self._wait_for_next_request(client, parser):
-                    break
+                if not first:
+                    pipelined = pipelined + 1 if parser.unreader.buf.seek(0, 2) else 0
+                    if pipelined >= self.pipeline_depth:
+                        break  # the client sends requests without reading answers: it retries the rest
+                    if pipelined:  # the next request is here already: first the client reads the answers
+                        self._wait_until_read(client)
+                    if not self._wait_for_next_request(client, parser):
+                        break
                 first = False
                 req = None
+                conn.head_started = time.monotonic()
                 with gevent.Timeout(self.head_timeout, HeadTimeout):
                     req = next(parser)
                 if not req:
@@ -126,9 +269,23 @@ class WalletProxyWorker(GeventWorker):
                     proxy_protocol_info = req.proxy_protocol_info
                 else:
                     req.proxy_protocol_info = proxy_protocol_info
-                self.handle_request(listener_name, req, client, addr)
+                conn.sent = 0
+                conn.body_started = time.monotonic()
+                conn.body_deadline = conn.body_started + self.body_timeout
+                self.handle_request(listener_name, req, conn, addr)
+                # what the app left of the body, within the same deadline (gunicorn's drain has none)
+                if not parser.finish_body(deadline=conn.body_deadline):
+                    break
+                conn.body_deadline = None
                 if not self.cfg.keepalive:
                     break
+        except BodyTimeout:
+            self.log.debug("closed a connection whose request body did not arrive within %.1f s", self.body_timeout)
+            if conn.sent == 0:
+                self._answer(client, json_error(408, "Request Timeout", "request_timeout",
+                                                f"the request body did not arrive within {self.body_timeout:g} s"))
+        except WriteTimeout:
+            self.log.debug("closed a connection whose client did not read its answer for %.1f s", self.write_timeout)
         except HeadTimeout:
             self.log.debug("closed a connection without a complete request head in %.0f s", self.head_timeout)
         except (IdleTimeout, Evicted):
@@ -142,7 +299,9 @@ class WalletProxyWorker(GeventWorker):
             self.handle_error(req, client, addr, exc)
         finally:
             self.connections -= 1
-            self._idle.pop(gevent.getcurrent(), None)
+            self._waiting.pop(gevent.getcurrent(), None)
+            self._idle.discard(gevent.getcurrent())
+            self._evicting.discard(gevent.getcurrent())
             util.close(client)
 
     def _wait_for_next_request(self, client, parser) -> bool:
@@ -152,22 +311,43 @@ class WalletProxyWorker(GeventWorker):
         buffered = parser.unreader.buf
         if buffered.seek(0, 2):  # a pipelined request is already here
             return True
-        me = gevent.getcurrent()
-        self._idle[me] = True
-        try:
+        with self.waiting(time.monotonic(), idle=True):
+            if self.connections > self.room:
+                self._make_room()
             wait_read(client.fileno(), timeout=self.cfg.keepalive, timeout_exc=IdleTimeout)
-        finally:
-            self._idle.pop(me, None)
         return True
 
+    def _wait_until_read(self, client) -> None:
+        """Wait until the client has taken the answers sent so far (the socket's send queue is empty),
+        at most the write timeout: a client pipelining requests gets no answer ahead of those it has
+        not read, so one that never reads costs one answer, not one per request it sent."""
+        if _OUTQ is None:
+            return
+        me = gevent.getcurrent()
+        since = time.monotonic()
+        self._waiting[me] = since
+        try:
+            if self.connections > self.room:
+                self._make_room()
+            while _unsent(client):
+                if time.monotonic() - since >= self.write_timeout:
+                    raise WriteTimeout()
+                gevent.sleep(UNREAD_POLL)
+        finally:
+            self._waiting.pop(me, None)
+
     def _make_room(self) -> None:
-        """Close the longest idle keep-alive connections while free slots are under the reserve."""
-        reserve = max(1, int(self.worker_connections * RESERVE_FRACTION))
-        excess = self.connections - (self.worker_connections - reserve)
-        while excess > 0 and self._idle:
-            idle, _ = self._idle.popitem(last=False)
-            idle.kill(Evicted, block=False)
-            excess -= 1
+        """Close the connections waiting longest on their client while free slots are under the reserve."""
+        excess = self.connections - self.room - len(self._evicting)
+        if excess <= 0 or not self._waiting:
+            return
+        me = gevent.getcurrent()
+        candidates = ((g, since) for g, since in self._waiting.items() if g is not me)
+        for waiter, _ in heapq.nsmallest(excess, candidates, key=lambda item: item[1]):
+            self._waiting.pop(waiter, None)
+            self._idle.discard(waiter)
+            self._evicting.add(waiter)
+            waiter.kill(Evicted, block=False)
 
     def handle_exit(self, sig, frame):
         """SIGTERM: stop as gunicorn does, and close idle keep-alives now (they would hold the drain)."""
@@ -176,8 +356,9 @@ class WalletProxyWorker(GeventWorker):
 
     def _close_idle(self) -> None:
         while self._idle:
-            idle, _ = self._idle.popitem(last=False)
-            idle.kill(Evicted, block=False)
+            waiter = self._idle.pop()
+            self._waiting.pop(waiter, None)
+            waiter.kill(Evicted, block=False)
 
     # -- gunicorn's own answers ---------------------------------------------------------------------
 
@@ -195,7 +376,11 @@ class WalletProxyWorker(GeventWorker):
             # the traceback's frames without the exception's text, which may quote the request
             frames = "".join(traceback.format_tb(exc.__traceback__))
             self.log.error("error handling a request: %s\n%s", type(exc).__name__, frames)
+        self._answer(client, json_error(status, reason, code, message))
+
+    def _answer(self, client, answer: bytes) -> None:
+        """Write a last answer without waiting on the client: what its buffer does not take is lost."""
         try:
-            util.write_nonblock(client, json_error(status, reason, code, message))
+            util.write_nonblock(client, answer)
         except Exception:
             self.log.debug("failed to send an error answer")
