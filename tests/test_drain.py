@@ -30,6 +30,9 @@ def test_the_window_follows_the_settings():
     assert slow.routes["wallet"] == 30.0 and slow.routes["sync"] == 30.0 + 5.0 + 12.0
     assert slow.graceful_timeout == drain_window().graceful_timeout + 15  # sync is now the slowest
     assert drain_window(relay_budget=40).routes["relay"] == 52.0
+    # the worker's body and write bounds (WALLET_PROXY_BODY_TIMEOUT / _WRITE_TIMEOUT) are the window's ends
+    longer = drain_window(make_settings(WALLET_PROXY_BODY_TIMEOUT="30", WALLET_PROXY_WRITE_TIMEOUT="20"))
+    assert longer.longest_request == drain_window().longest_request + 20 + 10
 
 
 def test_the_window_uses_the_bounds_the_routes_run_with(braze):

@@ -71,14 +71,18 @@ class Window:
         return math.ceil(pre_stop) + self.graceful_timeout + KILL_MARGIN
 
 
-def drain_window(settings=None, *, relay_budget: float | None = None, body_read: float = BODY_READ_TIMEOUT,
-                 answer_write: float = ANSWER_WRITE_TIMEOUT) -> Window:
+def drain_window(settings=None, *, relay_budget: float | None = None, body_read: float | None = None,
+                 answer_write: float | None = None) -> Window:
     """The drain window for `settings` (default: the defaults); see the module's formula."""
     from ..settings import Settings
 
     settings = settings or Settings()
     if relay_budget is None:
         relay_budget = getattr(settings, "relay_budget", RELAY_BUDGET)
+    if body_read is None:  # WALLET_PROXY_BODY_TIMEOUT: the worker's bound on reading a body
+        body_read = getattr(settings, "body_timeout", BODY_READ_TIMEOUT)
+    if answer_write is None:  # WALLET_PROXY_WRITE_TIMEOUT: its bound on a stalled answer
+        answer_write = getattr(settings, "write_timeout", ANSWER_WRITE_TIMEOUT)
     braze_attempt = BRAZE_CONNECT_TIMEOUT + BRAZE_READ_TIMEOUT
     track_attempt = TRACK_CONNECT_TIMEOUT + TRACK_READ_TIMEOUT
     routes = {
