@@ -88,9 +88,10 @@ bench: $(VENV)/.installed
 
 ## gameday: a scripted bad afternoon on loopback (nginx, 2 instances, Redis + Sentinels, faults); writes
 ## bench/gameday.md and exits non-zero when a goal is missed. GAMEDAY_ARGS=--smoke: a ~1-minute version.
-## Needs nginx, redis-server and redis-sentinel (installed by .ci/run).
+## Installs nginx, redis-server and redis-sentinel the way CI does (.ci/run --packages-only).
 gameday: $(VENV)/.installed
-	$(BIN)/python bench/gameday.py $(GAMEDAY_ARGS)
+	bash .ci/run --packages-only
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python bench/gameday.py $(GAMEDAY_ARGS)
 
 ## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
 mutate: $(VENV)/.installed
