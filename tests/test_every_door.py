@@ -221,6 +221,42 @@ def test_a_blank_or_unknown_dry_run_query_is_400_never_a_send(serve, braze, door
     assert braze.requests == []
 
 
+@pytest.mark.parametrize("query", ["?dryRun=1", "?DRY_RUN=1", "?Dry-Run=1"])
+@pytest.mark.parametrize("door", TRIGGER_DOORS, ids=str)
+def test_a_misspelt_dry_run_query_is_400_never_a_send(serve, braze, door, query):
+    """The body takes any spelling of dry_run as the flag; the query named only `dry_run`, so `?dryRun=1`
+    was ignored: a caller asking for a dry run got a real send (201)."""
+    url = serve()
+    answer = requests.post(f"{url}{door}{query}", json=body_of(door), headers=BEARER, timeout=5)
+    assert answer.status_code == 400 and "dry_run" in answer.text, answer.text
+    assert braze.requests == []
+
+
+# a parameter given twice: which one counts was the framework's choice (the first), so
+# `?dry_run=0&dry_run=1` sent for real and `?id_type=seed&id_type=external` read as seed
+REPEATS = {
+    "flat": ("POST", FLAT, "dry_run=0&dry_run=1"), "campaign": ("POST", CAMPAIGN, "dry_run=0&dry_run=1"),
+    "canvas": ("POST", CANVAS, "dry_run=0&dry_run=1"),
+    "wallet": ("GET", "/v1/wallets/u-1", "id_type=seed&id_type=external"),
+    "wallet-sig": ("GET", "/v1/wallets/u-1", "sig=x&sig=y"),
+    "sessionm": ("GET", "/v1/wallets/u-1", "view=sessionm&view=flat"),
+    "tags": ("POST", "/v1/users/u-1/tags", "id_type=seed&id_type=external"),
+    "sync": ("POST", "/v1/users/u-1/sync", "id_type=seed&id_type=external"),
+}
+
+
+@pytest.mark.parametrize("door", REPEATS, ids=str)
+def test_a_query_parameter_given_twice_is_400_at_every_door(serve, braze, sessionm, door):
+    method, path, query = REPEATS[door]
+    url = serve()
+    before = len(sessionm.requests)
+    body = body_of(path) if path in TRIGGER_DOORS else {"tags": ["a"]} if "tags" in path else None
+    answer = requests.request(method, f"{url}{path}?{query}", json=body, headers=BEARER, timeout=5)
+    name = query.split("=")[0]
+    assert answer.status_code == 400 and name in answer.json()["error"]["message"], answer.text
+    assert braze.requests == [] and len(sessionm.requests) == before
+
+
 @pytest.mark.parametrize("flag", ["true", 1, None, "1", ""])
 @pytest.mark.parametrize("door", TRIGGER_DOORS, ids=str)
 def test_a_dry_run_in_the_body_is_a_json_boolean_or_400(serve, braze, door, flag):

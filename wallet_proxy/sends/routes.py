@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, g, jsonify, request
 
+from ..errors import InvalidRequest
 from ..ids import check_flag
 from ..web.http import require, state
 from ..web.logs import hash_user_id
@@ -24,7 +25,15 @@ def _body():
 
 
 def _query_dry_run() -> bool:
-    """`?dry_run=1` / `?dry_run=0`; anything else (blank, `true`) is a 400, never a send."""
+    """`?dry_run=1` / `?dry_run=0`; anything else (blank, `true`) is a 400, never a send.
+
+    The body takes any spelling of dry_run as the flag; in the query another spelling (`?dryRun=1`)
+    is a 400 too, not an unknown parameter ignored into a real send."""
+    misspelt = [name for name in request.args if name != "dry_run" and snake_case(name) == "dry_run"]
+    if misspelt:
+        name = misspelt[0][:40]
+        raise InvalidRequest(f"invalid query: {name}: unknown field; the flag is spelt dry_run (1 or 0)",
+                             details={name: ["Unknown field: the flag is spelt dry_run (1 or 0)."]})
     return check_flag("dry_run", request.args.get("dry_run"))
 
 
