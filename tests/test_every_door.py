@@ -349,6 +349,23 @@ def test_every_answer_of_the_braze_door_is_braze_shaped(serve, door):
                                headers={**BEARER, "Content-Type": "application/json"}, timeout=10), 413)
 
 
+@pytest.mark.parametrize("reply", [Reply(201, b""), Reply(201, b"<html>ok</html>"), Reply(201, {"dispatch_id": "d-9"})],
+                         ids=["empty", "html", "no-message"])
+@pytest.mark.parametrize("door", [CAMPAIGN, CANVAS], ids=str)
+def test_a_2xx_from_braze_without_its_message_is_still_braze_shaped(serve, braze, door, reply):
+    """A Braze client reads `message` of every answer it does not raise on (braze-client:
+    KeyError('message')); Braze's own success body is {"dispatch_id", "message": "success"}
+    (https://www.braze.com/docs/api/endpoints/messaging/send_messages/post_send_triggered_campaigns/).
+    A 2xx that reached us without one (an empty body, a proxy's page) was relayed as `{}`."""
+    braze.on("POST", door, reply)
+    url = serve()
+    answer = requests.post(f"{url}{door}", json=body_of(door), headers=BEARER, timeout=5)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["message"] == "success" and isinstance(body["dispatch_id"], str), body
+    assert len(braze.requests) == 1
+
+
 @pytest.mark.parametrize("path", ["/users/track", "/messages/send", "/canvas/trigger/schedule/create"])
 def test_other_braze_paths_are_braze_shaped_404s(serve, path):
     url = serve()
