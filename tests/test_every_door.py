@@ -17,9 +17,9 @@ import pytest
 import requests
 
 from tests.conftest import make_settings
-from tests.fakes import FakeBraze, LiveServer, Reply
+from tests.fakes import Reply
+from tests.test_inbound_admission import braze, track  # noqa: F401 (fixtures: Braze scripted to 201, /users/track)
 from tests.test_inbound_admission import bare_env, command, secret_names
-from wallet_proxy.sandbox import SimState, make_sandbox_app
 from wallet_proxy.web.auth import sign
 
 CAMPAIGN = "/campaigns/trigger/send"
@@ -29,23 +29,6 @@ BEARER = {"Authorization": "Bearer secret"}
 OPS_BASIC = {"Authorization": "Basic " + base64.b64encode(b"ops:ops-secret").decode()}
 EXT_PATH = r"^/priv/v1/apps/core-key/external/users/.+$"
 KEY = "sign-key"
-
-
-@pytest.fixture
-def braze():
-    fake = FakeBraze()
-    for path in (CAMPAIGN, CANVAS):
-        fake.on("POST", path, Reply(201, {"dispatch_id": "d-1", "message": "success"}))
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def track(clock):
-    """The sandbox's Braze /users/track simulator on loopback (for the sync door)."""
-    server = LiveServer(make_sandbox_app(SimState(clock=clock)))
-    yield server.url
-    server.close()
 
 
 @pytest.fixture
@@ -140,59 +123,55 @@ def _csrf_headers(url: str) -> dict:
                                                    page).group(1)}
 
 
+def post_json_door(url, door, sessionm, braze, content_type="application/json", **kwargs):
+    """POST to a JSON door as its caller does (the preview's render with its CSRF token); nothing may
+    reach SessionM or Braze."""
+    headers = _csrf_headers(url) if door == "render" else BEARER
+    if "data" in kwargs:
+        headers = {**headers, "Content-Type": content_type}
+    before = len(sessionm.requests)
+    answer = requests.post(f"{url}{JSON_DOORS[door][0]}", headers=headers, timeout=10, **kwargs)
+    assert braze.requests == [] and len(sessionm.requests) == before, answer.text[:300]
+    return answer
+
+
 @pytest.mark.parametrize("bad", BAD, ids=str)
 @pytest.mark.parametrize("door", JSON_DOORS, ids=str)
 def test_every_json_door_refuses_bad_json_with_400(serve, sessionm, braze, door, bad):
     url = serve()
-    path, template = JSON_DOORS[door]
     fragment, reason = BAD[bad]
-    headers = _csrf_headers(url) if door == "render" else BEARER
-    before = len(sessionm.requests)
-    answer = requests.post(f"{url}{path}", data=template % fragment,
-                           headers={**headers, "Content-Type": "application/json"}, timeout=5)
+    answer = post_json_door(url, door, sessionm, braze, data=JSON_DOORS[door][1] % fragment)
     assert answer.status_code == 400, answer.text
     assert reason in answer.json()["error"]["message"], answer.text
-    assert braze.requests == [] and len(sessionm.requests) == before
 
 
 @pytest.mark.parametrize("door", JSON_DOORS, ids=str)
 def test_every_json_door_checks_type_and_size_before_reading(serve, sessionm, braze, door):
     """text/plain (a page of another origin may post it without asking) is 415; over 1 MiB is 413."""
     url = serve()
-    path, template = JSON_DOORS[door]
-    headers = _csrf_headers(url) if door == "render" else BEARER
-    before = len(sessionm.requests)
-    plain = requests.post(f"{url}{path}", data=template % b'"n": 1', headers={**headers,
-                                                                            "Content-Type": "text/plain"}, timeout=5)
+    template = JSON_DOORS[door][1]
+    plain = post_json_door(url, door, sessionm, braze, "text/plain", data=template % b'"n": 1')
     assert plain.status_code == 415, plain.text
-    big = requests.post(f"{url}{path}", data=template % (b'"n": "' + b"x" * 1_048_576 + b'"'),
-                        headers={**headers, "Content-Type": "application/json"}, timeout=10)
+    big = post_json_door(url, door, sessionm, braze, data=template % (b'"n": "' + b"x" * 1_048_576 + b'"'))
     assert big.status_code == 413, big.text[:300]
-    assert braze.requests == [] and len(sessionm.requests) == before
 
 
 NULLS = {
-    "tags": ("/v1/users/u-1/tags", {"tags": [None]}),
-    "flat": (FLAT, {"campaign_id": "c", "recipients": [None, {"external_user_id": "u"}]}),
-    "campaign": (CAMPAIGN, {"campaign_id": "c", "recipients": [None, {"external_user_id": "u",
-                                                                      "canvas_entry_properties": {}}]}),
-    "canvas": (CANVAS, {"canvas_id": "v", "recipients": [None, {"external_user_id": "u",
-                                                                "trigger_properties": {}}]}),
-    "render": ("/preview/api/render", {"user_id": None, "template": "x"}),
-    "sync": ("/v1/users/u-1/sync", {"user_id": None}),
+    "tags": {"tags": [None]},
+    "flat": {"campaign_id": "c", "recipients": [None, {"external_user_id": "u"}]},
+    "campaign": {"campaign_id": "c", "recipients": [None, {"external_user_id": "u", "canvas_entry_properties": {}}]},
+    "canvas": {"canvas_id": "v", "recipients": [None, {"external_user_id": "u", "trigger_properties": {}}]},
+    "render": {"user_id": None, "template": "x"},
+    "sync": {"user_id": None},
 }
 
 
 @pytest.mark.parametrize("door", NULLS, ids=str)
 def test_a_null_where_an_object_or_string_belongs_is_400_not_500(serve, sessionm, braze, door):
     url = serve()
-    path, body = NULLS[door]
-    headers = _csrf_headers(url) if door == "render" else BEARER
-    before = len(sessionm.requests)
-    answer = requests.post(f"{url}{path}", json=body, headers=headers, timeout=5)
+    answer = post_json_door(url, door, sessionm, braze, json=NULLS[door])
     assert answer.status_code == 400, answer.text
     assert answer.json()["ok"] is False and answer.json()["error"]["message"]
-    assert braze.requests == [] and len(sessionm.requests) == before
 
 
 # --- cheap refusal of oversized lists, at each list-taking door ----------------------------------------
