@@ -148,6 +148,7 @@ SLEEPS = {
     "wallet/redis_store.py": "single flight: a follower polls Redis for the leader's entry (no call is retried)",
     "sends/idempotency.py": "a repeat of an Idempotency-Key polls while the first request holds it",
     "sandbox/__init__.py": "the simulators' scripted latency (X-Sandbox-Delay)",
+    "web/worker.py": "the gevent worker waits for a client to read its answers (at most the write timeout)",
 }
 
 
