@@ -199,7 +199,11 @@ def answer(plan: Plan, chunks: list[dict], replayed: bool) -> Outcome:
 
 def _relay_body(plan: Plan, chunks: list[dict], public: list, errors: list) -> dict:
     if len(chunks) == 1 and isinstance(chunks[0].get("braze"), dict):
-        body = dict(chunks[0]["braze"])  # Braze's answer as Braze gave it
+        body = dict(chunks[0]["braze"])  # Braze's answer as Braze gave it...
+        # ...with the fields a Braze client reads on every 2xx (a body that reached us without them --
+        # empty, a proxy's page -- was relayed as {} and the client failed with KeyError('message'))
+        body.setdefault("message", "success")
+        body.setdefault("dispatch_id", chunks[0].get("dispatch_id"))
     else:
         ids = [c["dispatch_id"] for c in chunks if c.get("dispatch_id")]
         body = {"dispatch_id": ids[0] if ids else None, "message": "success", "dispatch_ids": ids,

@@ -60,6 +60,12 @@ def snake_case(name: str) -> str:
     return _NON_WORD.sub("_", name).strip("_").lower()
 
 
+def spelt_as(name, field: str) -> bool:
+    """True when `name` is some spelling of `field`: any case, with or without separators
+    (`dryRun`, `"Dry Run"`, `DRY-RUN`, `dryrun` are all dry_run)."""
+    return isinstance(name, str) and snake_case(name).replace("_", "") == field.replace("_", "")
+
+
 def invalid(messages: dict) -> InvalidRequest:
     """A 400 naming every bad field and why."""
     return invalid_fields("trigger body", messages)
@@ -270,7 +276,7 @@ def split_dry_run(body, query_flag: bool = False) -> tuple[dict, bool]:
     """
     if not isinstance(body, dict):
         return body, query_flag
-    names = [k for k in body if k == "dry_run" or (isinstance(k, str) and snake_case(k) == "dry_run")]
+    names = [k for k in body if spelt_as(k, "dry_run")]
     if not names:
         return body, query_flag
     if len(names) > 1:
@@ -283,9 +289,10 @@ def split_dry_run(body, query_flag: bool = False) -> tuple[dict, bool]:
 
 def is_secret_name(name) -> bool:
     """True for any spelling of an API key's field name: `api_key`, `API_KEY`, `apiKey`, `"Api Key"`,
-    `api-key`, and names ending in one (`rest_api_key`): a caller's secret, never forwarded."""
-    snake = snake_case(name)
-    return any(snake == secret or snake.endswith("_" + secret) for secret in NEVER_FORWARDED)
+    `api-key`, `apikey`, and names ending in one (`rest_api_key`, `sessionm_apikey`): a caller's secret,
+    never forwarded. Separators do not count: `apikey` (no separator) was forwarded to Braze (#20)."""
+    squashed = snake_case(name).replace("_", "")
+    return any(squashed.endswith(secret.replace("_", "")) for secret in NEVER_FORWARDED)
 
 
 def _without_secrets(body: dict) -> tuple[dict, tuple]:

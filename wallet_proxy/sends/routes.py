@@ -6,11 +6,12 @@ import logging
 
 from flask import Blueprint, g, jsonify, request
 
+from ..errors import InvalidRequest
 from ..ids import check_flag
 from ..web.http import require, state
 from ..web.logs import hash_user_id
 from .engine import dry_run
-from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, snake_case, split_dry_run
+from .plan import MAX_RECIPIENTS, check_key, invalid, plan_flat, plan_native, spelt_as, split_dry_run
 
 bp = Blueprint("trigger", __name__)
 log = logging.getLogger("wallet_proxy.sends")
@@ -24,7 +25,15 @@ def _body():
 
 
 def _query_dry_run() -> bool:
-    """`?dry_run=1` / `?dry_run=0`; anything else (blank, `true`) is a 400, never a send."""
+    """`?dry_run=1` / `?dry_run=0`; anything else (blank, `true`) is a 400, never a send.
+
+    The body takes any spelling of dry_run as the flag; in the query another spelling (`?dryRun=1`)
+    is a 400 too, not an unknown parameter ignored into a real send."""
+    misspelt = [name for name in request.args if name != "dry_run" and spelt_as(name, "dry_run")]
+    if misspelt:
+        name = misspelt[0][:40]
+        raise InvalidRequest(f"invalid query: {name}: unknown field; the flag is spelt dry_run (1 or 0)",
+                             details={name: ["Unknown field: the flag is spelt dry_run (1 or 0)."]})
     return check_flag("dry_run", request.args.get("dry_run"))
 
 
@@ -34,7 +43,7 @@ def _key(body: dict, flat: bool) -> str | None:
     if header is not None:
         return check_key(header, "idempotency_key")
     if flat:  # any spelling the flat door normalises to message_id (`messageId`, "Message Id")
-        names = [k for k in body if snake_case(k) == "message_id"]
+        names = [k for k in body if spelt_as(k, "message_id")]
         if names:
             return check_key(body[names[0]], "message_id")
     return None

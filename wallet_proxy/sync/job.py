@@ -16,7 +16,7 @@ from ..bulk.journal import Journal, file_identity, journal_path, stored_identity
 from ..bulk.progress import Progress
 from ..bulk.rows import FileError, Rejects, default_rejects, read_rows, scan
 from ..bulk.runner import RetryPolicy, Runner, Summary
-from ..ids import ID_TYPES, parse_id_type
+from ..ids import EXTERNAL, ID_TYPES, parse_id_type
 from ..upstream.core import CredentialsRefused
 from .batch import Batcher
 from .service import AttributesRefused
@@ -47,7 +47,7 @@ def sync_attributes(path: str, sync, *, resolve=None, user_column: str | None = 
         id_type = parse_id_type(id_type)  # the one vocabulary of every door (ids.py)
     except ValueError:
         raise FileError(f"--id-type: must be one of {', '.join(ID_TYPES)}, got {id_type!r}") from None
-    if id_type == "external" and resolve is None:
+    if id_type == EXTERNAL and resolve is None:
         raise FileError("--id-type external needs the SessionM Core settings (to resolve external ids)")
     total = scan(path)
     rows = read_rows(path, user_column=user_column, need_tags=False)
@@ -64,7 +64,7 @@ def sync_attributes(path: str, sync, *, resolve=None, user_column: str | None = 
         batcher.task_started()
         try:
             deadline = time.monotonic() + timeout
-            seed_id = resolve(row.user_id, timeout) if id_type == "external" else row.user_id
+            seed_id = resolve(row.user_id, timeout) if id_type == EXTERNAL else row.user_id
             (planned,) = sync.plan([(row.user_id, sync.current(seed_id, deadline))])
             if planned.obj is None:
                 return  # Braze already holds these values: no call, no data point

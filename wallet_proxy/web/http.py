@@ -267,6 +267,15 @@ def error_response(exc: ApiError):
     return response
 
 
+def check_single_query() -> None:
+    """A query parameter given twice is a 400 at every door: which copy counts would be a guess
+    (`?dry_run=0&dry_run=1` sent for real; `?id_type=seed&id_type=external` read as seed)."""
+    repeated = sorted({name[:40] for name, values in request.args.lists() if len(values) > 1})
+    if repeated:
+        raise InvalidRequest(f"invalid query: {repeated[0]}: given more than once",
+                             details={name: ["Given more than once."] for name in repeated[:10]})
+
+
 def require(scope: str, group: str | None = None):
     """Decorate a view: check the client's credentials for `scope` and that `group` is configured."""
 
@@ -275,6 +284,8 @@ def require(scope: str, group: str | None = None):
         def wrapped(*args, **kwargs):
             services = state()
             g.client = services.gate.admit(request.headers.get("Authorization"), scope, client_address())
+            if scope != "preview":  # the marketers' page and its API answer the browser, not a caller's URL
+                check_single_query()
             limiter = getattr(services, "ratelimit", None)
             if limiter is not None:
                 try:
