@@ -50,7 +50,7 @@ def service(mono, *, metrics=None, locker=None, **env) -> tuple[WalletService, F
     """A service on the fake clock `mono` (wall clock: `wallets.clock`), its SessionM, its sleeps."""
     settings = make_settings("http://sessionm.invalid", **env)
     client, slept = FakeConnect(mono), []
-    wallets = WalletService(client, MemoryStore(100, settings.cache_ttl), settings, clock=FakeClock(),
+    wallets = WalletService(client, MemoryStore(1 << 20, settings.cache_ttl), settings, clock=FakeClock(),
                             monotonic=mono, spawn=inline, sleep=slept.append, metrics=metrics,
                             locker=locker)
     wallets.breaker.clock = mono

@@ -97,7 +97,7 @@ def test_redis_holds_a_wallet_in_less_than_the_planning_figure(redis_url):
 
     # A plain client with redis-py's patient defaults: this measures memory, not the short timeouts.
     client = redis.Redis.from_url(redis_url)
-    store = RedisStore(client, MemoryStore(10, 360), 60, 300)
+    store = RedisStore(client, MemoryStore(1 << 20, 360), 60, 300)
     now, prefix, used = datetime.now(timezone.utc), uuid.uuid4().hex[:8], []
     for n in range(300):
         user = f"cap-{prefix}-{n:04d}"

@@ -219,7 +219,7 @@ class TestEdges:
 
         settings = make_settings("http://sessionm.invalid")
         lag = FixedLag(LAG_TARGET + 1)
-        wallets = WalletService(object(), MemoryStore(10, 60), settings, monotonic=mono, lag=lag)
+        wallets = WalletService(object(), MemoryStore(1 << 20, 60), settings, monotonic=mono, lag=lag)
         assert wallets.lag is lag and wallets.lagging()
 
     def test_a_lag_at_the_target_is_not_lagging_and_a_timeout_then_counts(self, mono):

@@ -407,10 +407,7 @@ def _load_many(schema: Schema, items, dropped: list, fast=None) -> list:
     return out
 
 
-FAST = True  # bench/cpu_per_miss.py turns it off to measure the schema-only path in the same run
-
-
-def normalise_payload(payload, fast: bool | None = None) -> tuple[dict, list]:
+def normalise_payload(payload, fast: bool = True) -> tuple[dict, list]:
     """Validate a get_user_offers `payload`; return (normalised wallet, dropped items).
 
     Raises ValidationError when the envelope itself is unusable (not an object, offers not a list).
@@ -418,7 +415,6 @@ def normalise_payload(payload, fast: bool | None = None) -> tuple[dict, list]:
     """
     if not isinstance(payload, dict):
         raise ValidationError({"payload": ["must be an object"]})
-    fast = FAST if fast is None else fast
     data = (fast_envelope(payload) if fast else None) or _payload.load(payload)
     dropped: list = []
     offers = _load_many(_offer, data["user_offers"], dropped, fast_offer if fast else None)
