@@ -24,7 +24,7 @@ from marshmallow import ValidationError
 from werkzeug.http import parse_etags
 
 from ..errors import ApiError, Internal, NotConfigured, RateLimited, invalid_fields
-from ..ids import check_user_id
+from ..ids import DEFAULT_CULTURE, check_user_id
 from ..web.auth import check_signature
 from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, request_id
 from ..web.logs import ACCESS, access_fields, level_for, log_request
@@ -112,6 +112,8 @@ class WalletGet:
         # Authorization header -> the client it authenticated for the wallet scope: a send repeats
         # one header thousands of times, so decode and compare it once (failures are never kept).
         self._clients: dict = {}
+        cultures = services.settings.cultures
+        self._cultures = frozenset(cultures) if cultures is not None else None
         self.answered = 0  # answers given (tests)
 
     def __call__(self, environ, start_response):
@@ -187,7 +189,9 @@ class WalletGet:
         values = query.values
         check_signature(settings.signing_key, user_id, values["sig"])
         deadline = started + settings.deadline
-        culture = values["culture"]
+        culture = values["culture"]  # a well-formed tag, normalised (view.CultureField)
+        if self._cultures is not None and culture not in self._cultures:
+            culture = DEFAULT_CULTURE  # WALLET_PROXY_CULTURES: never a SessionM call per spelling
         try:
             seed_id = resolve_user(services, user_id, values["id_type"], deadline)
             served = services.wallets.get(seed_id, culture, deadline)
