@@ -98,6 +98,7 @@ class Services:
 def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,
           store=None, spawn=None, braze_options: dict | None = None) -> Services:
     """Build the services for `settings`; tests inject clock, session, store, spawn and Braze timings."""
+    injected = session is not None
     session = session or upstream.make_session(settings.upstream_concurrency)
     sandbox_state = None
     if settings.sandbox:
@@ -110,7 +111,7 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     connect = core = None
     if settings.connect_configured:
         connect = ConnectClient(settings.connect_url, settings.connect_authorization, settings.retailer_id,
-                                session)
+                                session, transport=_fast_connect(settings, session, injected))
     if settings.core_configured:
         core = CoreClient(settings.core_url, settings.core_api_key, settings.core_api_secret, session)
     metrics = Metrics()
@@ -148,6 +149,17 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
                     preview=PreviewParts(settings, redis_client, clock=clock),
                     ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger,
                     attribute_sync=attribute_sync)
+
+
+def _fast_connect(settings: Settings, session: requests.Session, injected: bool):
+    """The hot SessionM call's own transport (upstream/fast.py) under gunicorn's gevent worker; None
+    (the session's requests transport) elsewhere: threads, the sandbox's in-process adapter, a
+    session a test injected, or a proxy configured in the environment (requests honours it)."""
+    if injected or settings.sandbox or not running_under_gevent() or session.trust_env:
+        return None
+    from .upstream.fast import GeventTransport
+
+    return GeventTransport(settings.connect_url, settings.upstream_concurrency, verify=session.verify)
 
 
 def _build_trigger(settings: Settings, session, redis_client, clock, options: dict):

@@ -19,6 +19,7 @@ class Flight:
         self.done = threading.Event()
         self.started: float | None = None  # when its SessionM call was handed to its thread (monotonic)
         self.entry: Entry | None = None
+        self.wallet: dict | None = None  # the fetched wallet, decoded: its waiters render from it
         self.error: ApiError | None = None
         self.monotonic = monotonic
 
@@ -48,12 +49,13 @@ class SingleFlight:
             flight = self._flights[key] = Flight(self.monotonic)
             return flight, True
 
-    def finish(self, key, flight: Flight, entry: Entry | None = None, error: ApiError | None = None):
+    def finish(self, key, flight: Flight, entry: Entry | None = None, error: ApiError | None = None,
+               wallet: dict | None = None):
         """Publish the outcome and let the next request for this key start a new call."""
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-        flight.entry, flight.error = entry, error
+        flight.entry, flight.error, flight.wallet = entry, error, wallet
         flight.done.set()
 
     def running(self, key) -> bool:

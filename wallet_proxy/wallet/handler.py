@@ -253,7 +253,7 @@ class WalletGet:
         if cached is not None:
             return cached
         values = query.values
-        wallet = entry.wallet  # decoded from the compact entry here, once per render
+        wallet = served.wallet()  # a miss's as fetched; else decoded from the compact entry, once per render
         now = datetime.fromtimestamp(now_ts, tz=timezone.utc)
         data = fit(functools.partial(VIEWS[values["view"]], wallet, now=now, user_id=seed_id, culture=culture,
                                      fetched_at=entry.fetched_at, stale=served.stale, query=values))

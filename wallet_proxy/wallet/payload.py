@@ -6,7 +6,6 @@ refused: the caller maps a ValidationError on the envelope to 502, and drops a s
 from __future__ import annotations
 
 import functools
-import sys
 from datetime import datetime, timezone
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load
@@ -35,15 +34,6 @@ def parse_time(value) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)  # SessionM documents its dates as UTC
     return parsed.astimezone(timezone.utc)
-
-
-def shared(value):
-    """Intern a string that many cached wallets repeat (an offer's catalogue text, ids, dates).
-
-    Thousands of users hold the same offers, so a cache of 100,000 wallets would otherwise keep
-    100,000 copies of each title, description and terms. Interned strings are freed when unused.
-    """
-    return sys.intern(value) if isinstance(value, str) and len(value) <= 4096 else value
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -94,7 +84,7 @@ class Flag(fields.Field):
 @functools.lru_cache(maxsize=65536, typed=True)  # typed: True and 1 are different dates
 def _moment(value) -> tuple | None:
     moment = parse_time(value)
-    return None if moment is None else (shared(iso(moment)), moment.timestamp())
+    return None if moment is None else (iso(moment), moment.timestamp())
 
 
 def moment(value) -> tuple | None:
@@ -144,7 +134,7 @@ def media_items(media) -> list:
     items = []
     for item in media or ():
         if isinstance(item, dict):
-            items.append({k: shared(v) if isinstance(v, str) else v for k in MEDIA_KEYS
+            items.append({k: v for k in MEDIA_KEYS
                           if isinstance(v := item.get(k), (str, int, float)) and not isinstance(v, bool)})
     return items
 
@@ -209,7 +199,7 @@ def offer_out(data: dict) -> dict:
         if isinstance(item, dict):  # some clients send [{id, name}]
             item = item.get("id")
         if isinstance(item, (str, int)) and not isinstance(item, bool):
-            category_ids.append(shared(str(item)))
+            category_ids.append(str(item))
     expires = data["expiration_date"]
     # `start_date` is when the offer became available, not when this user got it: never issued_at.
     issued = data["acquire_date"]
@@ -217,19 +207,19 @@ def offer_out(data: dict) -> dict:
     redeemed = data["redeem_date"] not in (None, "", False)
     return {
         "user_offer_id": data["user_offer_id"],
-        "offer_id": shared(data["offer_id"]),
-        "root_offer_id": shared(data["root_offer_id"]),
-        "logo_uri": shared(data["logo_uri"]),
+        "offer_id": data["offer_id"],
+        "root_offer_id": data["root_offer_id"],
+        "logo_uri": data["logo_uri"],
         "media": media_items(data["media"]),
         "start_date": start and start[0],
         "end_date": end and end[0],
-        "offer_type": shared(data["offer_type"]),
-        "title": shared(data["name"]),
-        "description": shared(data["description"]),
-        "terms": shared(data["terms"]),
-        "logo_url": shared(logo) or None,
-        "pos_discount_id": shared(data["pos_discount_id"]),
-        "group_id": shared(data["offer_group_id"]),
+        "offer_type": data["offer_type"],
+        "title": data["name"],
+        "description": data["description"],
+        "terms": data["terms"],
+        "logo_url": logo or None,
+        "pos_discount_id": data["pos_discount_id"],
+        "group_id": data["offer_group_id"],
         "category_ids": category_ids,
         "issued_at": issued and issued[0],
         "expires_at": expires and expires[0],
@@ -449,7 +439,7 @@ def normalise_payload(payload, fast: bool = True) -> tuple[dict, list]:
 def _catalogue(pairs: tuple) -> list:
     """The retailer's offer groups (or categories) as [{id, name}], one shared list per distinct
     catalogue: every wallet carries the same few, and the view only reads them."""
-    return [{"id": shared(i), "name": shared(n), "sort_order": o} for i, n, o in pairs]
+    return [{"id": i, "name": n, "sort_order": o} for i, n, o in pairs]
 
 
 def _order(item):

@@ -94,6 +94,11 @@ class Served:
     entry: Entry
     outcome: Outcome
     ttl_left: float
+    fetched: dict | None = None  # a miss's wallet as fetched, already decoded
+
+    def wallet(self) -> dict:
+        """The normalised wallet: as fetched on a miss, else decoded from the entry."""
+        return self.fetched if self.fetched is not None else self.entry.wallet
 
     @property
     def status(self) -> Outcome:  # the preview's name for it
@@ -133,6 +138,10 @@ class WalletService:
         self.locker = locker
         # Optional event-loop lag monitor (web/lag.py's LoopLag; under gevent): CPU admission.
         self.lag = lag
+        # The client's transport bounds a call's whole time (upstream/fast.py): the leading request
+        # may make the call itself. Otherwise (requests: a timeout per socket read) it runs in its
+        # own thread, and callers wait on it with their own deadlines.
+        self.inline = bool(getattr(getattr(client, "transport", None), "bounds_total_time", False))
 
     def get(self, user_id: str, culture: str, deadline: float) -> Served:
         """Return the wallet of (user, culture) within `deadline` (monotonic), or raise an ApiError."""
@@ -148,8 +157,10 @@ class WalletService:
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
         try:
-            fresh = self._fetch(user_id, culture, self.seen_late(deadline))  # hits never need it
-            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at))
+            flight = self._fetch(user_id, culture, self.seen_late(deadline))  # hits never need it
+            fresh = flight.entry
+            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at),
+                          flight.wallet)
         except BREAKER_FAILURES:
             if entry is not None:
                 age = self.clock() - entry.fetched_at
@@ -250,14 +261,16 @@ class WalletService:
         """Drop every cached culture of a user."""
         self.store.forget(user_id)
 
-    def _fetch(self, user_id: str, culture: str, deadline: float) -> Entry:
+    def _fetch(self, user_id: str, culture: str, deadline: float) -> Flight:
+        """The finished flight of (user, culture): joined, or led by this request."""
         flight, leader = self.flights.join((user_id, culture))
         if leader:
             self._lead(flight, user_id, culture, deadline)
         elif self.metrics:
             self.metrics.coalesced()
         try:
-            return flight.wait(deadline - ANSWER_MARGIN)
+            flight.wait(deadline - ANSWER_MARGIN)
+            return flight
         except UpstreamTimeout as exc:
             if exc is not flight.error and not self.sessionm_late(flight):  # this waiter's deadline
                 # Not SessionM's timeout: its call started too late (queued for a slot, or this
@@ -306,7 +319,12 @@ class WalletService:
             self.flights.finish(key, flight, error=self.overloaded_error(paced=False))
             return
         flight.started = self.monotonic()
-        self.spawn(self._run, flight, user_id, culture, timeout)
+        if wait_for_slot and self.inline:
+            # The transport bounds the call's whole time itself: the leader makes it, on its own
+            # greenlet, by its deadline (no thread to start and switch to and back).
+            self._run(flight, user_id, culture, min(timeout, deadline - ANSWER_MARGIN - flight.started))
+        else:
+            self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
         """Wait for a free SessionM slot until shortly before `deadline`, or until the breaker opens.
@@ -323,10 +341,12 @@ class WalletService:
         entry = error = None
         called = []
         started = self.monotonic()
+        fetched = {}
 
         def call() -> Entry:
             called.append(True)
-            return self._call(user_id, culture, timeout)
+            made, fetched["wallet"] = self._call(user_id, culture, timeout)
+            return made
 
         try:
             entry = self.locker.fetch_once(user_id, culture, timeout, call) if self.locker else call()
@@ -343,9 +363,9 @@ class WalletService:
                 else:
                     self.breaker.cancel()
             self.slots.release(held=self.monotonic() - started if called else None)
-            self.flights.finish(key, flight, entry, error)
+            self.flights.finish(key, flight, entry, error, fetched.get("wallet"))
 
-    def _call(self, user_id: str, culture: str, timeout: float) -> Entry:
+    def _call(self, user_id: str, culture: str, timeout: float) -> tuple[Entry, dict]:
         """One SessionM call: store the result, feed the breaker with SessionM's own failures."""
         started = self.monotonic()
         outcome = "ok"
@@ -369,7 +389,7 @@ class WalletService:
         self.breaker.success()
         entry = Entry(wallet, self.clock())
         self.store.put(user_id, culture, entry)
-        return entry
+        return entry, wallet
 
     def sessionm_failed(self, error: ApiError, timeout: float, elapsed: float) -> bool:
         """Whether a failed call is SessionM's failure (counts against the breaker) or our own.

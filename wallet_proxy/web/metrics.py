@@ -103,9 +103,14 @@ class Metrics:
 
     def upstream(self, name: str, outcome: str, seconds: float) -> None:
         """Record one upstream call; also add its time to the current request's log line."""
-        name = name.lower()
-        self.upstream_calls.labels(name, outcome).inc()
-        self.upstream_latency.labels(name, outcome).observe(seconds)
+        key = ("upstream", name, outcome)
+        children = self._children.get(key)
+        if children is None:  # .labels() takes a lock and builds a key each time: resolve once
+            lower = name.lower()
+            children = self._children[key] = (self.upstream_calls.labels(lower, outcome),
+                                               self.upstream_latency.labels(lower, outcome))
+        children[0].inc()
+        children[1].observe(seconds)
         spent = upstream_time.get()
         if spent is not None:
             spent[0] += seconds
