@@ -147,3 +147,8 @@ class OutcomeUnknown(ApiError):
 
 # Errors that count against the SessionM circuit breaker (SPEC: timeouts, 5xx, refused, garbage).
 BREAKER_FAILURES = (UpstreamError, UpstreamUnavailable, UpstreamTimeout)
+
+
+class ClosedUnanswered(Exception):
+    """Not an answer: a kept-alive upstream connection was closed before any reply (the server's idle
+    timeout raced our send). A transport sends an idempotent request once more, else maps it."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .. import jsoncodec
-from ..errors import ApiError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from ..errors import ApiError, ClosedUnanswered, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from . import transport
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ def _load() -> None:
     gevent, HTTPConnectionClosed, HTTPParseError, HTTPSocketResponse = _gevent, _closed, _parse, _response
 
 
-class _Unanswered(Exception):
-    """The server closed a kept-alive connection before answering (its idle timeout raced our send)."""
-
-
 class GeventTransport:
     """`send(Request) -> Reply` to one base URL's host, over at most `pool_size` kept-alive sockets."""
 
@@ -100,14 +96,14 @@ class GeventTransport:
         try:
             try:
                 status, headers, content = self._exchange(wire, request, timeout)
-            except _Unanswered:
+            except ClosedUnanswered:
                 left = timeout - (time.monotonic() - started)
                 if not (request.idempotent and left > 0.05):
                     raise _error(UpstreamUnavailable(f"{request.name} refused or dropped the connection",
                                                      retry_after=1), True) from None
                 log.info("%s closed a kept-alive connection without answering; sent again", request.name)
                 status, headers, content = self._exchange(wire, request, left, fresh=True)
-        except _Unanswered:
+        except ClosedUnanswered:
             raise _error(UpstreamUnavailable(f"{request.name} refused or dropped the connection",
                                              retry_after=1), True) from None
         elapsed = time.monotonic() - started
@@ -141,7 +137,7 @@ class GeventTransport:
     def _exchange(self, wire: bytes, request, timeout: float, fresh: bool = False):
         """Send `wire` and read the answer within `timeout`; (status, headers, body).
 
-        Raises _Unanswered when a reused connection was closed before any answer, else ApiErrors."""
+        Raises ClosedUnanswered when a reused connection was closed before any answer, else ApiErrors."""
         timer = gevent.Timeout.start_new(timeout)
         sock = None
         reused = False
@@ -155,12 +151,12 @@ class GeventTransport:
                 response = HTTPSocketResponse(sock, method=request.method)
             except HTTPConnectionClosed:
                 if reused:
-                    raise _Unanswered() from None
+                    raise ClosedUnanswered() from None
                 raise _error(UpstreamUnavailable(f"{request.name} refused or dropped the connection",
                                                  retry_after=1), True) from None
             except OSError as exc:
                 if reused and exc.errno in (errno.ECONNRESET, errno.EPIPE):
-                    raise _Unanswered() from None
+                    raise ClosedUnanswered() from None
                 raise
             content = response.read()
             status, headers = response.status_code, response.info()
@@ -175,7 +171,7 @@ class GeventTransport:
             if exc is not timer:
                 raise
             raise _error(UpstreamTimeout(f"{request.name} did not answer within {timeout:.2f}s"), True) from None
-        except (_Unanswered, ApiError):
+        except (ClosedUnanswered, ApiError):
             raise
         except HTTPParseError as exc:
             raise _error(UpstreamError(f"{request.name} call failed: {type(exc).__name__}"), True) from exc

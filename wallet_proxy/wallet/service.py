@@ -197,27 +197,6 @@ class WalletService:
                 self.sleep(wait)
         return UpstreamUnavailable("too many SessionM calls waiting; no slot in time", retry_after=1)
 
-    def refusal(self, user_id: str, culture: str, entry: Entry | None, deadline: float) -> ApiError | None:
-        """The 503 a read of (user, culture) can only get right now, or None when it may go on.
-
-        Either the breaker is open (not half open: a probe may be due) or the queue for a SessionM
-        slot is longer than admission control allows -- and no call for this key is in flight to
-        wait for, and no cached copy is young enough to be served stale. The route reaches the same
-        answer through `get`; the fast path asks here to give it without Flask.
-        """
-        deadline = self.seen_late(deadline)
-        if self.flights.running((user_id, culture)):
-            return None
-        if entry is not None:
-            age = self.clock() - entry.fetched_at
-            if age < entry_ttl(entry, self.settings) + self.settings.stale_ttl:
-                return None
-        if self.breaker.state == "open":
-            return self.breaker_open_error()
-        if not self.admits(deadline):
-            return self.overloaded_error()
-        return None
-
     def lagging(self) -> bool:
         """Whether the event loop has a standing lag above LAG_TARGET: this process is out of CPU."""
         return self.lag is not None and self.lag.standing() > LAG_TARGET
