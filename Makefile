@@ -44,7 +44,6 @@ test: $(VENV)/.installed tests/js/node_modules/.installed
 ## bench: the load benchmarks; results go to bench/RESULTS.md
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/cpu_per_miss.py
 
 ## mutate: mutation score of the core modules (minutes per module; not part of make test); writes docs/mutation.md
 mutate: $(VENV)/.installed
