@@ -4,6 +4,7 @@ The shared one, over Redis, is `wallet_proxy.wallet.redis_store.RedisStore`.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -26,6 +27,22 @@ _ZDICT = (b'"categories":[],"truncated":false}{"id":"","name":"","sort_order":nu
           b'"https://","pos_discount_id":null,"group_id":"","category_ids":[""],"issued_at":"","expires_at":'
           b'"","expires_ts":,"redeemed":false,"redeemable":true},{"user_id":"","total_points":'
           b',"available_points":,"groups":[')
+_STAMPS = itertools.count()
+_STAMP_PREFIX = os.urandom(6).hex()  # this process's; a stamp read from Redis was made by another
+
+
+def _new_stamp() -> str:
+    return f"{_STAMP_PREFIX}{next(_STAMPS):x}"
+
+
+def _reseed() -> None:  # a forked worker makes stamps of its own, never its parent's or a sibling's
+    global _STAMP_PREFIX
+    _STAMP_PREFIX = os.urandom(6).hex()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 ENTRY_OVERHEAD = 240  # bytes an Entry costs besides its compressed wallet (object, bytes header, stamp)
 
 
@@ -63,7 +80,7 @@ class Entry:
         self.fetched_at = fetched_at
         self.ttl = ttl
         # Names this fetch (rendered bodies are keyed by it): two fetches in the same instant differ.
-        self.stamp = stamp or os.urandom(8).hex()
+        self.stamp = stamp or _new_stamp()
 
     @property
     def wallet(self) -> dict:
