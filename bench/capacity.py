@@ -27,6 +27,9 @@ REDIS_HEADROOM = 1.5  # fragmentation, locks, idempotency records, replication b
 BRAZE_TIMEOUT = 2.0  # seconds: Braze renders the block empty after this
 MIN_INSTANCES = 2  # one can restart while the other serves
 WALLET_SHARE = 0.75  # of WALLET_PROXY_CACHE_MB for wallets (wallet_proxy/services.py)
+# Redis holds a wallet as JSON, not deflated as a process does: its JSON, for the sandbox's wallets, by
+# MEMORY USAGE (tests/test_capacity.py measures it against a real redis-server: about 5 KB), rounded up.
+REDIS_WALLET_BYTES = 6144
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def plan(bench: Bench, recipients: int, per_minute: float, latency: float, *, re
     # Redis holds a wallet for TTL + stale window after its fetch; prewarmed ones for the whole send.
     window_users = recipients if prewarmed else min(recipients, math.ceil(messages * (cache_ttl + stale_ttl)))
     wallets = window_users * cultures
-    redis_mib = wallets * bench.bytes_per_wallet * REDIS_HEADROOM / 2**20
+    redis_mib = wallets * max(bench.bytes_per_wallet, REDIS_WALLET_BYTES) * REDIS_HEADROOM / 2**20
     process_mib = min(wallets * bench.bytes_per_wallet / 2**20, cache_mb * WALLET_SHARE)
     reasons = []
     if latency >= 1.0:
