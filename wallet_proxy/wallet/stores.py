@@ -4,6 +4,7 @@ The shared one, over Redis, is `wallet_proxy.wallet.redis_store.RedisStore`.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -13,7 +14,7 @@ import zlib
 from typing import Protocol, runtime_checkable
 
 import orjson
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from .. import jsoncodec
 
@@ -28,22 +29,22 @@ _ZDICT = (b'"categories":[],"truncated":false}{"id":"","name":"","sort_order":nu
           b'"","expires_ts":,"redeemed":false,"redeemable":true},{"user_id":"","total_points":'
           b',"available_points":,"groups":[')
 _STAMPS = itertools.count()
-_STAMP_PREFIX = os.urandom(6).hex()  # this process's; a stamp read from Redis was made by another
+_STAMP_PREFIX = int.from_bytes(os.urandom(4)) << 32  # this process's; one read from Redis is another's
 
 
-def _new_stamp() -> str:
-    return f"{_STAMP_PREFIX}{next(_STAMPS):x}"
+def _new_stamp() -> int:
+    return _STAMP_PREFIX | next(_STAMPS)
 
 
 def _reseed() -> None:  # a forked worker makes stamps of its own, never its parent's or a sibling's
     global _STAMP_PREFIX
-    _STAMP_PREFIX = os.urandom(6).hex()
+    _STAMP_PREFIX = int.from_bytes(os.urandom(4)) << 32
 
 
 os.register_at_fork(after_in_child=_reseed)
 
 
-ENTRY_OVERHEAD = 240  # bytes an Entry costs besides its compressed wallet (object, bytes header, stamp)
+ENTRY_OVERHEAD = 170  # bytes an Entry costs besides its compressed wallet (object, bytes header, stamp)
 
 
 def pack(wallet: dict) -> bytes:
@@ -75,7 +76,7 @@ class Entry:
 
     __slots__ = ("blob", "fetched_at", "ttl", "stamp")
 
-    def __init__(self, wallet: dict, fetched_at: float, ttl: float | None = None, stamp: str | None = None):
+    def __init__(self, wallet: dict, fetched_at: float, ttl: float | None = None, stamp: int | str | None = None):
         self.blob = pack(wallet)
         self.fetched_at = fetched_at
         self.ttl = ttl
@@ -134,7 +135,10 @@ class Store(Protocol):
 
 
 MAX_CULTURES = 4  # cultures kept per user id: a new one past these pushes out the oldest
-USER_OVERHEAD = 400  # bytes a user's slot costs besides its entries (the cache's links, dict, key)
+# Bytes a user's slot costs besides its entries (its key, the OrderedDict's node); a user with
+# several cultures holds them in a dict, counted as CULTURES_OVERHEAD more.
+USER_OVERHEAD = 350
+CULTURES_OVERHEAD = 250
 
 
 class MemoryStore:
@@ -145,59 +149,86 @@ class MemoryStore:
     MAX_CULTURES cultures, so a URL repeated with ever new `culture=` values cannot grow one user
     without bound (the oldest culture goes).
 
-    cachetools caches are not thread-safe: every access goes through one lock, held only for the
-    dictionary operation, never during I/O.
+    Kept lean, since a process holds a hundred thousand: one OrderedDict (least recently used
+    first), a user's value the entry itself (the usual single culture, `(culture, entry)`) or a dict of
+    cultures, and an entry's age checked when it is read (an expired one is a miss and goes; the
+    byte budget bounds the ones never read again). Every access goes through one lock, held only for
+    the dictionary operation, never during I/O.
     """
 
     name = "memory"
 
     def __init__(self, max_bytes: int, ttl: float, timer=time.time):
         self.max_bytes = max_bytes
-        self._cache: TTLCache = TTLCache(maxsize=max_bytes, ttl=max(ttl, 0.001), timer=timer,
-                                         getsizeof=_user_size)
+        self.ttl = max(ttl, 0.001)
+        self.timer = timer
+        self._users: collections.OrderedDict = collections.OrderedDict()  # user -> (stored, size, at)
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, user_id: str, culture: str) -> Entry | None:
         """Return the cached entry for (user, culture), if any."""
         with self._lock:
-            cultures = self._cache.get(user_id)
-            return cultures.get(culture) if cultures else None
+            slot = self._users.get(user_id)
+            if slot is None:
+                return None
+            stored, size, at = slot
+            if self.timer() - at >= self.ttl:  # the user's last write is past TTL + stale window
+                del self._users[user_id]
+                self._bytes -= size
+                return None
+            self._users.move_to_end(user_id)
+        if type(stored) is tuple:
+            return stored[1] if stored[0] == culture else None
+        return stored.get(culture)
 
     def put(self, user_id: str, culture: str, entry: Entry) -> None:
         """Store an entry; the user's other cultures stay (the oldest goes past MAX_CULTURES)."""
         with self._lock:
-            cultures = dict(self._cache.get(user_id) or {})
+            slot = self._users.pop(user_id, None)
+            if slot is not None:
+                self._bytes -= slot[1]
+                old = slot[0]
+                cultures = dict([old]) if type(old) is tuple else dict(old)
+                if self.timer() - slot[2] >= self.ttl:
+                    cultures = {}
+            else:
+                cultures = {}
             cultures.pop(culture, None)  # re-inserted last: the newest
             cultures[culture] = entry
             while len(cultures) > MAX_CULTURES:
                 del cultures[next(iter(cultures))]
-            if _user_size(cultures) > self._cache.maxsize:  # one wallet larger than the whole cache
-                self._cache.pop(user_id, None)
+            stored = (culture, entry) if len(cultures) == 1 else cultures
+            size = USER_OVERHEAD + sum(e.size for e in cultures.values()) + (
+                CULTURES_OVERHEAD if len(cultures) > 1 else 0)
+            if size > self.max_bytes:  # one wallet larger than the whole cache: not kept
                 return
-            self._cache[user_id] = cultures
+            self._users[user_id] = (stored, size, self.timer())
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped, _) = self._users.popitem(last=False)
+                self._bytes -= dropped
 
     def forget(self, user_id: str) -> None:
         """Drop every culture of a user."""
         with self._lock:
-            self._cache.pop(user_id, None)
+            slot = self._users.pop(user_id, None)
+            if slot is not None:
+                self._bytes -= slot[1]
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._cache)
+            return len(self._users)
 
     @property
     def bytes(self) -> int:
         """Bytes the cached entries are counted for (at most `max_bytes`)."""
         with self._lock:
-            return self._cache.currsize
+            return self._bytes
 
     def healthy(self) -> bool:
         """Always: the process's own memory does not fail."""
         return True
-
-
-def _user_size(cultures: dict) -> int:
-    return USER_OVERHEAD + sum(entry.size for entry in cultures.values())
 
 
 RENDER_OVERHEAD = 300  # bytes a rendered body costs besides itself (its key, ETag, tuple, links)
