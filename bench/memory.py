@@ -16,7 +16,6 @@ resident set is the figure the pod's memory limit is sized from.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import cpu_per_miss  # noqa: E402
 from cpu_per_miss import ENV, stand_in  # noqa: E402
 from run import AUTH, Server  # noqa: E402
 
@@ -110,15 +110,7 @@ def full_budget(upstream: Server, cache_mb: int, size: int = 50, step: int = 2_0
 
 
 def write_section(text: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    current = path.read_text() if path.exists() else ""
-    block = f"{MARK_BEGIN}\n{text.rstrip()}\n{MARK_END}\n"
-    if MARK_BEGIN in current and MARK_END in current:
-        current = re.sub(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", lambda _: block,
-                         current, flags=re.S)
-    else:
-        current = current.rstrip() + "\n\n" + block
-    path.write_text(current)
+    cpu_per_miss.write_section(text, MARK_BEGIN, MARK_END)
 
 
 def run(cache_mb: int) -> dict:

@@ -692,6 +692,7 @@ def main() -> int:
 
     # BENCH_ONLY=hits,overload,...: run those steps only, print #24's targets, leave the main report
     only = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
+    spent: dict = {}
     try:
         steps = [
             ("hits", lambda: bench_hits(upstream)),
@@ -713,15 +714,18 @@ def main() -> int:
             if only and name not in only:
                 continue
             print(f"bench: {name} ... ({time.monotonic() - started:.0f} s)", flush=True)
+            began = time.monotonic()
             results[name] = step()
+            spent[name] = time.monotonic() - began
     finally:
         redis.close()
         upstream.close()
     load_end = os.getloadavg()
     if "cpu_per_miss" in results:
-        cpu_per_miss.write_section(cpu_per_miss.section(results["cpu_per_miss"], 0, m["load"]))
+        cpu_per_miss.write_section(cpu_per_miss.section(results["cpu_per_miss"], spent["cpu_per_miss"],
+                                                        m["load"]))
     if "memory_worker" in results:
-        memory.write_section(memory.section(results["memory_worker"], 0, m["load"]))
+        memory.write_section(memory.section(results["memory_worker"], spent["memory_worker"], m["load"]))
     if only:
         print(f"\nbench: {', '.join(sorted(only))} only; load average {m['load'][0]:.1f} at the start, "
               f"{load_end[0]:.1f} at the end (2 cores shared: ratios are measured in one run)\n")

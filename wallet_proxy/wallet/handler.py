@@ -19,7 +19,6 @@ import time
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
 
-from cachetools import LRUCache
 from marshmallow import ValidationError
 from werkzeug.http import parse_etags
 
@@ -108,7 +107,8 @@ class WalletGet:
         self.wsgi_app = wsgi_app
         self.services = services
         self.rendered = RenderCache(render_bytes)  # recently rendered bodies, bounded in bytes
-        self._queries: LRUCache = LRUCache(QUERY_MEMO_BYTES, getsizeof=lambda item: item[0])
+        self._queries: dict = {}  # query string -> validated Query; QUERY_MEMO_BYTES at most
+        self._query_bytes = 0
         # Authorization header -> the client it authenticated for the wallet scope: a send repeats
         # one header thousands of times, so decode and compare it once (failures are never kept).
         self._clients: dict = {}
@@ -234,14 +234,21 @@ class WalletGet:
         return client
 
     def _query(self, raw: str) -> Query:
-        """The validated query of a query string, remembered by its text (bounded in bytes)."""
-        item = self._queries.get(raw)
-        if item is None:
+        """The validated query of a query string, remembered by its text (bounded in bytes).
+
+        A send repeats a handful of query strings; a plain dict (started over when full) costs a
+        hit less than an LRU's bookkeeping."""
+        query = self._queries.get(raw)
+        if query is None:
             query = parse_query(raw)
-            item = (len(raw) + QUERY_MEMO_ITEM, query)
-            if item[0] <= QUERY_MEMO_BYTES // 64:  # a huge string is validated, never kept
-                self._queries[raw] = item
-        return item[1]
+            size = len(raw) + QUERY_MEMO_ITEM
+            if size <= QUERY_MEMO_BYTES // 64:  # a huge string is validated, never kept
+                if self._query_bytes + size > QUERY_MEMO_BYTES:  # per-user `sig`s: start over
+                    self._queries.clear()
+                    self._query_bytes = 0
+                self._queries[raw] = query
+                self._query_bytes += size
+        return query
 
     def _render(self, served: Served, seed_id: str, culture: str, query: Query) -> tuple[bytes, str]:
         """The JSON body and ETag of a served wallet, reused while the view cannot change."""
