@@ -81,7 +81,7 @@ class Flag(fields.Field):
         raise ValidationError("must be a boolean")
 
 
-@functools.lru_cache(maxsize=65536, typed=True)  # typed: True and 1 are different dates
+@functools.lru_cache(maxsize=8192, typed=True)  # typed: True and 1 are different dates; ~2 MB at most
 def _moment(value) -> tuple | None:
     moment = parse_time(value)
     return None if moment is None else (iso(moment), moment.timestamp())
