@@ -75,3 +75,28 @@ def test_forget_drops_every_culture():
     store.put("a", "fr", entry(2))
     store.forget("a")
     assert store.get("a", "en-US") is None and store.get("a", "fr") is None
+
+
+def test_rendered_bodies_are_bounded_in_bytes():
+    from wallet_proxy.wallet.stores import RENDER_OVERHEAD, RenderCache
+
+    rendered = RenderCache(20 * (1000 + RENDER_OVERHEAD))
+    for n in range(200):
+        rendered.put(("u", n), b"x" * 1000, f"etag-{n}", float("inf"))
+    kept = [n for n in range(200) if rendered.get(("u", n), 0.0) is not None]
+    assert kept == list(range(180, 200)), "the most recent bodies, as many as the bytes allow"
+    rendered.put(("big",), b"x" * 10**6, "etag", float("inf"))  # larger than the budget: never kept
+    assert rendered.get(("big",), 0.0) is None and rendered.get(("u", 199), 0.0) is not None
+
+
+def test_external_ids_are_bounded_in_bytes():
+    from wallet_proxy.services import EXTERNAL_ID_BYTES, ExternalIds
+
+    class Core:
+        def resolve_external_id(self, external_id, timeout):
+            return "seed-" + external_id
+
+    ids = ExternalIds(Core(), 50 * (EXTERNAL_ID_BYTES + 20))
+    for n in range(1000):
+        assert ids.resolve(f"customer-{n}", 1.0) == f"seed-customer-{n}"
+    assert 40 <= len(ids._cache) <= 50
