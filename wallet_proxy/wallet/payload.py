@@ -303,40 +303,74 @@ def _number(value):
 
 
 def fast_offer(item: dict) -> dict | None:
-    """`OfferSchema().load(item)` for an offer in the plain form, else None (let the schema decide)."""
+    """`OfferSchema().load(item)` for an offer in the plain form, else None (let the schema decide).
+
+    Builds the normalised offer in one pass (what `offer_out` gives for the same fields)."""
     get = item.get
-    data = {}
+    texts = []
     for key in _TEXTS:
-        value = _text(get(key))
-        if value is _MISSING:
-            return None
-        data[key] = value
+        value = get(key)
+        kind = type(value)
+        if kind is not _STR and value is not None:
+            if kind is _INT or kind is _FLOAT:
+                value = str(value)
+            else:
+                return None
+        texts.append(value)
+    user_offer_id, offer_id, root_offer_id, group_id, offer_type, name, description, terms, logo_uri, \
+        pos_discount_id = texts
     media = get("media", _MISSING)
     if media is _MISSING:
         media = []
     elif media is not None and type(media) is not _LIST:
         return None
-    data["media"] = media
-    for key in ("categories", "category_ids"):
-        value = get(key)
-        if value is not None and type(value) is not _LIST:
-            return None
-        data[key] = value
+    categories, category_list = get("categories"), get("category_ids")
+    if (categories is not None and type(categories) is not _LIST) or (
+            category_list is not None and type(category_list) is not _LIST):
+        return None
     flag = get("is_redeemable")
     if flag is not None and type(flag) is not _BOOL:
         return None
-    data["is_redeemable"] = flag
-    data["redeem_date"] = get("redeem_date")
     try:
-        for key in SOFT_DATES:
-            try:
-                data[key] = moment(get(key))
-            except ValidationError:
-                data[key] = None
-        data["expiration_date"] = moment(get("expiration_date"))
+        expires = moment(get("expiration_date"))
     except ValidationError:
         return None
-    return offer_out(data)
+    soft = []
+    for key in SOFT_DATES:
+        try:
+            soft.append(moment(get(key)))
+        except ValidationError:
+            soft.append(None)
+    start, end, issued = soft
+    category_ids = []
+    for entry in (categories if categories is not None else category_list) or ():
+        if isinstance(entry, dict):  # some clients send [{id, name}]
+            entry = entry.get("id")
+        if isinstance(entry, (str, int)) and not isinstance(entry, bool):
+            category_ids.append(str(entry))
+    logo = logo_uri or image_uri(media)
+    return {
+        "user_offer_id": user_offer_id,
+        "offer_id": offer_id,
+        "root_offer_id": root_offer_id,
+        "logo_uri": logo_uri,
+        "media": media_items(media),
+        "start_date": start and start[0],
+        "end_date": end and end[0],
+        "offer_type": offer_type,
+        "title": name,
+        "description": description,
+        "terms": terms,
+        "logo_url": logo or None,
+        "pos_discount_id": pos_discount_id,
+        "group_id": group_id,
+        "category_ids": category_ids,
+        "issued_at": issued and issued[0],
+        "expires_at": expires and expires[0],
+        "expires_ts": expires and expires[1],
+        "redeemed": get("redeem_date") not in (None, "", False),
+        "redeemable": True if flag is None else flag,
+    }
 
 
 def fast_named(item: dict) -> dict | None:
