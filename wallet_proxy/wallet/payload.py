@@ -192,40 +192,46 @@ SOFT_DATES = ("start_date", "end_date", "acquire_date")
 
 def offer_out(data: dict) -> dict:
     """The normalised offer from its loaded fields (texts as text, dates as `moment()` pairs)."""
-    logo = data["logo_uri"] or image_uri(data["media"])
-    raw_cats = data["categories"] if data["categories"] is not None else data["category_ids"]
+    return _normalised_offer(
+        data["user_offer_id"], data["offer_id"], data["root_offer_id"], data["offer_group_id"], data["offer_type"],
+        data["name"], data["description"], data["terms"], data["logo_uri"], data["pos_discount_id"], data["media"],
+        data["categories"] if data["categories"] is not None else data["category_ids"], data["is_redeemable"],
+        data["redeem_date"], data["start_date"], data["end_date"], data["acquire_date"], data["expiration_date"])
+
+
+def _normalised_offer(user_offer_id, offer_id, root_offer_id, group_id, offer_type, name, description, terms,
+                      logo_uri, pos_discount_id, media, raw_categories, flag, redeem_date, start, end, issued,
+                      expires) -> dict:
+    """The normalised offer; both readings (the schemas, the fast path) end here."""
     category_ids = []
-    for item in raw_cats or []:
-        if isinstance(item, dict):  # some clients send [{id, name}]
-            item = item.get("id")
-        if isinstance(item, (str, int)) and not isinstance(item, bool):
-            category_ids.append(str(item))
-    expires = data["expiration_date"]
+    for entry in raw_categories or ():
+        if isinstance(entry, dict):  # some clients send [{id, name}]
+            entry = entry.get("id")
+        if isinstance(entry, (str, int)) and not isinstance(entry, bool):
+            category_ids.append(str(entry))
+    logo = logo_uri or image_uri(media)
     # `start_date` is when the offer became available, not when this user got it: never issued_at.
-    issued = data["acquire_date"]
-    start, end = data["start_date"], data["end_date"]
-    redeemed = data["redeem_date"] not in (None, "", False)
     return {
-        "user_offer_id": data["user_offer_id"],
-        "offer_id": data["offer_id"],
-        "root_offer_id": data["root_offer_id"],
-        "logo_uri": data["logo_uri"],
-        "media": media_items(data["media"]),
+        "user_offer_id": user_offer_id,
+        "offer_id": offer_id,
+        "root_offer_id": root_offer_id,
+        "logo_uri": logo_uri,
+        "media": media_items(media),
         "start_date": start and start[0],
         "end_date": end and end[0],
-        "offer_type": data["offer_type"],
-        "title": data["name"],
-        "description": data["description"],
-        "terms": data["terms"],
+        "offer_type": offer_type,
+        "title": name,
+        "description": description,
+        "terms": terms,
         "logo_url": logo or None,
-        "pos_discount_id": data["pos_discount_id"],
-        "group_id": data["offer_group_id"],
+        "pos_discount_id": pos_discount_id,
+        "group_id": group_id,
         "category_ids": category_ids,
         "issued_at": issued and issued[0],
         "expires_at": expires and expires[0],
         "expires_ts": expires and expires[1],
-        "redeemed": redeemed,
-        "redeemable": True if data["is_redeemable"] is None else data["is_redeemable"],
+        "redeemed": redeem_date not in (None, "", False),
+        "redeemable": True if flag is None else flag,
     }
 
 
@@ -305,7 +311,7 @@ def _number(value):
 def fast_offer(item: dict) -> dict | None:
     """`OfferSchema().load(item)` for an offer in the plain form, else None (let the schema decide).
 
-    Builds the normalised offer in one pass (what `offer_out` gives for the same fields)."""
+    Reads the fields in one pass, without the intermediate dict the schema path fills."""
     get = item.get
     texts = []
     for key in _TEXTS:
@@ -317,8 +323,6 @@ def fast_offer(item: dict) -> dict | None:
             else:
                 return None
         texts.append(value)
-    user_offer_id, offer_id, root_offer_id, group_id, offer_type, name, description, terms, logo_uri, \
-        pos_discount_id = texts
     media = get("media", _MISSING)
     if media is _MISSING:
         media = []
@@ -342,35 +346,8 @@ def fast_offer(item: dict) -> dict | None:
         except ValidationError:
             soft.append(None)
     start, end, issued = soft
-    category_ids = []
-    for entry in (categories if categories is not None else category_list) or ():
-        if isinstance(entry, dict):  # some clients send [{id, name}]
-            entry = entry.get("id")
-        if isinstance(entry, (str, int)) and not isinstance(entry, bool):
-            category_ids.append(str(entry))
-    logo = logo_uri or image_uri(media)
-    return {
-        "user_offer_id": user_offer_id,
-        "offer_id": offer_id,
-        "root_offer_id": root_offer_id,
-        "logo_uri": logo_uri,
-        "media": media_items(media),
-        "start_date": start and start[0],
-        "end_date": end and end[0],
-        "offer_type": offer_type,
-        "title": name,
-        "description": description,
-        "terms": terms,
-        "logo_url": logo or None,
-        "pos_discount_id": pos_discount_id,
-        "group_id": group_id,
-        "category_ids": category_ids,
-        "issued_at": issued and issued[0],
-        "expires_at": expires and expires[0],
-        "expires_ts": expires and expires[1],
-        "redeemed": get("redeem_date") not in (None, "", False),
-        "redeemable": True if flag is None else flag,
-    }
+    return _normalised_offer(*texts, media, categories if categories is not None else category_list, flag,
+                             get("redeem_date"), start, end, issued, expires)
 
 
 def fast_named(item: dict) -> dict | None:
