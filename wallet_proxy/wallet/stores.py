@@ -53,12 +53,12 @@ def pack(wallet: dict) -> bytes:
         text = orjson.dumps(wallet)
     except TypeError:  # a lone surrogate or an integer past 64 bits: the standard library, ASCII-escaped
         text = json.dumps(wallet, separators=(",", ":")).encode()
-    packer = zlib.compressobj(1, zdict=_ZDICT)
+    packer = zlib.compressobj(3, zlib.DEFLATED, -15, zdict=_ZDICT)  # raw deflate: no header, no checksum
     return packer.compress(text) + packer.flush()
 
 
 def unpack(blob: bytes) -> dict:
-    unpacker = zlib.decompressobj(zdict=_ZDICT)
+    unpacker = zlib.decompressobj(-15, zdict=_ZDICT)
     return jsoncodec.loads(unpacker.decompress(blob) + unpacker.flush())
 
 
@@ -162,7 +162,7 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.ttl = max(ttl, 0.001)
         self.timer = timer
-        self._users: collections.OrderedDict = collections.OrderedDict()  # user -> (stored, size, at)
+        self._users: collections.OrderedDict = collections.OrderedDict()  # user -> (stored, written at)
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -172,10 +172,10 @@ class MemoryStore:
             slot = self._users.get(user_id)
             if slot is None:
                 return None
-            stored, size, at = slot
+            stored, at = slot
             if self.timer() - at >= self.ttl:  # the user's last write is past TTL + stale window
                 del self._users[user_id]
-                self._bytes -= size
+                self._bytes -= _size(stored)
                 return None
             self._users.move_to_end(user_id)
         if type(stored) is tuple:
@@ -187,10 +187,10 @@ class MemoryStore:
         with self._lock:
             slot = self._users.pop(user_id, None)
             if slot is not None:
-                self._bytes -= slot[1]
                 old = slot[0]
+                self._bytes -= _size(old)
                 cultures = dict([old]) if type(old) is tuple else dict(old)
-                if self.timer() - slot[2] >= self.ttl:
+                if self.timer() - slot[1] >= self.ttl:
                     cultures = {}
             else:
                 cultures = {}
@@ -199,22 +199,21 @@ class MemoryStore:
             while len(cultures) > MAX_CULTURES:
                 del cultures[next(iter(cultures))]
             stored = (culture, entry) if len(cultures) == 1 else cultures
-            size = USER_OVERHEAD + sum(e.size for e in cultures.values()) + (
-                CULTURES_OVERHEAD if len(cultures) > 1 else 0)
+            size = _size(stored)
             if size > self.max_bytes:  # one wallet larger than the whole cache: not kept
                 return
-            self._users[user_id] = (stored, size, self.timer())
+            self._users[user_id] = (stored, self.timer())
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (_, dropped, _) = self._users.popitem(last=False)
-                self._bytes -= dropped
+                _, (dropped, _) = self._users.popitem(last=False)
+                self._bytes -= _size(dropped)
 
     def forget(self, user_id: str) -> None:
         """Drop every culture of a user."""
         with self._lock:
             slot = self._users.pop(user_id, None)
             if slot is not None:
-                self._bytes -= slot[1]
+                self._bytes -= _size(slot[0])
 
     def __len__(self) -> int:
         with self._lock:
@@ -229,6 +228,13 @@ class MemoryStore:
     def healthy(self) -> bool:
         """Always: the process's own memory does not fail."""
         return True
+
+
+def _size(stored) -> int:
+    """Bytes a user's slot is counted for: its entries, and a dict of them when several."""
+    if type(stored) is tuple:
+        return USER_OVERHEAD + stored[1].size
+    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(entry.size for entry in stored.values())
 
 
 RENDER_OVERHEAD = 300  # bytes a rendered body costs besides itself (its key, ETag, tuple, links)
