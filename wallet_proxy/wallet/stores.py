@@ -53,7 +53,7 @@ def pack(wallet: dict) -> bytes:
         text = orjson.dumps(wallet)
     except TypeError:  # a lone surrogate or an integer past 64 bits: the standard library, ASCII-escaped
         text = json.dumps(wallet, separators=(",", ":")).encode()
-    packer = zlib.compressobj(3, zlib.DEFLATED, -15, zdict=_ZDICT)  # raw deflate: no header, no checksum
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=_ZDICT)  # raw deflate: no header, no checksum
     return packer.compress(text) + packer.flush()
 
 
@@ -150,8 +150,8 @@ class MemoryStore:
     without bound (the oldest culture goes).
 
     Kept lean, since a process holds a hundred thousand: one OrderedDict (least recently used
-    first), a user's value the entry itself (the usual single culture, `(culture, entry)`) or a dict of
-    cultures, and an entry's age checked when it is read (an expired one is a miss and goes; the
+    first), a user's slot `(entry, written at, culture)` for the usual single culture or
+    `(cultures, written at)` for several, and an entry's age checked when it is read (an expired one is a miss and goes; the
     byte budget bounds the ones never read again). Every access goes through one lock, held only for
     the dictionary operation, never during I/O.
     """
@@ -162,7 +162,8 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.ttl = max(ttl, 0.001)
         self.timer = timer
-        self._users: collections.OrderedDict = collections.OrderedDict()  # user -> (stored, written at)
+        # user -> (entry, written at, culture) for one culture, (cultures, written at) for several
+        self._users: collections.OrderedDict = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -172,40 +173,37 @@ class MemoryStore:
             slot = self._users.get(user_id)
             if slot is None:
                 return None
-            stored, at = slot
-            if self.timer() - at >= self.ttl:  # the user's last write is past TTL + stale window
+            if self.timer() - slot[1] >= self.ttl:  # the user's last write is past TTL + stale window
                 del self._users[user_id]
-                self._bytes -= _size(stored)
+                self._bytes -= _size(slot)
                 return None
             self._users.move_to_end(user_id)
-        if type(stored) is tuple:
-            return stored[1] if stored[0] == culture else None
-        return stored.get(culture)
+        if len(slot) == 3:
+            return slot[0] if slot[2] == culture else None
+        return slot[0].get(culture)
 
     def put(self, user_id: str, culture: str, entry: Entry) -> None:
         """Store an entry; the user's other cultures stay (the oldest goes past MAX_CULTURES)."""
         with self._lock:
+            now = self.timer()
             slot = self._users.pop(user_id, None)
+            cultures = {}
             if slot is not None:
-                old = slot[0]
-                self._bytes -= _size(old)
-                cultures = dict([old]) if type(old) is tuple else dict(old)
-                if self.timer() - slot[1] >= self.ttl:
-                    cultures = {}
-            else:
-                cultures = {}
+                self._bytes -= _size(slot)
+                if now - slot[1] < self.ttl:
+                    cultures = {slot[2]: slot[0]} if len(slot) == 3 else dict(slot[0])
             cultures.pop(culture, None)  # re-inserted last: the newest
             cultures[culture] = entry
             while len(cultures) > MAX_CULTURES:
                 del cultures[next(iter(cultures))]
-            stored = (culture, entry) if len(cultures) == 1 else cultures
-            size = _size(stored)
+            slot = (entry, now, culture) if len(cultures) == 1 else (cultures, now)
+            size = _size(slot)
             if size > self.max_bytes:  # one wallet larger than the whole cache: not kept
                 return
-            self._users[user_id] = (stored, self.timer())
+            self._users[user_id] = slot
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (dropped, _) = self._users.popitem(last=False)
+                _, dropped = self._users.popitem(last=False)
                 self._bytes -= _size(dropped)
 
     def forget(self, user_id: str) -> None:
@@ -213,7 +211,7 @@ class MemoryStore:
         with self._lock:
             slot = self._users.pop(user_id, None)
             if slot is not None:
-                self._bytes -= _size(slot[0])
+                self._bytes -= _size(slot)
 
     def __len__(self) -> int:
         with self._lock:
@@ -230,11 +228,11 @@ class MemoryStore:
         return True
 
 
-def _size(stored) -> int:
+def _size(slot: tuple) -> int:
     """Bytes a user's slot is counted for: its entries, and a dict of them when several."""
-    if type(stored) is tuple:
-        return USER_OVERHEAD + stored[1].size
-    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(entry.size for entry in stored.values())
+    if len(slot) == 3:
+        return USER_OVERHEAD + slot[0].size
+    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(entry.size for entry in slot[0].values())
 
 
 RENDER_OVERHEAD = 300  # bytes a rendered body costs besides itself (its key, ETag, tuple, links)
