@@ -84,7 +84,6 @@ lint-deploy: $(LINT_VENV)/.installed $(VENV)/.installed
 ## bench: the load benchmarks; results go to bench/RESULTS.md
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
-	$(BIN)/python bench/cpu_per_miss.py
 
 ## gameday: a scripted bad afternoon on loopback (nginx, 2 instances, Redis + Sentinels, faults); writes
 ## bench/gameday.md and exits non-zero when a goal is missed. GAMEDAY_ARGS=--smoke: a ~1-minute version.

@@ -26,6 +26,10 @@ SLOT_TARGET = 0.8  # of WALLET_PROXY_UPSTREAM_CONCURRENCY kept busy on SessionM 
 REDIS_HEADROOM = 1.5  # fragmentation, locks, idempotency records, replication buffers
 BRAZE_TIMEOUT = 2.0  # seconds: Braze renders the block empty after this
 MIN_INSTANCES = 2  # one can restart while the other serves
+WALLET_SHARE = 0.75  # of WALLET_PROXY_CACHE_MB for wallets (wallet_proxy/services.py)
+# Redis holds a wallet as JSON, not deflated as a process does: its JSON, for the sandbox's wallets, by
+# MEMORY USAGE (tests/test_capacity.py measures it against a real redis-server: about 5 KB), rounded up.
+REDIS_WALLET_BYTES = 6144
 
 
 @dataclass(frozen=True)
@@ -77,14 +81,14 @@ class Plan:
     send_minutes: float
     redis_wallets: int
     redis_mib: float
-    process_cache_mib: float  # cache memory per process (WALLET_PROXY_CACHE_SIZE caps it)
+    process_cache_mib: float  # wallet cache memory per process (WALLET_PROXY_CACHE_MB caps it)
     prewarm: bool
     reasons: tuple
 
 
 def plan(bench: Bench, recipients: int, per_minute: float, latency: float, *, renders: int = 3,
          cultures: int = 1, prewarmed: bool = False, concurrency: int = 64, cache_ttl: float = 60,
-         stale_ttl: float = 300, cache_size: int = 100_000, sessionm_limit: float | None = None) -> Plan:
+         stale_ttl: float = 300, cache_mb: float = 256, sessionm_limit: float | None = None) -> Plan:
     """Instances and Redis memory for `recipients` at `per_minute` messages, SessionM at `latency` s."""
     messages = per_minute / 60
     requests = messages * renders
@@ -99,8 +103,8 @@ def plan(bench: Bench, recipients: int, per_minute: float, latency: float, *, re
     # Redis holds a wallet for TTL + stale window after its fetch; prewarmed ones for the whole send.
     window_users = recipients if prewarmed else min(recipients, math.ceil(messages * (cache_ttl + stale_ttl)))
     wallets = window_users * cultures
-    redis_mib = wallets * bench.bytes_per_wallet * REDIS_HEADROOM / 2**20
-    process_mib = min(wallets, cache_size) * bench.bytes_per_wallet / 2**20
+    redis_mib = wallets * max(bench.bytes_per_wallet, REDIS_WALLET_BYTES) * REDIS_HEADROOM / 2**20
+    process_mib = min(wallets * bench.bytes_per_wallet / 2**20, cache_mb * WALLET_SHARE)
     reasons = []
     if latency >= 1.0:
         reasons.append(f"SessionM at {latency:g} s leaves too little of Braze's {BRAZE_TIMEOUT:g} s")

@@ -1,247 +1,147 @@
-"""CPU microseconds per distinct-user wallet miss, for wallets of 5, 50 and 500 offers.
+"""CPU per distinct-user wallet miss against the floor of the stack (issue #24 target 1).
 
-Run: `.venv/bin/python bench/cpu_per_miss.py` (a few minutes); it prints the figures and writes them
-into its own section of bench/RESULTS.md (between the `cpu-per-miss` markers), leaving the rest alone.
+Run: `.venv/bin/python bench/cpu_per_miss.py` (a few minutes); prints the figures and the target
+met/missed, and writes its section of bench/RESULTS.md (between the `cpu-per-miss` markers).
 
-What is measured: every request is a new user, so each one is a miss: the route, the query and the
-auth, the SessionM call (a POST on loopback, its answer read and decoded), validation and
-normalisation of the payload, storing it, the flat view, its JSON encoding and the answer. The
-SessionM stand-in answers at once (~0 ms) from *another process*, so its CPU is not counted: the
-figure is this process's CPU time (`time.process_time`, all threads) divided by the misses. The
-service runs in-process behind Werkzeug's test client (the same WSGI app gunicorn serves); the
-client's own share is small and the same for every size. Then the same work is split by phase
-(decode, normalise, flatten, encode) on one payload of each size, to show where the time goes.
+Every server runs on the same gunicorn line (`gunicorn -c gunicorn.conf.py ...`, one gevent worker):
+- `service`: the Procfile's `wsgi:app`, memory mode, production defaults (JSON access log, metrics);
+- `service (requests)`: the same app constructed with a requests session for SessionM Connect
+  (bench/service_requests.py) instead of upstream/fast.py: the transport choice, measured;
+- `floor`: bench/floor.py with geventhttpclient: checks one Basic token, POSTs get_user_offers,
+  drops expired and redeemed offers, flattens, encodes with orjson; nothing else;
+- `floor (urllib3)`: the same with urllib3.
+The SessionM stand-in (bench/sessionm_sizes.py, gunicorn gevent, its own process) answers at once.
+wrk sends distinct users only (every request a miss) over CONNECTIONS connections; the figure is the
+worker's own CPU time (user + system, from /proc) divided by its answers. Servers are visited in
+turn, ROUNDS times per size, so load from other processes lands on all of them; the best round of
+each is kept (CPU per answer rises, never falls, with interference).
 """
 from __future__ import annotations
 
-import gc
-import json
 import os
 import re
-import subprocess
 import sys
-import textwrap
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from run import BENCH, Server, machine, wrk  # noqa: E402
 
 SIZES = (5, 50, 500)
-MISSES = {5: 800, 50: 500, 500: 80}
+CONNECTIONS = 16
+SECONDS = int(os.environ.get("BENCH_MISS_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_MISS_ROUNDS", "2"))
+TARGET = 1.5  # CPU per 5-offer miss, at most this many times the floor's
 MARK_BEGIN, MARK_END = "<!-- section:cpu-per-miss -->", "<!-- /section:cpu-per-miss -->"
-
-STAND_IN = textwrap.dedent('''
-    """A SessionM Connect stand-in answering a pre-encoded wallet at once: N offers for user `nN-…`.
-
-    Plain http.server with HTTP/1.1 keep-alive, as SessionM's HTTPS front keeps connections open."""
-    import json, sys
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    bodies = {int(n): b.encode() for n, b in json.loads(sys.stdin.read()).items()}
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):
-            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            user = str(request.get("user_id", ""))
-            body = bodies[int(user[1:].split("-", 1)[0]) if user.startswith("n") else 5]
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    print(server.server_port, flush=True)
-    server.serve_forever()
-''')
+SERVERS = {"service": "wsgi:app", "service (requests)": "service_requests:app",
+           "floor": "floor:gevent_app", "floor (urllib3)": "floor:urllib3_app"}
+ENV = {"SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=", "SESSIONM_RETAILER_ID": "bench",
+       "WALLET_PROXY_CLIENTS": "bench:bench-secret", "PYTHONPATH": str(BENCH)}
 
 
-def sessionm_body(size: int) -> str:
-    """A realistic get_user_offers answer with `size` live offers (sandbox catalogue, distinct ids)."""
-    from wallet_proxy.sandbox.connect import make_wallet
-
-    now = datetime.now(timezone.utc)  # a fixed date stops working once its offers expire
-    live_past = (now + timedelta(days=7)).strftime("%Y-%m-%d")  # still live during the run
-    offers = []
-    n = 0
-    while len(offers) < size:
-        for offer in make_wallet(f"bench-{n}", "en-US", now)["user_offers"]:
-            if offer["redeem_date"] is None and offer["expiration_date"] > live_past:
-                offers.append(offer)
-        n += 1
-    payload = make_wallet("bench-0", "en-US", now)
-    payload.update(user_offers=offers[:size], total_records=size)
-    return json.dumps({"status": "OK", "payload": payload})
+def stand_in() -> Server:
+    return Server(["-c", str(BENCH / "upstream_gunicorn.py"), "--chdir", str(BENCH), "sessionm_sizes:app"],
+                  probe="/")
 
 
-def start_stand_in(bodies: dict) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-c", STAND_IN], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    proc.stdin.write(json.dumps(bodies))
-    proc.stdin.close()
-    port = int(proc.stdout.readline())
-    return proc, f"http://127.0.0.1:{port}"
+def start(target: str, upstream: Server) -> Server:
+    return Server(["-c", "gunicorn.conf.py", target], {**ENV, "SESSIONM_CONNECT_URL": upstream.url}, probe="/")
 
 
-def per_miss(url: str, before: bool) -> dict:
-    """CPU µs per distinct-user miss through the whole app, per wallet size.
+def measure(server: Server, size: int, seconds: int) -> dict:
+    before = server.cpu_seconds()
+    result = wrk(server.url, "sized.lua", CONNECTIONS, seconds,
+                 env={"BENCH_SIZE": str(size), "BENCH_PREFIX": f"c{time.time_ns()}"})
+    cpu = server.cpu_seconds() - before
+    # per wallet served: a refusal (503 under admission control on a busy machine) costs CPU too,
+    # which is counted, but is no miss served
+    answers = result["requests"] - result["non2xx"]
+    return {"cpu_us": cpu / max(1, answers) * 1e6, "rps": result["rps"], "answers": answers,
+            "non2xx": result["non2xx"] + result["connect_errors"] + result["read_errors"] + result["timeouts"]}
 
-    `before`: as the code was before these changes -- every offer loaded through the marshmallow
-    schemas, the standard library's JSON, and requests re-reading the environment on each call --
-    measured in the same run.
-    """
-    import logging
 
-    from wallet_proxy import create_app, jsoncodec
-    from wallet_proxy.settings import parse
-    from wallet_proxy.wallet import payload
-
-    logging.disable(logging.CRITICAL)  # the access log line is the same for every size: leave it out
-    settings = parse({"SESSIONM_CONNECT_URL": url, "SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=",
-                      "SESSIONM_RETAILER_ID": "bench", "WALLET_PROXY_CLIENTS": "bench:bench-secret",
-                      "WALLET_PROXY_CACHE_SIZE": "1000", "WALLET_PROXY_DEADLINE": "20",
-                      "WALLET_PROXY_UPSTREAM_TIMEOUT": "15"})  # CPU is measured, not latency
-    app = create_app(settings)
-    payload.FAST = jsoncodec.FAST = not before
-    app.extensions["wallet_proxy"].connect.session.trust_env = before
-    client = app.test_client()
-    headers = {"Authorization": "Basic YmVuY2g6YmVuY2gtc2VjcmV0"}
-    out = {}
+def run() -> dict:
+    upstream = stand_in()
+    servers = {}
     try:
-        for size in SIZES:
-            for i in range(20):  # warm-up: imports, connection pool, caches of query strings
-                assert client.get(f"/v1/wallets/n{size}-warm-{i}", headers=headers).status_code == 200
-            count = MISSES[size]
-            gc.collect()
-            cpu, wall = time.process_time(), time.perf_counter()
-            for i in range(count):
-                response = client.get(f"/v1/wallets/n{size}-u{i}", headers=headers)
-                assert response.status_code == 200 and b'"offer_count":%d' % size in response.data, \
-                    response.data[:200]
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            out[size] = {"misses": count, "cpu_us": cpu / count * 1e6, "wall_us": wall / count * 1e6}
+        servers = {name: start(target, upstream) for name, target in SERVERS.items()}
+        for server in servers.values():  # warm-up: imports, pools, code paths run once
+            measure(server, 5, 1)
+        rounds: dict = {name: {size: [] for size in SIZES} for name in servers}
+        for _ in range(ROUNDS):
+            for size in SIZES:
+                for name, server in servers.items():
+                    rounds[name][size].append(measure(server, size, SECONDS))
     finally:
-        payload.FAST = jsoncodec.FAST = True
-        logging.disable(logging.NOTSET)
-    return out
-
-
-def phases(bodies: dict) -> dict:
-    """CPU µs of each phase of a miss, on one payload of each size (in-process, no HTTP)."""
-    from wallet_proxy import jsoncodec
-    from wallet_proxy.upstream import transport
-    from wallet_proxy.upstream.connect import interpret
-    from wallet_proxy.wallet import payload
-    from wallet_proxy.wallet.view import encode, flatten
-
-    now = datetime.now(timezone.utc)
-    out = {}
-    for size in SIZES:
-        raw = bodies[size].encode()
-        rounds = max(20, 20000 // size)
-
-        def timed(fn):
-            started = time.process_time()
-            for _ in range(rounds):
-                result = fn()
-            return (time.process_time() - started) / rounds * 1e6, result
-
-        decode_std_us, data = timed(lambda: json.loads(raw))
-        decode_us, _ = timed(lambda: jsoncodec.loads(raw))
-        payload.FAST = False
-        schema_us, _ = timed(lambda: interpret(transport.Reply(200, {}, data, 0.0)))
-        payload.FAST = True
-        normalise_us, wallet = timed(lambda: interpret(transport.Reply(200, {}, data, 0.0)))
-        flatten_us, body = timed(lambda: flatten(wallet, now=now, user_id="u", culture="en-US",
-                                                 fetched_at=now.timestamp(), stale=False, query={}))
-        encode_us, _ = timed(lambda: encode(body))
-        jsoncodec.FAST = False
-        encode_std_us, _ = timed(lambda: encode(body))
-        jsoncodec.FAST = True
-        out[size] = {"decode_us": decode_us, "decode_std_us": decode_std_us, "normalise_us": normalise_us,
-                     "schema_us": schema_us, "flatten_us": flatten_us, "encode_us": encode_us,
-                     "encode_std_us": encode_std_us, "bytes_in": len(raw)}
-    return out
-
-
-def run(rounds: int = 2) -> dict:
-    """Before and after, alternating (`rounds` each, best kept), with one stand-in process."""
-    bodies = {size: sessionm_body(size) for size in SIZES}
-    proc, url = start_stand_in(bodies)
-    try:
-        runs = {"before": [], "after": []}
-        for _ in range(rounds):
-            for label in ("before", "after"):
-                runs[label].append(per_miss(url, before=label == "before"))
-        best = {label: {size: min((r[size] for r in results), key=lambda m: m["cpu_us"]) for size in SIZES}
-                for label, results in runs.items()}
-        return {**best, "phases": phases(bodies)}
-    finally:
-        proc.terminate()
-        proc.wait(5)
+        for server in servers.values():
+            server.close()
+        upstream.close()
+    best = {name: {size: min(runs, key=lambda r: r["cpu_us"]) for size, runs in sizes.items()}
+            for name, sizes in rounds.items()}
+    return {"best": best, "rounds": rounds}
 
 
 def table(result: dict) -> str:
-    lines = ["| offers | misses | before: CPU µs / miss | after: CPU µs / miss | after / before "
-             "| SessionM answer | decode: json → orjson | normalise: schemas → fast path | flatten "
-             "| encode: json → orjson |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    best = result["best"]
+    names = list(SERVERS)
+    lines = ["| offers | " + " | ".join(f"{n}: CPU µs / miss" for n in names) + " | service / floor "
+             "| service (requests) / floor | floor (urllib3) / floor |",
+             "| ---: |" + " ---: |" * (len(names) + 3)]
     for size in SIZES:
-        b, a, p = result["before"][size], result["after"][size], result["phases"][size]
-        lines.append(f"| {size} | {a['misses']} | {b['cpu_us']:,.0f} | {a['cpu_us']:,.0f} | "
-                     f"{a['cpu_us'] / b['cpu_us']:.2f} | {p['bytes_in'] / 1024:,.1f} KB | "
-                     f"{p['decode_std_us']:,.0f} → {p['decode_us']:,.0f} | "
-                     f"{p['schema_us']:,.0f} → {p['normalise_us']:,.0f} | "
-                     f"{p['flatten_us']:,.0f} | {p['encode_std_us']:,.0f} → {p['encode_us']:,.0f} |")
+        floor = best["floor"][size]["cpu_us"]
+        cells = [f"{best[n][size]['cpu_us']:,.0f}" for n in names]
+        lines.append(f"| {size} | " + " | ".join(cells) + f" | **{best['service'][size]['cpu_us'] / floor:.2f}** "
+                     f"| {best['service (requests)'][size]['cpu_us'] / floor:.2f} "
+                     f"| {best['floor (urllib3)'][size]['cpu_us'] / floor:.2f} |")
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Put `text` between the section's markers in bench/RESULTS.md (appended the first time)."""
+def verdict(result: dict) -> tuple[bool, str]:
+    best = result["best"]
+    ratio = best["service"][5]["cpu_us"] / best["floor"][5]["cpu_us"]
+    return ratio <= TARGET, (f"#24 T1. CPU per 5-offer miss / the floor: {best['service'][5]['cpu_us']:,.0f} / "
+                             f"{best['floor'][5]['cpu_us']:,.0f} µs = {ratio:.2f} (target ≤ {TARGET})")
+
+
+def write_section(text: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Put `text` between a section's markers in bench/RESULTS.md (appended the first time)."""
     path = ROOT / "bench" / "RESULTS.md"
     current = path.read_text() if path.exists() else ""
-    block = f"{MARK_BEGIN}\n{text.rstrip()}\n{MARK_END}\n"
-    if MARK_BEGIN in current and MARK_END in current:
-        current = re.sub(re.escape(MARK_BEGIN) + r".*?" + re.escape(MARK_END) + r"\n?", lambda _: block,
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    if begin in current and end in current:
+        current = re.sub(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", lambda _: block,
                          current, flags=re.S)
     else:
         current = current.rstrip() + "\n\n" + block
     path.write_text(current)
 
 
+def section(result: dict, seconds: float, load: tuple) -> str:
+    m = machine()
+    errors = sum(r["non2xx"] for sizes in result["rounds"].values() for runs in sizes.values() for r in runs)
+    met, line = verdict(result)
+    return ("## CPU per distinct-user miss vs the floor (`bench/cpu_per_miss.py`)\n\n"
+            "Every request a new user (a miss); the SessionM stand-in answers at once from its own process. "
+            "Each server on the same gunicorn gevent line, one worker; the worker's CPU (user + system) per "
+            f"answer; wrk -c{CONNECTIONS}, {SECONDS} s per run, servers visited in turn, best of {ROUNDS} rounds. "
+            "*floor*: bench/floor.py (one Basic token, get_user_offers, expired/redeemed dropped, flattened, "
+            "orjson; no cache, log or metrics). *service (requests)*: the service constructed with requests "
+            "for the Connect call instead of upstream/fast.py. "
+            f"Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {m['nproc']} CPUs ({m['cpu']}), "
+            f"load average {load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end "
+            f"(the machine was shared with other jobs), {seconds:.0f} s; non-2xx or socket errors: {errors}.\n\n"
+            + table(result) + f"\n\n{'MET' if met else 'MISSED'}: {line}\n")
+
+
 def main() -> int:
-    started = time.monotonic()
+    started, load = time.monotonic(), os.getloadavg()
     result = run()
-    text = table(result)
-    print(text)
-    ratio = result["after"][50]["cpu_us"] / result["before"][50]["cpu_us"]
-    print(f"\n{'MET   ' if ratio <= 0.5 else 'MISSED'} T3. CPU per distinct-user miss, 50 offers: "
-          f"{result['after'][50]['cpu_us']:,.0f} / {result['before'][50]['cpu_us']:,.0f} µs = {ratio:.2f} "
-          "of before (target ≤ 0.50)")
-    load = os.getloadavg()[0]
-    write_section(
-        "## CPU per distinct-user miss (`bench/cpu_per_miss.py`)\n\n"
-        "Each request a new user, so each a miss; SessionM stand-in answering at once from another process "
-        "(HTTP/1.1 keep-alive); CPU of the service's process (all threads) per miss, through the whole app "
-        "(route, auth, SessionM call, decode, normalise, store, flat view, encode). *Before* and *after* are "
-        "measured alternately in the same run (best of two each): *before* loads every offer through the "
-        "marshmallow schemas, decodes and encodes with the standard library's json and lets requests "
-        "re-read the environment on each call, as the code did; *after* reads plain offers on the fast "
-        "path (`wallet/payload.py`, held equal to the schemas by `tests/test_payload_fast.py`), decodes "
-        "and encodes with orjson (`wallet_proxy/jsoncodec.py`, held to the standard library's output by "
-        "`tests/test_jsoncodec.py`) and reads the environment once per session. Phases in µs on one "
-        f"payload of each size, in-process. Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
-        f"{os.cpu_count()} CPUs, load average {load:.1f} "
-        f"{'(the machine was shared)' if load > 1.5 else '(nothing else running)'}, "
-        f"{time.monotonic() - started:.0f} s.\n\n" + text)
+    print(table(result))
+    met, line = verdict(result)
+    print(f"\n{'MET   ' if met else 'MISSED'} {line}")
+    write_section(section(result, time.monotonic() - started, load))
     return 0
 
 

@@ -427,7 +427,7 @@ def bench_memory(count: int = 100_000) -> dict:
         return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
     now = datetime.now(timezone.utc)
-    store = MemoryStore(count, 3600)
+    store = MemoryStore(1 << 40, 3600)  # a budget never reached: every wallet is kept
     offers = 0
     before = resident()
     started = time.monotonic()
@@ -611,6 +611,66 @@ OVERLOAD_SECONDS = 8
 KNEE = (200, 500, 1000, 2000)
 
 
+def issue24_targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
+    """Issue #24's targets: (name, measured, target, met); met is None for a scenario not run."""
+    rows: list = []
+    cpu = r.get("cpu_per_miss")
+    if cpu:
+        best = cpu["best"]
+        ratio = best["service"][5]["cpu_us"] / best["floor"][5]["cpu_us"]
+        others = "; ".join(f"{n} offers {best['service'][n]['cpu_us'] / best['floor'][n]['cpu_us']:.2f}"
+                           for n in (50, 500))
+        rows.append(("#24 T1. CPU per 5-offer miss / the floor (same gunicorn line, same run)",
+                     f"{best['service'][5]['cpu_us']:,.0f} / {best['floor'][5]['cpu_us']:,.0f} µs = "
+                     f"**{ratio:.2f}** ({others})", "≤ 1.50", ratio <= 1.5))
+    else:
+        rows.append(("#24 T1. CPU per 5-offer miss / the floor", "not run", "≤ 1.50", None))
+    mem = r.get("memory_worker")
+    if mem:
+        sizes = {x["size"]: x["bytes_per_wallet"] for x in mem["sizes"]}
+        full = mem["full"]
+        rows.append(("#24 T2. worker memory per cached 5-offer wallet",
+                     f"**{sizes[5]:,.0f} B** (50 offers {sizes[50]:,.0f} B, 500 offers {sizes[500]:,.0f} B); "
+                     f"RSS with the cache full at WALLET_PROXY_CACHE_MB={full['cache_mb']}: "
+                     f"{full['rss_full_mib']:.0f} MiB", "≤ 2,048 B", sizes[5] <= 2048))
+    else:
+        rows.append(("#24 T2. worker memory per cached 5-offer wallet", "not run", "≤ 2,048 B", None))
+    hits = r.get("hits")
+    rows.append(("#24 T3. cache hits / raw WSGI (JSON log + metrics on)",
+                 f"{hits['rps']['hits']:.0f} / {hits['rps']['raw']:.0f} req/s = **{hits['ratio']:.2f}** "
+                 f"(CPU per answer {hits['cpu_us']['raw']:.0f} / {hits['cpu_us']['hits']:.0f} µs = "
+                 f"{hits['cpu_ratio']:.2f})" if hits else "not run", "≥ 0.75",
+                 hits["ratio"] >= 0.75 if hits else None))
+    over = r.get("overload")
+    if over:
+        knee = over[str(OVERLOAD_AT)]
+        curve = "; ".join(f"{int(c):,}: {k['ratio']:.2f}" for c, k in over.items())
+        rows.append((f"#24 T4. overload goodput, {OVERLOAD_AT:,} connections, 64 slots at 150 ms",
+                     f"**{knee['ratio']:.2f}** × capacity, max {ms(knee['run']['max_us'])}, only 503 + "
+                     f"Retry-After: {'yes' if knee['only_503_retry_after'] else 'no'} (knee {curve})",
+                     "≥ 0.90; 100 % < 2 s", knee["ratio"] >= 0.9 and knee["within_2s"]
+                     and knee["only_503_retry_after"]))
+    else:
+        rows.append(("#24 T4. overload goodput", "not run", "≥ 0.90; 100 % < 2 s", None))
+    send = r.get("send")
+    if send:
+        s = send["run"]
+        rows.append((f"#24 T5. send: {send['users']:,} users × {send['renders']} renders, 2 instances",
+                     f"calls/users {send['calls_per_user']:.2f}; p99 {ms(s['p99_us'])}; non-2xx {s['non2xx']}; "
+                     f"wall = **{send['wall_vs_little']:.2f}** × Little bound",
+                     "1.00; < 500 ms; 0; ≤ 1.2", send["answered"] and abs(send["calls_per_user"] - 1) < 0.005
+                     and s["p99_us"] < 500_000 and s["non2xx"] == 0 and send["wall_vs_little"] <= 1.2))
+    else:
+        rows.append(("#24 T5. the 100,000-user send", "not run", "1.00; < 500 ms; 0; ≤ 1.2", None))
+    return rows
+
+
+def print_targets(rows) -> None:
+    for name, measured, target, met in rows:
+        label = "NOT RUN" if met is None else "MET    " if met else "MISSED "
+        print(f"{label} {name}: {measured.replace('**', '')} (target {target})")
+
+
 def main() -> int:
     """Run every scenario once, print each target met or missed, and write bench/RESULTS.md."""
     if shutil.which("wrk") is None or shutil.which("redis-server") is None:
@@ -626,8 +686,13 @@ def main() -> int:
     upstream = stand_in()
     redis = Redis()
     results = {}
+    import cpu_per_miss  # #24 T1: the service's miss against the floor (its own RESULTS section)
+    import memory  # #24 T2: worker memory per cached wallet (its own RESULTS section)
     import redis_hits  # Redis-mode hits vs memory-mode hits (its own module and RESULTS section)
 
+    # BENCH_ONLY=hits,overload,...: run those steps only, print #24's targets, leave the main report
+    only = {name for name in os.environ.get("BENCH_ONLY", "").split(",") if name}
+    spent: dict = {}
     try:
         steps = [
             ("hits", lambda: bench_hits(upstream)),
@@ -642,13 +707,30 @@ def main() -> int:
                 "gevent (4000 worker_connections)": bench_misses(upstream, 1000, duration=5),
                 "gthread (64 threads)": bench_misses(upstream, 1000, ["-k", "gthread", "--threads", "64"],
                                                      duration=5)}}),
+            ("cpu_per_miss", cpu_per_miss.run),
+            ("memory_worker", lambda: memory.run(memory.DEFAULT_MB)),
         ]
         for name, step in steps:
+            if only and name not in only:
+                continue
             print(f"bench: {name} ... ({time.monotonic() - started:.0f} s)", flush=True)
+            began = time.monotonic()
             results[name] = step()
+            spent[name] = time.monotonic() - began
     finally:
         redis.close()
         upstream.close()
+    load_end = os.getloadavg()
+    if "cpu_per_miss" in results:
+        cpu_per_miss.write_section(cpu_per_miss.section(results["cpu_per_miss"], spent["cpu_per_miss"],
+                                                        m["load"]))
+    if "memory_worker" in results:
+        memory.write_section(memory.section(results["memory_worker"], spent["memory_worker"], m["load"]))
+    if only:
+        print(f"\nbench: {', '.join(sorted(only))} only; load average {m['load'][0]:.1f} at the start, "
+              f"{load_end[0]:.1f} at the end (2 cores shared: ratios are measured in one run)\n")
+        print_targets(issue24_targets(results))
+        return 0
     print("bench: memory ...", flush=True)
     results["memory"] = bench_memory(50_000)
     total = time.monotonic() - started
@@ -659,6 +741,8 @@ def main() -> int:
     print()
     for name, measured, target, met in targets(results):
         print(f"{'MET   ' if met else 'MISSED'} {name}: {measured.replace('**', '')} (target {target})")
+    print()
+    print_targets(issue24_targets(results))
     # docs/capacity.md's examples are computed from RESULTS.md's figures (bench/capacity.py): keep
     # them the figures of this run, as `bench/capacity.py --update-docs` would.
     import capacity

@@ -200,7 +200,7 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
         ("xǁIdempotencyStoreǁ__init__", "wait_timeout: float = 31.0", "the only production constructor "
          "(services.py) passes wait_timeout; the default is never used to serve"),
         ("xǁMemoryIdempotencyǁ__init__", "maxsize: int = 100001", "services.py always passes maxsize "
-         "(min(cache_size, 100_000)); the default is never used to serve"),
+         "(services.RECORDS, 100,000); the default is never used to serve"),
         ("xǁMemoryIdempotencyǁ__init__", "ttl=self.retention, )", "the cache's timer only decides when "
          "memory is freed: _decide judges expiry by expires_at on the store's clock, and in production "
          "both clocks advance together"),

@@ -50,7 +50,7 @@ def service(mono, *, metrics=None, locker=None, **env) -> tuple[WalletService, F
     """A service on the fake clock `mono` (wall clock: `wallets.clock`), its SessionM, its sleeps."""
     settings = make_settings("http://sessionm.invalid", **env)
     client, slept = FakeConnect(mono), []
-    wallets = WalletService(client, MemoryStore(100, settings.cache_ttl), settings, clock=FakeClock(),
+    wallets = WalletService(client, MemoryStore(1 << 20, settings.cache_ttl), settings, clock=FakeClock(),
                             monotonic=mono, spawn=inline, sleep=slept.append, metrics=metrics,
                             locker=locker)
     wallets.breaker.clock = mono
@@ -108,42 +108,51 @@ class TestAdmission:
         assert not wallets.admits(mono() + 1.0 + ANSWER_MARGIN / 2), "one ending inside the margin does not"
 
     def test_a_read_waiting_for_a_call_in_flight_is_never_refused(self, mono):
-        wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
         assert wallets.slots.take(mono() + 10)
         wallets.slots.hold = 1.0  # a newcomer would be refused...
-        assert wallets.refusal("u", "en-US", None, mono() + 1.8) is not None
-        wallets.flights.join(("u", "en-US"))  # ... but this one can wait for the call already made
-        assert wallets.refusal("u", "en-US", None, mono() + 1.8) is None
-        assert wallets.refusal("u", "fr", None, mono() + 1.8) is not None, "another culture is another call"
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("u", "fr", mono() + 1.8)
+        flight, _ = wallets.flights.join(("u", "en-US"))  # ... but this one can wait for the call made
+        landed = Entry({"offers": []}, wallets.clock())
+        threading.Timer(0.05, wallets.flights.finish, (("u", "en-US"), flight, landed)).start()
+        served = wallets.get("u", "en-US", mono() + 1.8)
+        assert served.status == "miss" and served.entry is landed and client.calls == []
 
     def test_a_stale_copy_young_enough_to_serve_is_never_refused(self, mono):
-        wallets, _, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
         assert wallets.slots.take(mono() + 10)
         wallets.slots.hold = 1.0
         now, limit = wallets.clock(), 60 + 300  # WALLET_PROXY_CACHE_TTL + WALLET_PROXY_STALE_TTL
-        assert wallets.refusal("u", "en-US", Entry({}, now - limit + 1), mono() + 1.8) is None
-        assert wallets.refusal("u", "en-US", Entry({}, now - limit), mono() + 1.8) is not None, \
-            "STALE_TTL past its TTL, a copy is too old to serve"
+        wallets.store.put("u", "en-US", Entry({}, now - limit + 1))
+        assert wallets.get("u", "en-US", mono() + 1.8).status == "stale_if_error"
+        wallets.store.put("u", "en-US", Entry({}, now - limit))
+        with pytest.raises(UpstreamUnavailable):  # STALE_TTL past its TTL, a copy is too old to serve
+            wallets.get("u", "en-US", mono() + 1.8)
+        assert client.calls == []
 
-    def test_an_open_breaker_is_the_fast_paths_refusal_too(self, mono):
+    def test_an_open_breaker_refuses_at_once(self, mono):
         wallets, client, _ = service(mono, WALLET_PROXY_BREAKER_FAILURES=1, WALLET_PROXY_BREAKER_COOLDOWN=10,
                                      WALLET_PROXY_BREAKER_PROBE_INTERVAL=10)
         client.error = UpstreamUnavailable("SessionM answered HTTP 503")
         with pytest.raises(UpstreamUnavailable):
             wallets.get("failing", "en-US", mono() + 1.8)
-        refusal = wallets.refusal("u", "en-US", None, mono() + 1.8)  # slots are free: only the breaker
-        assert refusal is not None and "circuit breaker" in refusal.message
-        assert refusal.retry_after_header() == "10"
+        with pytest.raises(UpstreamUnavailable) as refusal:  # slots are free: only the breaker
+            wallets.get("u", "en-US", mono() + 1.8)
+        assert "circuit breaker" in refusal.value.message and refusal.value.retry_after_header() == "10"
+        assert len(client.calls) == 1
 
-    def test_the_refusal_is_the_same_for_the_fast_path(self, mono):
-        wallets, _, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
-        assert wallets.refusal("u", "en-US", None, mono() + 1.8) is None
+    def test_an_overload_refusal_is_paced(self, mono):
+        wallets, client, slept = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
+        assert wallets.get("u", "en-US", mono() + 1.8).status == "miss"
         assert wallets.slots.take(mono() + 10)
         wallets.slots.hold = 1.0
-        refusal = wallets.refusal("u", "en-US", None, mono() + 1.8)
-        assert refusal is not None and refusal.status == 503 and "no slot" in refusal.message
-        assert wallets.refusal("v", "en-US", None, mono() + 1.8) is not None
-        assert slept == [pytest.approx(0.5)], "the fast path's refusals are paced like the route's"
+        for user in ("v", "w"):
+            with pytest.raises(UpstreamUnavailable) as refusal:
+                wallets.get(user, "en-US", mono() + 1.8)
+            assert refusal.value.status == 503 and "no slot" in refusal.value.message
+        assert slept[0] == pytest.approx(0.5), "refusals are paced"
+        assert len(client.calls) == 1
 
 
 class TestPacer:

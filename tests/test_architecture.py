@@ -199,8 +199,7 @@ def test_one_id_type_vocabulary():
                 if any(isinstance(s, ast.Constant) and s.value in names for s in sides) and any(
                         "id_type" in ast.unparse(s) for s in sides):
                     found.add(f"{where}:{node.lineno}")
-    # wallet/fastpath.py serves hits of seed ids only; the wallet branch makes the GET one handler
-    assert {f.split(":")[0] for f in found} <= {"wallet/fastpath.py"}, sorted(found)
+    assert not found, sorted(found)
 
 
 def test_one_throttle_of_failed_sign_ins():
@@ -224,9 +223,6 @@ HMAC_ELSEWHERE = {
     "preview/session.py": "the preview session id's digest",
     "preview/liquid.py": "Liquid's hmac_sha256/hmac_sha1 template filters (Braze's)",
 }
-# callers of web/auth.check_signature besides admission.check_wallet_signature; the wallet GET branch
-# (#20 item 4) moves both onto check_wallet_signature
-SIGNATURE_CALLERS_PENDING = {"wallet/routes.py", "wallet/fastpath.py"}
 
 
 def test_one_signature_check():
@@ -234,7 +230,7 @@ def test_one_signature_check():
     assert users <= {"web/auth.py"} | set(HMAC_ELSEWHERE), users
     callers = {where for where, tree in _trees() for _, name in _calls(tree) if name == "check_signature"}
     assert "web/admission.py" in callers
-    assert callers <= {"web/admission.py"} | SIGNATURE_CALLERS_PENDING, callers
+    assert callers == {"web/admission.py"}, callers  # every door: admission.check_wallet_signature
     defined = [where for where, tree in _trees() for node in ast.walk(tree)
                if isinstance(node, ast.FunctionDef) and node.name in ("check_signature", "check_wallet_signature")]
     assert sorted(defined) == ["web/admission.py", "web/auth.py"], defined

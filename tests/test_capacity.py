@@ -64,7 +64,9 @@ def test_the_arithmetic_by_hand():
     assert p.for_misses == pytest.approx(500 / (64 * 0.8))
     assert p.instances == 10 and p.send_minutes == pytest.approx(1_000_000 / 60_000)
     assert p.redis_wallets == 360_000  # 1,000/s for TTL + stale = 360 s
-    assert p.redis_mib == pytest.approx(360_000 * 5000 * 1.5 / 2**20)
+    # Redis holds JSON, not the process's deflated form: at least REDIS_WALLET_BYTES a wallet
+    assert p.redis_mib == pytest.approx(360_000 * max(5000, capacity.REDIS_WALLET_BYTES) * 1.5 / 2**20)
+    assert p.process_cache_mib == pytest.approx(min(360_000 * 5000 / 2**20, 256 * 0.75))
     assert p.prewarm and any("500 recipients" in r for r in p.reasons)
     warm = capacity.plan(bench, 1_000_000, 60_000, 0.5, prewarmed=True)
     assert warm.sessionm_calls_per_second == 0 and warm.instances == 2 and warm.redis_wallets == 1_000_000
@@ -97,7 +99,7 @@ def test_redis_holds_a_wallet_in_less_than_the_planning_figure(redis_url):
 
     # A plain client with redis-py's patient defaults: this measures memory, not the short timeouts.
     client = redis.Redis.from_url(redis_url)
-    store = RedisStore(client, MemoryStore(10, 360), 60, 300)
+    store = RedisStore(client, MemoryStore(1 << 20, 360), 60, 300)
     now, prefix, used = datetime.now(timezone.utc), uuid.uuid4().hex[:8], []
     for n in range(300):
         user = f"cap-{prefix}-{n:04d}"
@@ -107,4 +109,4 @@ def test_redis_holds_a_wallet_in_less_than_the_planning_figure(redis_url):
         assert store.healthy(), "the write did not land"
         used.append(client.memory_usage(keys.wallet_key(user)))
     per_wallet = sum(used) / len(used)
-    assert 500 < per_wallet < capacity.load().bytes_per_wallet, per_wallet
+    assert 500 < per_wallet < capacity.REDIS_WALLET_BYTES, per_wallet

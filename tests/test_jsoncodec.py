@@ -81,7 +81,8 @@ def test_not_json_is_a_value_error(text):
         jsoncodec.loads(text)
 
 
-def test_the_standard_library_path_is_still_there_for_the_bench(monkeypatch):
-    monkeypatch.setattr(jsoncodec, "FAST", False)
+def test_no_process_wide_switch():
+    # benchmarks compare implementations by constructing them, never by flipping a module's flag
+    assert not hasattr(jsoncodec, "FAST")
     assert jsoncodec.dumps({"a": [1, "é"]}) == b'{"a":[1,"\xc3\xa9"]}'
     assert jsoncodec.loads(b'{"a": 1}') == {"a": 1}

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -20,6 +21,7 @@ from tests.fakes import FakeClock, FixedLag
 from tests.test_admission import service
 from wallet_proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from wallet_proxy.wallet.service import ANSWER_MARGIN, LAG_TARGET, TURNS_BEFORE
+from wallet_proxy.wallet.stores import Entry
 from wallet_proxy.web.lag import INTERVAL, WINDOW, LoopLag, running_under_gevent
 
 
@@ -151,8 +153,13 @@ class TestAdmission:
         wallets.lag = FixedLag(1.0)
         assert wallets.get("u", "en-US", mono() + 1.8).status == "hit"
         flight, _ = wallets.flights.join(("v", "en-US"))
-        assert wallets.refusal("v", "en-US", None, mono() + 1.8) is None, "it may wait for that call"
-        assert isinstance(wallets.refusal("w", "en-US", None, mono() + 1.8), UpstreamUnavailable)
+        landed = Entry({"offers": []}, wallets.clock())
+        threading.Timer(0.05, wallets.flights.finish, (("v", "en-US"), flight, landed)).start()
+        # (the lag takes three turns of 1 s off a deadline: this read has time to wait)
+        assert wallets.get("v", "en-US", mono() + 10).entry is landed, "it may wait for that call"
+        with pytest.raises(UpstreamUnavailable):
+            wallets.get("w", "en-US", mono() + 1.8)
+        assert len(client.calls) == 1
 
     def test_a_queued_call_must_fit_three_turns_of_the_loop_before_its_deadline(self, mono):
         wallets, client, _ = service(mono, WALLET_PROXY_UPSTREAM_CONCURRENCY=1)
@@ -219,7 +226,7 @@ class TestEdges:
 
         settings = make_settings("http://sessionm.invalid")
         lag = FixedLag(LAG_TARGET + 1)
-        wallets = WalletService(object(), MemoryStore(10, 60), settings, monotonic=mono, lag=lag)
+        wallets = WalletService(object(), MemoryStore(1 << 20, 60), settings, monotonic=mono, lag=lag)
         assert wallets.lag is lag and wallets.lagging()
 
     def test_a_lag_at_the_target_is_not_lagging_and_a_timeout_then_counts(self, mono):

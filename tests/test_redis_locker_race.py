@@ -21,7 +21,7 @@ WALLET = {"ok": True, "offers": []}
 
 def store_and_client(url, clock):
     client = make_client(url, 8)
-    return RedisStore(client, MemoryStore(100, 360, timer=clock), 60, 300, clock=clock), client
+    return RedisStore(client, MemoryStore(1 << 20, 360, timer=clock), 60, 300, clock=clock), client
 
 
 @pytest.mark.redis

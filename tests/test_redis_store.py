@@ -70,7 +70,7 @@ def user():
 def make_store(url, clock=None, **kwargs):
     clock = clock or FakeClock()
     client = make_client(url, 8)
-    return RedisStore(client, MemoryStore(100, 360, timer=clock), 60, 300, clock=clock, **kwargs), client
+    return RedisStore(client, MemoryStore(1 << 20, 360, timer=clock), 60, 300, clock=clock, **kwargs), client
 
 
 class TestRedisStore:

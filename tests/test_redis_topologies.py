@@ -46,7 +46,7 @@ def new_user(prefix: str = "u") -> str:
 def store_for(url: str, clock=None) -> tuple[RedisStore, object]:
     clock = clock or FakeClock()
     client = make_client(url, 8)
-    return RedisStore(client, MemoryStore(100, 360, timer=clock), 60, 300, clock=clock), client
+    return RedisStore(client, MemoryStore(1 << 20, 360, timer=clock), 60, 300, clock=clock), client
 
 
 class Service:
@@ -168,7 +168,7 @@ class TestUrls:
     def test_a_cluster_that_is_down_at_start_is_a_redis_error_not_a_crash(self):
         client = make_client(f"redis+cluster://127.0.0.1:{free_port()}", 8)
         assert isinstance(client, ClusterClient)
-        store = RedisStore(client, MemoryStore(10, 60), 60, 300)
+        store = RedisStore(client, MemoryStore(1 << 20, 60), 60, 300)
         store.put("u-1", "en-US", Entry(WALLET, 1.0))
         assert store.get("u-1", "en-US") == Entry(WALLET, 1.0)  # from this process's memory
         assert not store.healthy()
@@ -260,7 +260,7 @@ class TestSentinel:
     def test_the_store_follows_a_failover(self, sentinel):
         monotonic = FakeClock(0)
         client = make_client(sentinel.url, 8)
-        store = RedisStore(client, MemoryStore(100, 360), 60, 300, monotonic=monotonic)
+        store = RedisStore(client, MemoryStore(1 << 20, 360), 60, 300, monotonic=monotonic)
         user = new_user()
         store.put(user, "en-US", Entry(WALLET, 1.0))
         assert client.connection_pool.master_address[1] == sentinel.master_port

@@ -12,11 +12,24 @@ CONNECT = {"SESSIONM_CONNECT_URL": "https://connect.example", "SESSIONM_CONNECT_
            "SESSIONM_RETAILER_ID": "r1"}
 
 
+class TestCaches:
+    def test_cultures_are_normalised_and_the_default_always_allowed(self):
+        s = parse({**CONNECT, "WALLET_PROXY_CULTURES": " fr_fr, DE ,en-us,,fr-FR"})
+        assert s.cultures == ("en-US", "fr-FR", "de")
+
+    def test_the_cache_budget_is_split_between_the_caches_in_bytes(self):
+        from wallet_proxy.services import cache_budgets
+
+        budgets = cache_budgets(parse({**CONNECT, "WALLET_PROXY_CACHE_MB": "100"}))
+        assert sum(budgets.values()) <= 100 * 2**20 and min(budgets.values()) > 0
+
+
 class TestDefaults:
     def test_spec_defaults(self):
         s = parse({**CONNECT, "WALLET_PROXY_CLIENTS": "a:b"})
-        assert (s.cache_ttl, s.stale_ttl, s.cache_size, s.deadline, s.upstream_timeout) == (60, 300, 100000,
-                                                                                          1.8, 1.5)
+        assert (s.cache_ttl, s.stale_ttl, s.cache_mb, s.deadline, s.upstream_timeout) == (60, 300, 256,
+                                                                                        1.8, 1.5)
+        assert s.cultures is None
         assert (s.breaker_failures, s.breaker_cooldown, s.upstream_concurrency) == (5, 10, 64)
         assert s.client_rate is None and s.redis_url is None and s.signing_key is None
         assert not s.sandbox and s.connect_configured and not s.core_configured and not s.braze_configured
@@ -45,7 +58,8 @@ class TestProblems:
         assert "topsecret-key" not in message
 
     @pytest.mark.parametrize("name, value", [
-        ("WALLET_PROXY_CACHE_TTL", "soon"), ("WALLET_PROXY_CACHE_SIZE", "0"), ("WALLET_PROXY_DEADLINE", "0"),
+        ("WALLET_PROXY_CACHE_TTL", "soon"), ("WALLET_PROXY_CACHE_MB", "0"), ("WALLET_PROXY_CACHE_SIZE", "100000"),
+        ("WALLET_PROXY_CULTURES", "fr,not a tag"), ("WALLET_PROXY_DEADLINE", "0"),
         ("WALLET_PROXY_UPSTREAM_CONCURRENCY", "1.5"), ("WALLET_PROXY_REDIS_URL", "http://x"),
         ("SESSIONM_CONNECT_URL", "ftp://x"),
     ])

@@ -8,7 +8,7 @@ from wallet_proxy.wallet.stores import Entry, MemoryStore, Store
 
 
 def test_memory_and_redis_stores_implement_the_protocol():
-    memory = MemoryStore(10, 60)
+    memory = MemoryStore(1 << 20, 60)
     shared = RedisStore(redis.Redis(host="127.0.0.1", port=1), memory, 60, 300)  # never connects here
     assert isinstance(memory, Store) and isinstance(shared, Store)
     assert (memory.name, shared.name) == ("memory", "redis")
@@ -31,7 +31,7 @@ def test_something_with_a_part_missing_is_not_a_store():
 
 
 def test_the_memory_store_round_trip():
-    store: Store = MemoryStore(10, 60)
+    store: Store = MemoryStore(1 << 20, 60)
     entry = Entry({"offers": []}, 1.0)
     store.put("u", "en-US", entry)
     assert store.get("u", "en-US") is entry and store.get("u", "fr") is None and store.healthy()

@@ -16,7 +16,8 @@ from tests.test_admission import service
 from tests.test_slots import until
 from wallet_proxy.errors import Internal, UpstreamTimeout, UpstreamUnavailable, UserNotFound
 from wallet_proxy.wallet.service import (ANSWER_MARGIN, HIT, INITIAL_HOLD, LAG_TARGET, MISS, SIE, SWR, Served,
-                                         Slots, _spawn_thread, wallet_headers)
+                                         Slots, _spawn_thread)
+from wallet_proxy.wallet.handler import wallet_headers
 from wallet_proxy.wallet.stores import Entry
 from wallet_proxy.web.metrics import Metrics
 

@@ -24,7 +24,7 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     from .settings import Settings
     from .sync import routes as sync
     from .tags import routes as tags
-    from .wallet import fastpath
+    from .wallet.handler import WalletGet
     from .wallet import routes as wallets
     from .web import http, ops
 
@@ -39,8 +39,9 @@ def create_app(settings=None, **services_kwargs) -> Flask:
     http.init_app(app)
     for blueprint in (ops.bp, wallets.bp, tags.bp, sync.bp, trigger.bp, preview.bp):
         app.register_blueprint(blueprint)
-    # Fresh, already rendered wallet reads (most of a send) skip Flask; everything else goes through.
-    app.wsgi_app = fastpath.HitFastPath(app.wsgi_app, app.extensions["wallet_proxy"])
+    # The wallet read (most of a send, hits and misses) is answered in front of Flask, by one handler.
+    app.wsgi_app = WalletGet(app.wsgi_app, app.extensions["wallet_proxy"],
+                             render_bytes=services.cache_budgets(settings)["rendered"])
     _report_start(settings)
     return app
 

@@ -205,3 +205,8 @@ class WriteTimeout(ConnectionAbandoned):
     """An answer could not be written for the write timeout: the client stopped reading."""
 
     reason = "client stopped reading"
+
+
+class ClosedUnanswered(Exception):
+    """Not an answer: a kept-alive upstream connection was closed before any reply (the server's idle
+    timeout raced our send). A transport sends an idempotent request once more, else maps it."""

@@ -14,24 +14,20 @@ import json
 
 import orjson
 
-FAST = True  # bench/cpu_per_miss.py turns it off to measure the standard library in the same run
-
 
 def loads(data: bytes | str):
     """Decode JSON text or UTF-8 bytes; ValueError when it is not JSON."""
-    if FAST:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # the standard library decides: it accepts what orjson refuses, or raises ValueError
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass  # the standard library decides: it accepts what orjson refuses, or raises ValueError
     return json.loads(data)
 
 
 def dumps(value) -> bytes:
     """Compact UTF-8 JSON bytes (no spaces, non-ASCII kept as UTF-8)."""
-    if FAST:
-        try:
-            return orjson.dumps(value)
-        except TypeError:  # orjson.JSONEncodeError: big ints, non-str keys, lone surrogates
-            pass
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: big ints, non-str keys, lone surrogates
+        pass
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import requests
@@ -16,7 +16,7 @@ from .upstream import transport as upstream
 from .upstream.connect import ConnectClient
 from .upstream.core import CoreClient
 from .wallet.service import WalletService
-from .wallet.stores import MemoryStore, RenderCache, Store
+from .wallet.stores import MemoryStore, Store
 from .web import ratelimit
 from .web.admission import Gate
 from .web.auth import Authenticator
@@ -35,14 +35,28 @@ if TYPE_CHECKING:  # annotations only: these are imported where they are built, 
 log = logging.getLogger(__name__)
 
 EXTERNAL_ID_TTL = 86400  # SPEC: the external id -> user id mapping is cached for a day
+EXTERNAL_ID_BYTES = 450  # bytes one remembered external id costs besides its value (key of <= 128)
+# WALLET_PROXY_CACHE_MB split between the in-process caches: wallets, rendered bodies (a window of
+# seconds: the 2nd and 3rd renders of a message), external ids. Records of sends and syncs are not
+# caches (dropping one would resend): they keep their own count bound.
+WALLET_SHARE, RENDERED_SHARE, EXTERNAL_ID_SHARE = 0.75, 0.2, 0.05
+RECORDS = 100_000
+
+
+def cache_budgets(settings: Settings) -> dict:
+    """Bytes each in-process cache may hold, from WALLET_PROXY_CACHE_MB."""
+    total = int(settings.cache_mb * 2**20)
+    return {"wallets": int(total * WALLET_SHARE), "rendered": int(total * RENDERED_SHARE),
+            "external_ids": int(total * EXTERNAL_ID_SHARE)}
 
 
 class ExternalIds:
     """Resolves customer external ids to SessionM user ids through Core, cached for a day."""
 
-    def __init__(self, core: CoreClient | None, maxsize: int, clock=time.time):
+    def __init__(self, core: CoreClient | None, max_bytes: int, clock=time.time):
         self.core = core
-        self._cache: TTLCache = TTLCache(maxsize=maxsize, ttl=EXTERNAL_ID_TTL, timer=clock)
+        self._cache: TTLCache = TTLCache(maxsize=max_bytes, ttl=EXTERNAL_ID_TTL, timer=clock,
+                                         getsizeof=lambda user_id: len(user_id) + EXTERNAL_ID_BYTES)
         self._lock = threading.Lock()
 
     def resolve(self, external_id: str, timeout: float) -> str:
@@ -53,7 +67,7 @@ class ExternalIds:
             return known
         user_id = self.core.resolve_external_id(external_id, timeout)
         with self._lock:
-            self._cache[external_id] = user_id
+            self._cache[external_id] = user_id  # weighed by its value; the key is as long, at most 128
         return user_id
 
 
@@ -79,8 +93,6 @@ class Services:
     braze: BrazeClient | None = None  # None without the Braze settings
     trigger: TriggerEngine | None = None  # sends, at most once
     attribute_sync: AttributeSync | None = None  # loyalty data into Braze profiles
-    rendered: RenderCache = field(default_factory=RenderCache)  # recently rendered wallet bodies
-    queries: dict = field(default_factory=dict)  # raw query string -> validated wallet query
     openapi: dict | None = None  # the OpenAPI document, built on first request (after every blueprint)
     gate: Gate | None = None  # inbound admission: auth behind the one failed-attempt throttle (built from auth)
 
@@ -92,6 +104,7 @@ class Services:
 def build(settings: Settings, *, clock=time.time, session: requests.Session | None = None,
           store=None, spawn=None, braze_options: dict | None = None) -> Services:
     """Build the services for `settings`; tests inject clock, session, store, spawn and Braze timings."""
+    injected = session is not None
     session = session or upstream.make_session(settings.upstream_concurrency)
     sandbox_state = None
     if settings.sandbox:
@@ -104,12 +117,13 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
     connect = core = None
     if settings.connect_configured:
         connect = ConnectClient(settings.connect_url, settings.connect_authorization, settings.retailer_id,
-                                session)
+                                session, transport=_fast_connect(settings, session, injected))
     if settings.core_configured:
         core = CoreClient(settings.core_url, settings.core_api_key, settings.core_api_secret, session)
     metrics = Metrics()
     instrument_session(session, metrics, {settings.core_url: "sessionm_core", settings.braze_url: "braze"})
-    memory = MemoryStore(settings.cache_size, settings.cache_ttl + settings.stale_ttl, timer=clock)
+    budgets = cache_budgets(settings)
+    memory = MemoryStore(budgets["wallets"], settings.cache_ttl + settings.stale_ttl, timer=clock)
     redis_client = locker = None
     if settings.redis_url:
         from .redis_client import make_client
@@ -136,11 +150,22 @@ def build(settings: Settings, *, clock=time.time, session: requests.Session | No
         attribute_sync = build_attribute_sync(settings, session, redis_client, wallets, clock, max_attempts=3)
     return Services(settings=settings, clock=clock, session=session, auth=Authenticator(settings.clients),
                     store=store, wallets=wallets, connect=connect, core=core,
-                    external_ids=ExternalIds(core, min(settings.cache_size, 100_000), clock) if core else None,
+                    external_ids=ExternalIds(core, budgets["external_ids"], clock) if core else None,
                     sandbox=sandbox_state, redis=redis_client, metrics=metrics,
                     preview=PreviewParts(settings, redis_client, clock=clock),
                     ratelimit=ratelimit.build(settings, clock=clock), braze=braze, trigger=trigger,
                     attribute_sync=attribute_sync)
+
+
+def _fast_connect(settings: Settings, session: requests.Session, injected: bool):
+    """The hot SessionM call's own transport (upstream/fast.py) under gunicorn's gevent worker; None
+    (the session's requests transport) elsewhere: threads, the sandbox's in-process adapter, a
+    session a test injected, or a proxy configured in the environment (requests honours it)."""
+    if injected or settings.sandbox or not running_under_gevent() or session.trust_env:
+        return None
+    from .upstream.fast import GeventTransport
+
+    return GeventTransport(settings.connect_url, settings.upstream_concurrency, verify=session.verify)
 
 
 def _build_trigger(settings: Settings, session, redis_client, clock, options: dict):
@@ -163,7 +188,7 @@ def _build_trigger(settings: Settings, session, redis_client, clock, options: di
     if redis_client is not None:
         store = RedisIdempotency(redis_client, clock=clock, wait_timeout=wait)
     else:
-        store = MemoryIdempotency(min(settings.cache_size, 100_000), clock=clock, wait_timeout=wait)
+        store = MemoryIdempotency(RECORDS, clock=clock, wait_timeout=wait)
     return braze, TriggerEngine(braze, store)
 
 
@@ -179,8 +204,7 @@ def build_attribute_sync(settings: Settings, session, redis_client, wallets, clo
     from .upstream.braze_users import BrazeUsersClient
 
     if state is None:
-        state = RedisState(redis_client) if redis_client is not None else MemoryState(
-            min(settings.cache_size, 100_000))
+        state = RedisState(redis_client) if redis_client is not None else MemoryState(RECORDS)
     from .upstream.braze_users import WINDOW, track_bucket, track_bucket_shape
 
     limit = settings.track_rate * WINDOW  # BRAZE_TRACK_RATE, as Braze counts it: per 3 s window

@@ -61,7 +61,8 @@ class Settings:
     cache_ttl: float = 60.0
     stale_ttl: float = 300.0
     swr_window: float = 10.0
-    cache_size: int = 100_000
+    cache_mb: float = 256.0  # WALLET_PROXY_CACHE_MB: every in-process cache of a process, in MiB
+    cultures: tuple | None = None  # WALLET_PROXY_CULTURES: the allow-list, normalised (None: any tag)
     redis_url: str | None = field(default=None, repr=False)
     deadline: float = 1.8
     body_timeout: float = 10.0  # seconds for a whole request body (half of it at most between two bytes)
@@ -125,6 +126,26 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 
 
+def _parse_cultures(raw: str | None, problems: list) -> tuple | None:
+    """WALLET_PROXY_CULTURES: comma-separated language tags, normalised as the wallet route does."""
+    if raw is None:
+        return None
+    from .ids import DEFAULT_CULTURE, normalise_culture
+
+    out = [DEFAULT_CULTURE]  # the culture anything outside the list is answered as
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        try:
+            culture = normalise_culture(item)
+        except ValueError as exc:
+            problems.append(f"WALLET_PROXY_CULTURES: {item.strip()[:40]!r} {exc}")
+            continue
+        if culture not in out:
+            out.append(culture)
+    return tuple(out)
+
+
 def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
     """Build Settings from a plain mapping; collect every problem before raising ConfigError.
 
@@ -183,6 +204,10 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         clients = (Client("demo", "demo"),)
 
     client_rate = number("WALLET_PROXY_CLIENT_RATE", None, float, 0.001)
+    if get("WALLET_PROXY_CACHE_SIZE"):
+        problems.append("WALLET_PROXY_CACHE_SIZE (a count of wallets) was replaced by WALLET_PROXY_CACHE_MB "
+                        "(MiB of memory for every in-process cache): set that instead")
+    cultures = _parse_cultures(get("WALLET_PROXY_CULTURES"), problems)
     deadline = number("WALLET_PROXY_DEADLINE", 1.8, float, 0.05, 30)
     settings = Settings(
         connect_url=(get("SESSIONM_CONNECT_URL") or (SANDBOX_CONNECT_URL if sandbox else None)),
@@ -198,7 +223,8 @@ def parse(env: Mapping[str, str], *, implicit_sandbox: bool = True) -> Settings:
         cache_ttl=number("WALLET_PROXY_CACHE_TTL", 60.0, float, 0),
         stale_ttl=number("WALLET_PROXY_STALE_TTL", 300.0, float, 0),
         swr_window=number("WALLET_PROXY_SWR_WINDOW", 10.0, float, 0),
-        cache_size=number("WALLET_PROXY_CACHE_SIZE", 100_000, int, 1),
+        cache_mb=number("WALLET_PROXY_CACHE_MB", 256.0, float, 1, 1_000_000),
+        cultures=cultures,
         redis_url=get("WALLET_PROXY_REDIS_URL"),
         deadline=deadline,
         body_timeout=number("WALLET_PROXY_BODY_TIMEOUT", 10.0, float, 0.1, 300),

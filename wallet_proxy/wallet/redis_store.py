@@ -65,8 +65,8 @@ return 0
 """
 
 
-DECODED_MAX = 1024  # decoded entries kept per process
-NEAR_MAX = 10_000  # fresh wallets kept per process (a send reads each one within seconds)
+DECODED_BYTES = 8 << 20  # decoded entries kept per process (bytes: their stored JSON and the entry)
+NEAR_BYTES = 32 << 20  # fresh wallets kept per process (a send reads each one within seconds)
 NEAR_CHECK = 1.0  # seconds between full reads of the subscription when its socket shows nothing
 
 
@@ -81,7 +81,7 @@ class RedisStore:
 
     def __init__(self, client: redis.Redis, fallback: MemoryStore, cache_ttl: float, stale_ttl: float,
                  *, clock=time.time, monotonic=time.monotonic, backoff: float = BACKOFF, metrics=None,
-                 near_size: int = NEAR_MAX):
+                 near_bytes: int = NEAR_BYTES):
         self.client = client
         self.fallback = fallback
         self.cache_ttl = cache_ttl
@@ -98,10 +98,10 @@ class RedisStore:
         self.fallbacks_total = 0  # healthy -> degraded transitions
         # Stored JSON -> its decoded Entry: the renders of a send read the same bytes again and
         # again, and decoding a wallet costs more than fetching it from Redis.
-        self._decoded: LRUCache = LRUCache(maxsize=DECODED_MAX)
+        self._decoded: LRUCache = LRUCache(maxsize=DECODED_BYTES, getsizeof=lambda item: item[1])
         # The near cache and the purge subscription that keeps it honest (see the module docstring).
-        self.near_size = near_size
-        self.near = MemoryStore(near_size, cache_ttl, timer=clock)
+        self.near_bytes = near_bytes
+        self.near = MemoryStore(near_bytes, cache_ttl, timer=clock)
         self._near_lock = threading.Lock()
         self._pubsub = None
         self._message_type = "message"
@@ -263,7 +263,7 @@ class RedisStore:
         self._reset_near()
 
     def _reset_near(self) -> None:
-        self.near = MemoryStore(self.near_size, self.cache_ttl, timer=self.clock)
+        self.near = MemoryStore(self.near_bytes, self.cache_ttl, timer=self.clock)
         self._generation += 1
 
     def _keep_near(self, user_id: str, culture: str, entry: Entry | None, generation: int) -> None:
@@ -341,7 +341,7 @@ class RedisStore:
         with self._lock:
             known = self._decoded.get(raw)
         if known is not None:
-            return known
+            return known[0]
         try:
             entry = Entry.from_json(json.loads(raw))
         except (ValueError, KeyError, TypeError):
@@ -349,7 +349,7 @@ class RedisStore:
             log.warning("unreadable cached wallet in Redis; treating as a miss")
             return None
         with self._lock:
-            self._decoded[raw] = entry
+            self._decoded[raw] = (entry, len(raw) + entry.size)
         return entry
 
 

@@ -13,20 +13,49 @@ Braze renders each message 2-3 times and gives up after 2 s, so:
 from __future__ import annotations
 
 import _thread
-import collections
+import enum
 import math
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
 from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
 from ..upstream.breaker import Breaker
+from .flight import Flight, SingleFlight
+from .slots import Pacer, Slots
 from .stores import Entry, Store
 
 log = logging.getLogger(__name__)
 
-HIT, MISS, SWR, SIE = "hit", "miss", "stale-while-revalidate", "stale-if-error"
+
+
+class Outcome(str, enum.Enum):
+    """How a wallet answer was obtained: the one value `Cache-Status`, the access line and the
+    `wallet_proxy_cache_total{result}` label are read from (`value` is that label)."""
+
+    HIT = "hit"
+    MISS = "miss"
+    SWR = "stale_while_revalidate"
+    SIE = "stale_if_error"
+    ERROR = "error"  # on_error=empty: an empty wallet and the error
+
+    @property
+    def label(self) -> str:
+        return self.value
+
+    def cache_status(self, ttl_left: float) -> str:
+        """RFC 9211 Cache-Status of an answer with this outcome, `ttl_left` seconds fresh (<0: stale)."""
+        if self is Outcome.HIT:
+            return f"wallet-proxy; hit; ttl={int(ttl_left)}"
+        if self is Outcome.MISS:
+            return "wallet-proxy; fwd=uri-miss; stored"
+        if self is Outcome.ERROR:
+            return "wallet-proxy; fwd=uri-miss; detail=error"
+        detail = "stale-while-revalidate" if self is Outcome.SWR else "stale-if-error"
+        return f"wallet-proxy; hit; ttl={math.floor(ttl_left)}; detail={detail}"
+
+
+HIT, MISS, SWR, SIE = Outcome.HIT, Outcome.MISS, Outcome.SWR, Outcome.SIE
 MIN_CALL = 0.1  # seconds a SessionM call needs at least to be worth starting
 ANSWER_MARGIN = 0.025  # seconds kept to turn a timeout into an answer before the deadline passes
 # Admission control: a new SessionM call expected to wait longer than this for a slot is refused at
@@ -63,183 +92,21 @@ class Served:
     """What the route needs: the entry, how it was obtained, and seconds left fresh (<0: stale)."""
 
     entry: Entry
-    status: str
+    outcome: Outcome
     ttl_left: float
+    fetched: dict | None = None  # a miss's wallet as fetched, already decoded
+
+    def wallet(self) -> dict:
+        """The normalised wallet: as fetched on a miss, else decoded from the entry."""
+        return self.fetched if self.fetched is not None else self.entry.wallet
+
+    @property
+    def status(self) -> Outcome:  # the preview's name for it
+        return self.outcome
 
     @property
     def stale(self) -> bool:
-        return self.status in (SWR, SIE)
-
-
-class Flight:
-    """One SessionM call that several requests wait for."""
-
-    def __init__(self, monotonic=time.monotonic):
-        self.done = threading.Event()
-        self.started: float | None = None  # when its SessionM call was handed to its thread (monotonic)
-        self.entry: Entry | None = None
-        self.error: ApiError | None = None
-        self.monotonic = monotonic
-
-    def wait(self, deadline: float) -> Entry:
-        """Wait until the call lands or `deadline` (monotonic) passes; raise its error or a timeout."""
-        if not self.done.wait(max(0.0, deadline - self.monotonic())):
-            raise UpstreamTimeout("SessionM did not answer before this request's deadline")
-        if self.error is not None:
-            raise self.error
-        return self.entry
-
-
-class SingleFlight:
-    """Registry of flights in progress, one per key, in this process."""
-
-    def __init__(self, monotonic=time.monotonic):
-        self._lock = threading.Lock()
-        self._flights: dict = {}
-        self.monotonic = monotonic
-
-    def join(self, key) -> tuple[Flight, bool]:
-        """Return (flight, True) to the caller who must start the call, (flight, False) to waiters."""
-        with self._lock:
-            flight = self._flights.get(key)
-            if flight is not None:
-                return flight, False
-            flight = self._flights[key] = Flight(self.monotonic)
-            return flight, True
-
-    def finish(self, key, flight: Flight, entry: Entry | None = None, error: ApiError | None = None):
-        """Publish the outcome and let the next request for this key start a new call."""
-        with self._lock:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-        flight.entry, flight.error = entry, error
-        flight.done.set()
-
-    def running(self, key) -> bool:
-        """Whether a call for `key` is in flight in this process."""
-        return key in self._flights
-
-    def __len__(self) -> int:
-        return len(self._flights)
-
-
-class _Ticket:
-    """A place in the queue for a SessionM slot."""
-
-    __slots__ = ("event", "granted")
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.granted = False
-
-
-class Slots:
-    """At most `size` SessionM calls in flight, handed out first come, first served.
-
-    A freed slot goes straight to the oldest waiter, never to a request that just arrived: during a
-    send the slots are oversubscribed, and with barging an unlucky waiter could lose every race
-    until its deadline (and its renders with it). `wake_all` makes every waiter re-check whether to
-    give up (the breaker just opened) at once, without handing a lock from waiter to waiter.
-
-    The slots also measure how long a call holds one (a moving average of `release(held=...)`), so
-    `expected_wait()` says how long a newcomer would queue: its place in line times the time a slot
-    takes to free up (hold time / size). It starts from `hold` and learns from the first calls.
-    """
-
-    SMOOTHING = 0.05  # weight of each new hold time in the moving average (~20 calls of memory)
-
-    def __init__(self, size: int, *, hold: float = 1.0, monotonic=time.monotonic):
-        self._lock = threading.Lock()
-        self.size = size
-        self.hold = hold  # moving average of seconds a call holds a slot
-        self.monotonic = monotonic
-        self._free = size
-        self._queue: collections.deque = collections.deque()  # waiting tickets, oldest first
-
-    @property
-    def waiting(self) -> int:
-        """Requests queued for a slot now."""
-        return len(self._queue)
-
-    def expected_wait(self) -> float:
-        """Seconds a request arriving now would wait for a slot (0 when one is free)."""
-        with self._lock:
-            if self._free > 0 and not self._queue:
-                return 0.0
-            return (len(self._queue) + 1) * self.hold / self.size
-
-    def take(self, until: float, give_up=lambda: False) -> bool:
-        """Take a slot, waiting until `until` (monotonic) at most; False when none, or `give_up()`."""
-        with self._lock:
-            if give_up():
-                return False
-            if self._free > 0 and not self._queue:
-                self._free -= 1
-                return True
-            ticket = _Ticket()
-            self._queue.append(ticket)
-        while True:
-            left = until - self.monotonic()
-            if left > 0:
-                ticket.event.wait(left)
-            with self._lock:
-                if ticket.granted:
-                    if not give_up():
-                        return True
-                    self._hand_on()  # a slot we will not use goes to the next in line
-                    return False
-                if left <= 0 or give_up():
-                    self._queue.remove(ticket)
-                    return False
-                ticket.event.clear()  # woken to re-check, not granted: wait on
-
-    def release(self, held: float | None = None) -> None:
-        """Give a slot back (to the oldest waiter, or to the pool), with the seconds it was held."""
-        with self._lock:
-            if held is not None:
-                self.hold += self.SMOOTHING * (held - self.hold)
-            self._hand_on()
-
-    def wake_all(self) -> None:
-        """Wake every waiter so each re-checks whether to give up (the breaker just opened)."""
-        with self._lock:
-            for ticket in self._queue:
-                ticket.event.set()
-
-    def _hand_on(self) -> None:
-        if self._queue:
-            ticket = self._queue.popleft()
-            ticket.granted = True
-            ticket.event.set()
-        else:
-            self._free += 1
-
-
-class Pacer:
-    """Spaces answers out to at most `rate()` per second; none waits more than `max_delay` seconds.
-
-    Used for overload refusals. A refused client (a Braze connection) sends its next request as
-    soon as it has the answer, so refusals answered at once come back as fast as the process can
-    answer them: the CPU goes to refusing, the event loop's turns grow with the number of
-    connections, and the calls that were admitted are read late -- past their deadlines. Spacing the
-    refusals keeps the loop's turns short, so the admitted calls keep their place, and paces the
-    clients to what the process can do (back pressure), while each 503 still leaves in time.
-    """
-
-    def __init__(self, rate, max_delay: float, monotonic=time.monotonic):
-        self.rate = rate  # callable: answers per second now
-        self.max_delay = max_delay
-        self.monotonic = monotonic
-        self._lock = threading.Lock()
-        self._next = 0.0
-
-    def delay(self) -> float:
-        """Reserve the next turn; return the seconds to wait for it."""
-        with self._lock:
-            now = self.monotonic()
-            at = min(max(now, self._next), now + self.max_delay)
-            self._next = at + 1.0 / self.rate()
-        return at - now
+        return self.outcome is SWR or self.outcome is SIE
 
 
 class WalletService:
@@ -272,6 +139,10 @@ class WalletService:
         self.locker = locker
         # Optional event-loop lag monitor (web/lag.py's LoopLag; under gevent): CPU admission.
         self.lag = lag
+        # The client's transport bounds a call's whole time (upstream/fast.py): the leading request
+        # may make the call itself. Otherwise (requests: a timeout per socket read) it runs in its
+        # own thread, and callers wait on it with their own deadlines.
+        self.inline = bool(getattr(getattr(client, "transport", None), "bounds_total_time", False))
 
     def get(self, user_id: str, culture: str, deadline: float) -> Served:
         """Return the wallet of (user, culture) within `deadline` (monotonic), or raise an ApiError."""
@@ -287,8 +158,10 @@ class WalletService:
                 self.refresh(user_id, culture)
                 return Served(entry, SWR, ttl - age)
         try:
-            fresh = self._fetch(user_id, culture, self.seen_late(deadline))  # hits never need it
-            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at))
+            flight = self._fetch(user_id, culture, self.seen_late(deadline))  # hits never need it
+            fresh = flight.entry
+            return Served(fresh, MISS, entry_ttl(fresh, self.settings) - (self.clock() - fresh.fetched_at),
+                          flight.wallet)
         except BREAKER_FAILURES:
             if entry is not None:
                 age = self.clock() - entry.fetched_at
@@ -324,27 +197,6 @@ class WalletService:
             if wait > 0:
                 self.sleep(wait)
         return UpstreamUnavailable("too many SessionM calls waiting; no slot in time", retry_after=1)
-
-    def refusal(self, user_id: str, culture: str, entry: Entry | None, deadline: float) -> ApiError | None:
-        """The 503 a read of (user, culture) can only get right now, or None when it may go on.
-
-        Either the breaker is open (not half open: a probe may be due) or the queue for a SessionM
-        slot is longer than admission control allows -- and no call for this key is in flight to
-        wait for, and no cached copy is young enough to be served stale. The route reaches the same
-        answer through `get`; the fast path asks here to give it without Flask.
-        """
-        deadline = self.seen_late(deadline)
-        if self.flights.running((user_id, culture)):
-            return None
-        if entry is not None:
-            age = self.clock() - entry.fetched_at
-            if age < entry_ttl(entry, self.settings) + self.settings.stale_ttl:
-                return None
-        if self.breaker.state == "open":
-            return self.breaker_open_error()
-        if not self.admits(deadline):
-            return self.overloaded_error()
-        return None
 
     def lagging(self) -> bool:
         """Whether the event loop has a standing lag above LAG_TARGET: this process is out of CPU."""
@@ -389,14 +241,16 @@ class WalletService:
         """Drop every cached culture of a user."""
         self.store.forget(user_id)
 
-    def _fetch(self, user_id: str, culture: str, deadline: float) -> Entry:
+    def _fetch(self, user_id: str, culture: str, deadline: float) -> Flight:
+        """The finished flight of (user, culture): joined, or led by this request."""
         flight, leader = self.flights.join((user_id, culture))
         if leader:
             self._lead(flight, user_id, culture, deadline)
         elif self.metrics:
             self.metrics.coalesced()
         try:
-            return flight.wait(deadline - ANSWER_MARGIN)
+            flight.wait(deadline - ANSWER_MARGIN)
+            return flight
         except UpstreamTimeout as exc:
             if exc is not flight.error and not self.sessionm_late(flight):  # this waiter's deadline
                 # Not SessionM's timeout: its call started too late (queued for a slot, or this
@@ -445,7 +299,12 @@ class WalletService:
             self.flights.finish(key, flight, error=self.overloaded_error(paced=False))
             return
         flight.started = self.monotonic()
-        self.spawn(self._run, flight, user_id, culture, timeout)
+        if wait_for_slot and self.inline:
+            # The transport bounds the call's whole time itself: the leader makes it, on its own
+            # greenlet, by its deadline (no thread to start and switch to and back).
+            self._run(flight, user_id, culture, min(timeout, deadline - ANSWER_MARGIN - flight.started))
+        else:
+            self.spawn(self._run, flight, user_id, culture, timeout)
 
     def _take_slot(self, deadline: float) -> bool:
         """Wait for a free SessionM slot until shortly before `deadline`, or until the breaker opens.
@@ -462,10 +321,12 @@ class WalletService:
         entry = error = None
         called = []
         started = self.monotonic()
+        fetched = {}
 
         def call() -> Entry:
             called.append(True)
-            return self._call(user_id, culture, timeout)
+            made, fetched["wallet"] = self._call(user_id, culture, timeout)
+            return made
 
         try:
             entry = self.locker.fetch_once(user_id, culture, timeout, call) if self.locker else call()
@@ -482,9 +343,9 @@ class WalletService:
                 else:
                     self.breaker.cancel()
             self.slots.release(held=self.monotonic() - started if called else None)
-            self.flights.finish(key, flight, entry, error)
+            self.flights.finish(key, flight, entry, error, fetched.get("wallet"))
 
-    def _call(self, user_id: str, culture: str, timeout: float) -> Entry:
+    def _call(self, user_id: str, culture: str, timeout: float) -> tuple[Entry, dict]:
         """One SessionM call: store the result, feed the breaker with SessionM's own failures."""
         started = self.monotonic()
         outcome = "ok"
@@ -508,7 +369,7 @@ class WalletService:
         self.breaker.success()
         entry = Entry(wallet, self.clock())
         self.store.put(user_id, culture, entry)
-        return entry
+        return entry, wallet
 
     def sessionm_failed(self, error: ApiError, timeout: float, elapsed: float) -> bool:
         """Whether a failed call is SessionM's failure (counts against the breaker) or our own.
@@ -546,21 +407,6 @@ def _spawn_thread(target, *args) -> None:
     _thread.start_new_thread(target, args)
 
 
-def cache_status(served) -> str:
+def cache_status(served: Served) -> str:
     """RFC 9211 Cache-Status for how this wallet was obtained."""
-    if served.status == HIT:
-        return f"wallet-proxy; hit; ttl={int(served.ttl_left)}"
-    if served.status == MISS:
-        return "wallet-proxy; fwd=uri-miss; stored"
-    return f"wallet-proxy; hit; ttl={math.floor(served.ttl_left)}; detail={served.status}"
-
-
-def render_key(user_id: str, served: Served, raw_query: bytes) -> tuple:
-    """The rendered-body cache key of a served wallet: one fetch, stale or not, one query string."""
-    return user_id, served.entry.stamp, served.stale, raw_query
-
-
-def wallet_headers(served: Served, etag: str) -> list[tuple[str, str]]:
-    """The headers of a wallet answer (200 or 304): Cache-Status, Cache-Control and ETag (SPEC)."""
-    return [("Cache-Status", cache_status(served)),
-            ("Cache-Control", f"private, max-age={max(0, int(served.ttl_left))}"), ("ETag", f'"{etag}"')]
+    return served.outcome.cache_status(served.ttl_left)

@@ -236,11 +236,15 @@ def state():
 def client_address() -> str:
     """The caller's address: the peer, or, when the peer is a trusted proxy (gunicorn's
     FORWARDED_ALLOW_IPS, default 127.0.0.1 and ::1), the last hop it added to X-Forwarded-For."""
-    peer = request.remote_addr or "-"
+    return address_of(request.remote_addr, request.headers.get("X-Forwarded-For", ""))
+
+
+def address_of(peer: str | None, forwarded_for: str | None) -> str:
+    """`client_address` from its two inputs: one rule for Flask's doors and the wallet handler's."""
+    peer = peer or "-"
     trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
     if trusted.strip() == "*" or peer in {t.strip() for t in trusted.split(",")}:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        last = forwarded.rsplit(",", 1)[-1].strip()
+        last = (forwarded_for or "").rsplit(",", 1)[-1].strip()
         if last:
             return last[:64]
     return peer
@@ -268,12 +272,21 @@ def error_response(exc: ApiError):
 
 
 def check_single_query() -> None:
+    """A query parameter given twice is a 400 at every door (see `refuse_repeated`)."""
+    refuse_repeated(request.args.items(multi=True))
+
+
+def refuse_repeated(pairs) -> None:
     """A query parameter given twice is a 400 at every door: which copy counts would be a guess
     (`?dry_run=0&dry_run=1` sent for real; `?id_type=seed&id_type=external` read as seed)."""
-    repeated = sorted({name[:40] for name, values in request.args.lists() if len(values) > 1})
+    seen: set = set()
+    repeated: set = set()
+    for name, _ in pairs:
+        (repeated if name in seen else seen).add(name)
     if repeated:
-        raise InvalidRequest(f"invalid query: {repeated[0]}: given more than once",
-                             details={name: ["Given more than once."] for name in repeated[:10]})
+        names = sorted(name[:40] for name in repeated)
+        raise InvalidRequest(f"invalid query: {names[0]}: given more than once",
+                             details={name: ["Given more than once."] for name in names[:10]})
 
 
 def require(scope: str, group: str | None = None):

@@ -44,21 +44,9 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
-def cache_result(cache_status: str | None) -> str | None:
-    """Map an RFC 9211 Cache-Status value (as routes/wallets.py sets g.cache_status) to a label."""
-    if not cache_status:
-        return None
-    if "detail=stale-while-revalidate" in cache_status:
-        return "stale_while_revalidate"
-    if "detail=stale-if-error" in cache_status:
-        return "stale_if_error"
-    if "detail=error" in cache_status:
-        return "error"
-    if "fwd=" in cache_status:
-        return "miss"
-    if "; hit" in cache_status:
-        return "hit"
-    return "other"
+# The SessionM seconds of the wallet read being answered (wallet/handler.py sets a one-item list per
+# request; the call it leads runs in a copy of its context, see carry_context, and adds its time here).
+upstream_time: contextvars.ContextVar = contextvars.ContextVar("wallet_proxy_upstream_time", default=None)
 
 
 class Metrics:
@@ -115,10 +103,18 @@ class Metrics:
 
     def upstream(self, name: str, outcome: str, seconds: float) -> None:
         """Record one upstream call; also add its time to the current request's log line."""
-        name = name.lower()
-        self.upstream_calls.labels(name, outcome).inc()
-        self.upstream_latency.labels(name, outcome).observe(seconds)
-        if has_request_context():
+        key = ("upstream", name, outcome)
+        children = self._children.get(key)
+        if children is None:  # .labels() takes a lock and builds a key each time: resolve once
+            lower = name.lower()
+            children = self._children[key] = (self.upstream_calls.labels(lower, outcome),
+                                               self.upstream_latency.labels(lower, outcome))
+        children[0].inc()
+        children[1].observe(seconds)
+        spent = upstream_time.get()
+        if spent is not None:
+            spent[0] += seconds
+        elif has_request_context():
             g.upstream_seconds = g.get("upstream_seconds", 0.0) + seconds
 
     def cache_fallback(self) -> None:
@@ -140,7 +136,7 @@ class Metrics:
         """Count one answered request (called from the app's after_request hook)."""
         rule = request.url_rule
         route = rule.rule if rule is not None else UNMATCHED
-        self.record(route, request.method, response.status_code, seconds, g.get("cache_status"))
+        self.record(route, request.method, response.status_code, seconds)
         code = g.get("error_code")  # set by the JSON error handler (web/http.py) for every error answer
         if code:
             self.error(route, code)
@@ -154,8 +150,8 @@ class Metrics:
             child = self._children[key] = self.errors.labels(route, label)
         child.inc()
 
-    def record(self, route: str, method: str, status: int, seconds: float, cache_status: str | None) -> None:
-        """Count one answer of `route` and its cache result."""
+    def record(self, route: str, method: str, status: int, seconds: float, cache: str | None = None) -> None:
+        """Count one answer of `route` and, for a wallet read, its cache result (an Outcome's label)."""
         if method not in KNOWN_METHODS:
             method = OTHER
         key = (route, method, status)
@@ -165,11 +161,10 @@ class Metrics:
                                               self.latency.labels(route, method))
         children[0].inc()
         children[1].observe(seconds)
-        result = cache_result(cache_status)
-        if result:
-            child = self._children.get(result)
+        if cache is not None:
+            child = self._children.get(cache)
             if child is None:
-                child = self._children[result] = self.cache.labels(result)
+                child = self._children[cache] = self.cache.labels(cache)
             child.inc()
 
     def exposition(self) -> tuple[bytes, str]:
