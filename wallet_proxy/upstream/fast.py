@@ -22,7 +22,6 @@ import logging
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .. import jsoncodec
@@ -31,23 +30,7 @@ from . import transport
 
 log = logging.getLogger(__name__)
 
-try:  # the one request type of the transport interface, once it is there
-    from .transport import _NO_BODY, Request  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until upstream/transport.py declares it
-    _NO_BODY = object()
-
-    @dataclass
-    class Request:  # the same fields as transport.Request
-        method: str
-        url: str
-        name: str = "upstream"
-        timeout: float = 10.0
-        headers: dict | None = None
-        json: object = _NO_BODY
-        content: bytes | None = None
-        idempotent: bool = False
-        prepared: object = None
-        connect_timeout: float = 0.5
+from .transport import _NO_BODY, Request  # noqa: E402 - the one request type of the transport interface
 
 USER_AGENT = "wallet-proxy/0.1"
 
