@@ -209,11 +209,16 @@ class Run:
         shutil.copy(ROOT / "deploy/nginx/nginx.conf", conf_dir / "nginx.conf")
         site = (ROOT / "deploy/nginx/conf.d/wallet-proxy.conf").read_text()
         upstreams = iter(ports)
-        site, n = re.subn(r"server app\d+:8000", lambda m: f"server 127.0.0.1:{next(upstreams)}", site)
+        # only addresses change, as in tests/test_nginx.py: the instances' and the listen port of both
+        # server blocks (the Braze host and the webhooks' host)
+        site, n = re.subn(r"^(\s*server\s+)app\d+:8000", lambda m: f"{m.group(1)}127.0.0.1:{next(upstreams)}",
+                          site, flags=re.M)
         port = free_port()
-        site, listens = re.subn(r"listen 8080", f"listen 127.0.0.1:{port}", site)
-        assert n == 2 and listens == 1, "the shipped nginx site changed shape"
+        site, listens = re.subn(r"^(\s*listen\s+)8080\b", lambda m: f"{m.group(1)}127.0.0.1:{port}", site,
+                                flags=re.M)
+        assert n == 2 and listens == 2, "the shipped nginx site changed shape"
         (conf_dir / "conf.d/wallet-proxy.conf").write_text(site)
+        shutil.copy(ROOT / "deploy/nginx/conf.d/wallet-proxy.proxy", conf_dir / "conf.d/wallet-proxy.proxy")
         (conf_dir / "conf.d/00-gameday-temp-paths.conf").write_text("".join(
             f"{kind}_temp_path {conf_dir / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
                                                                    "scgi")))
