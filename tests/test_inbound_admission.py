@@ -330,7 +330,9 @@ class TestBrazeLimits:
         {"campaign_id": "c", "canvas_id": ""},
     ])
     def test_an_empty_id_counts_as_absent(self, serve, braze, ids):
-        """SessionM's advanced settings may carry both names, one of them empty (#21 item 5)."""
+        """SessionM's advanced settings may carry both names, one of them empty (#21 item 5): the
+        advanced-settings example on https://braze.com/docs/partners/message_orchestration/channel_extensions/loyalty/sessionm
+        carries `braze_campaign_id` and `braze_canvas_id` together, and SessionM does not retry a 400."""
         url = serve()
         answer = requests.post(f"{url}/v1/braze/trigger", json={**ids, "external_user_id": "u1"},
                                headers=BEARER, timeout=5)
