@@ -593,16 +593,20 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
               f"- memory: {mem['count']:,} sandbox SessionM answers decoded and normalised into a "
               "`MemoryStore`, "
               f"in-process, {mem['seconds']:.1f} s", "",
-              "Raw figures:", "", "```json", json.dumps(_trim(r), indent=1, default=str)[:12000], "```", "",
+              "Raw figures:", "", "```json", json.dumps(_trim(r), indent=1, default=str), "```", "",
               NOTES_MARK, notes]
     return "\n".join(lines)
 
 
 def _trim(r: dict) -> dict:
-    """The raw figures without the per-round wrk runs (the tables hold them)."""
+    """The raw figures without the per-round wrk runs (the tables hold them) and without the steps that
+    write sections of their own (CPU per miss, worker memory). Never cut short: bench/capacity.py
+    parses this block (cutting it at 12,000 characters once left invalid JSON and a failed run)."""
     out = json.loads(json.dumps(r, default=str))
     out.get("hits", {}).pop("runs", None)
     out.get("send", {}).pop("runs", None)
+    for own_section in ("cpu_per_miss", "memory_worker"):
+        out.pop(own_section, None)
     return out
 
 
