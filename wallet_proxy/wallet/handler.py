@@ -22,10 +22,10 @@ from urllib.parse import parse_qsl
 from marshmallow import ValidationError
 from werkzeug.http import parse_etags
 
-from ..errors import ApiError, Internal, NotConfigured, RateLimited, invalid_fields
+from ..errors import ApiError, Internal, invalid_fields
 from ..ids import DEFAULT_CULTURE, check_user_id
 from ..web.admission import check_wallet_signature, resolve_seed_id as resolve_user
-from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, address_of, refuse_repeated, request_id
+from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, address_of, check_client, refuse_repeated, request_id
 from ..web.logs import ACCESS, access_fields, level_for, log_request
 from ..web.metrics import refresh_gauges, upstream_time
 from .service import Outcome, Served
@@ -162,16 +162,8 @@ class WalletGet:
     def _wallet(self, environ, started: float, line: _Line) -> tuple[int, bytes, list]:
         services = self.services
         settings = services.settings
-        line.client = client = self._client(environ)
-        if services.ratelimit is not None:
-            try:
-                services.ratelimit.check(client.name)
-            except RateLimited:
-                if services.metrics is not None:
-                    services.metrics.client_limited(client.name)
-                raise
-        if not settings.connect_configured:
-            raise NotConfigured("the connect settings are not configured on this deployment")
+        line.client = self._client(environ)
+        check_client(services, line.client, "connect")
         # PATH_INFO is WSGI's latin-1 text of the decoded path; a valid id is plain ASCII anyway.
         user_id = environ["PATH_INFO"][len(PREFIX):]
         check_user_id(user_id)

@@ -289,6 +289,21 @@ def refuse_repeated(pairs) -> None:
                              details={name: ["Given more than once."] for name in names[:10]})
 
 
+def check_client(services, client, group: str | None = None) -> None:
+    """After admission, at every door (Flask's routes and the wallet handler alike): the client's own
+    rate (WALLET_PROXY_CLIENT_RATE; a 429 is counted in the metrics), then the route's settings group."""
+    limiter = getattr(services, "ratelimit", None)
+    if limiter is not None:
+        try:
+            limiter.check(client.name)
+        except RateLimited:
+            if getattr(services, "metrics", None) is not None:
+                services.metrics.client_limited(client.name)
+            raise
+    if group and not getattr(services.settings, f"{group}_configured"):
+        raise NotConfigured(f"the {group} settings are not configured on this deployment")
+
+
 def require(scope: str, group: str | None = None):
     """Decorate a view: check the client's credentials for `scope` and that `group` is configured."""
 
@@ -299,16 +314,7 @@ def require(scope: str, group: str | None = None):
             g.client = services.gate.admit(request.headers.get("Authorization"), scope, client_address())
             if scope != "preview":  # the marketers' page and its API answer the browser, not a caller's URL
                 check_single_query()
-            limiter = getattr(services, "ratelimit", None)
-            if limiter is not None:
-                try:
-                    limiter.check(g.client.name)
-                except RateLimited:
-                    if getattr(services, "metrics", None) is not None:
-                        services.metrics.client_limited(g.client.name)
-                    raise
-            if group and not getattr(services.settings, f"{group}_configured"):
-                raise NotConfigured(f"the {group} settings are not configured on this deployment")
+            check_client(services, g.client, group)
             return view(*args, **kwargs)
 
         wrapped.required_scope = scope
