@@ -117,12 +117,17 @@ class RetryPolicy:
     def delay(self, attempt: int, status: int | None = None, headers=None, hint: float | None = None) -> float:
         """Seconds before retry `attempt` (1-based): what the server told (plus a little jitter, so many
         waiting callers do not come back in the same instant), else backoff with jitter."""
-        told = self.told(status, headers)
-        if told is None and hint is not None:
-            told = min(max(0.0, hint), self.told_cap)
+        told = self.told_or_hint(status, headers, hint)
         if told is not None:
             return told + self.rng() * min(self.base, 1.0)
         return backoff(attempt, base=self.base, cap=self.cap, rng=self.rng)
+
+    def told_or_hint(self, status: int | None = None, headers=None, hint: float | None = None) -> float | None:
+        """The server's own wait (`told`), else the caller's `hint` (capped), else None: no jitter added."""
+        told = self.told(status, headers)
+        if told is None and hint is not None:
+            told = min(max(0.0, hint), self.told_cap)
+        return told
 
     def wait_for_token(self, take: Callable[[], float], deadline: float | None, what: str = "upstream",
                        status: int = 429) -> None:
@@ -168,10 +173,19 @@ class RetryPolicy:
                 reply = getattr(exc, "reply", None)
                 status = reply.status if reply is not None else (exc.status if exc.status == 429 else None)
                 headers = reply.headers if reply is not None else None
-                wait = self.delay(number_, status, headers, getattr(exc, "upstream_retry_after", None))
+                hint = getattr(exc, "upstream_retry_after", None)
+                wait = self.delay(number_, status, headers, hint)
+                left = self.left(deadline)
+                if left is not None and wait > left:
+                    # The jitter never costs the try: when the server's own wait fits before the
+                    # deadline, the jitter is cut to what is left (a 0.3 s reset plus up to 0.5 s of
+                    # jitter, twice, would otherwise give up a send the budget has room for).
+                    told = self.told_or_hint(status, headers, hint)
+                    if told is not None and told <= left:
+                        wait = left
                 if hold is not None and (status == 429 or window_spent(status, headers)):
                     hold(wait)  # the window is spent for every caller sharing the bucket, not just this one
-                if number_ >= self.attempts or (deadline is not None and self.monotonic() + wait > deadline):
+                if number_ >= self.attempts or (left is not None and wait > left):
                     raise (give_up or self.gave_up)(exc, number_, wait) from exc
                 if on_retry is not None:
                     on_retry(exc, number_, wait)
