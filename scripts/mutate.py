@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = {
     "view": ("wallet_proxy/wallet/view.py", ["tests/test_view.py", "tests/test_view_rules.py",
                                              "tests/test_view_body.py"]),
-    "payload": ("wallet_proxy/wallet/payload.py", ["tests/test_view.py", "tests/test_payload.py"]),
+    "payload": ("wallet_proxy/wallet/payload.py", ["tests/test_view.py", "tests/test_payload.py",
+                                                   "tests/test_payload_fast.py"]),
     "breaker": ("wallet_proxy/upstream/breaker.py", ["tests/test_breaker.py"]),
     "service": ("wallet_proxy/wallet/service.py", ["tests/test_slots.py", "tests/test_flights.py",
                                                   "tests/test_admission.py", "tests/test_wallet_calls.py",

@@ -10,12 +10,14 @@ import copy
 import json
 import math
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from marshmallow import Schema, ValidationError
+from marshmallow import ValidationError
 
+from tests import payload_reference
 from tests.conftest import fixture_json
 from wallet_proxy.wallet import payload as module
 from wallet_proxy.wallet.payload import iso, normalise_payload, parse_time
@@ -434,11 +436,15 @@ class TestDatesAndText:
             normalise_payload(["not", "an", "object"])
         assert caught.value.messages == {"payload": ["must be an object"]}
 
-    def test_an_optional_field_is_null_when_absent_or_null(self):
-        schema = Schema.from_dict({"name": module._opt(module.Text, data_key="title")})()
-        assert schema.load({}) == {"name": None}
-        assert schema.load({"title": None}) == {"name": None}
-        assert schema.load({"title": 12}) == {"name": "12"}
+    @pytest.mark.parametrize("value, read", [(None, None), ("", ""), ("x", "x"), (12, "12"), (1.5, "1.5")])
+    def test_a_text_field_is_null_when_null_and_numbers_are_their_text(self, value, read):
+        assert module.text(value) == read
+        assert one_offer(name=value)["title"] == read
+
+    @pytest.mark.parametrize("value", [True, False, [], {}, ["x"]])
+    def test_a_text_field_of_another_type_drops_the_offer_naming_it(self, value):
+        wallet, dropped = normalise_payload(payload(name=value))
+        assert wallet["offers"] == [] and dropped == [(0, {"name": ["must be a string"]})]
 
     def test_a_cached_wallet_is_held_compactly(self):
         # thousands of cached wallets: each is held deflated (wallet/stores.py), not as Python objects
@@ -453,56 +459,24 @@ class TestDatesAndText:
 
 
 def both_paths(body) -> list:
-    """normalise_payload's answer (or refusal) by the fast path and by the schemas alone."""
+    """normalise_payload's answer (or refusal) and the old marshmallow schemas' (tests/payload_reference.py)."""
     outcomes = []
-    for fast in (True, False):
+    for read in (normalise_payload, payload_reference.normalise_payload):
         try:
-            outcomes.append(normalise_payload(copy.deepcopy(body), fast=fast))
+            outcomes.append(read(copy.deepcopy(body)))
         except ValidationError:
             outcomes.append("refused")
     return outcomes
 
 
-def refuse_schemas(monkeypatch):
-    def refuse(item, *args, **kwargs):
-        raise AssertionError(f"the plain form went to the schemas: {item!r}")
-    for schema in (module._payload, module._offer, module._named, module._user):
-        monkeypatch.setattr(schema, "load", refuse)
+class TestOneReader:
+    """One reader for every form SessionM sends (issue #20 item 5): the plain form and the loose ones
+    give what the old schemas gave; tests/test_payload_fast.py checks the same on generated payloads."""
 
-
-class TestTwoPaths:
-    """SessionM's plain form is read without marshmallow (most of a miss's CPU otherwise); any other
-    form goes to the schemas, which stay the contract. Either way the wallet is the same."""
-
-    @pytest.mark.parametrize("change", [
-        {},
-        {"available_points": -500, "total_points": 10**6},
-        {"available_points": 12.5, "total_points": 1000.0},
-        {"user": {"opted_in": True, "activated": None}},
-        {"user_offers": [dict(fixture_json("get_user_offers.ok.json")["payload"]["user_offers"][0],
-                              media=[{"uri": "https://m/a.png"}], is_redeemable=False,
-                              acquire_date=1798761599, categories=None, category_ids=["c1", 2], offer_id=42,
-                              logo_uri=None)]},
-        {"offer_groups": [{"id": "g", "name": None, "sort_order": 1.5}, {"id": 5, "name": 6}]},
-    ])
-    def test_the_plain_form_never_touches_the_schemas(self, monkeypatch, change):
-        body = dict(payload(), **change)
-        expected = normalise_payload(copy.deepcopy(body), fast=False)
-        refuse_schemas(monkeypatch)
-        assert normalise_payload(body) == expected
-
-    def test_a_payload_without_lists_is_plain_too(self, monkeypatch):
-        refuse_schemas(monkeypatch)
-        wallet, dropped = normalise_payload({"user_id": "u", "total_points": 0, "available_points": 0})
-        assert wallet["offers"] == [] and wallet["groups"] == [] and wallet["categories"] == []
-
-    def test_fast_false_reads_everything_through_the_schemas(self, monkeypatch):
-        body = payload()
-        expected = normalise_payload(copy.deepcopy(body))
-        for name in ("fast_envelope", "fast_offer", "fast_named"):
-            monkeypatch.setattr(module, name, lambda item: pytest.fail("fast=False took the fast path"))
-        assert normalise_payload(body, fast=False) == expected
-        assert not hasattr(module, "FAST"), "no process-wide switch: a caller chooses per call"
+    def test_the_product_reads_the_payload_without_marshmallow_schemas(self):
+        source = Path(module.__file__).read_text()
+        assert "Schema" not in source and "fields." not in source and "FAST" not in source
+        assert not hasattr(module, "fast_offer"), "one reader, not a fast path beside a slow one"
 
     @pytest.mark.parametrize("value, expected", [
         (-2**53, float(-2**53)), (-2**53 + 1, -2**53 + 1), (2**53 - 1, 2**53 - 1), (2.0**53, 2.0**53),

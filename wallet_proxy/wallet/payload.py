@@ -1,15 +1,18 @@
-"""marshmallow schemas: SessionM's get_user_offers answer in, normalised plain dicts out.
+"""SessionM's get_user_offers answer in, the normalised wallet out: one reader, one pass.
 
-Tolerant by design: unknown fields are dropped, missing ones become None. What cannot be trusted is
-refused: the caller maps a ValidationError on the envelope to 502, and drops a single bad offer.
+Tolerant by design: unknown fields are dropped, missing ones become None, and the loose forms SessionM
+is seen to send are read too (numbers as text for ids, "true"/0/1 for flags, numeric strings for
+points, ISO 8601 or epoch dates). What cannot be trusted is refused: a problem in the envelope raises
+ValidationError (the caller answers 502 with the field and the reason); a problem in one offer drops
+that offer, reported with its field and reason. Each converter checks the plain form first, so a
+plain wallet costs a few microseconds an offer (the miss's hottest work; `bench/` measures it).
 """
 from __future__ import annotations
 
 import functools
 from datetime import datetime, timezone
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load
-
+from marshmallow import ValidationError
 
 def parse_time(value) -> datetime | None:
     """Parse SessionM's date forms (ISO 8601 with Z/offset/none, or epoch seconds) into aware UTC."""
@@ -43,44 +46,6 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Text(fields.Field):
-    """A string; numbers are accepted as their text (ids are sometimes numeric)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ValidationError("must be a string")
-        return str(value)
-
-
-class Number(fields.Field):
-    """An int or float (or numeric string); integral values come out as int."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise ValidationError("must be a number")
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError as exc:
-                raise ValidationError("must be a number") from exc
-        if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
-            raise ValidationError("must be a finite number")
-        return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
-
-
-class Flag(fields.Field):
-    """A boolean; SessionM sometimes sends "true"/"false" or 0/1."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            return value
-        if value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ValidationError("must be a boolean")
-
-
 @functools.lru_cache(maxsize=8192, typed=True)  # typed: True and 1 are different dates; ~2 MB at most
 def _moment(value) -> tuple | None:
     moment = parse_time(value)
@@ -96,11 +61,79 @@ def moment(value) -> tuple | None:
         raise ValidationError("not a date") from exc
 
 
-class Timestamp(fields.Field):
-    """A date, loaded as `moment()` gives it."""
+# -- the converters: the plain form first (a type check), the loose forms after ------------------------
+_MISSING = object()
+_STR, _INT, _FLOAT, _BOOL, _LIST, _DICT = str, int, float, bool, list, dict
+_INF = (float("inf"), float("-inf"))
+NULL = "Field may not be null."
+NOT_A_LIST = "Not a valid list."
+REQUIRED = "Missing data for required field."
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        return moment(value)
+
+def text(value) -> str | None:
+    """A string; numbers are read as their text (ids are sometimes numeric)."""
+    if type(value) is _STR or value is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValidationError("must be a string")
+    return str(value)
+
+
+def number(value) -> int | float | None:
+    """An int or float (or numeric string); integral values below 2**53 come out as int (a Liquid
+    template shows 1000, not 1000.0; past 2**53 an int would claim a precision it has not)."""
+    if value is None:
+        return None
+    if type(value) is _INT and -2**53 < value < 2**53:
+        return value
+    if isinstance(value, bool):
+        raise ValidationError("must be a number")
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError as exc:
+            raise ValidationError("must be a number") from exc
+    if not isinstance(value, (int, float)) or value != value or value in _INF:
+        raise ValidationError("must be a finite number")
+    try:
+        return int(value) if float(value).is_integer() and abs(value) < 2**53 else float(value)
+    except OverflowError as exc:  # an integer past the largest float
+        raise ValidationError("must be a finite number") from exc
+
+
+def flag(value) -> bool | None:
+    """A boolean; SessionM sometimes sends "true"/"false" or 0/1."""
+    if value is None or type(value) is _BOOL:
+        return value
+    if value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValidationError("must be a boolean")
+
+
+def _note(errors: dict | None, name: str, reason) -> dict:
+    """`errors` with `name`'s reason added (a ValidationError's messages, or a text)."""
+    errors = {} if errors is None else errors
+    errors[name] = reason.messages if isinstance(reason, ValidationError) else [reason]
+    return errors
+
+
+def _entries(payload: dict, name: str, nullable: bool, errors: dict) -> list:
+    """The list `payload[name]` ([] when absent, and when null if `nullable`); no entry may be null.
+    Problems are noted in `errors`, as {index: [reason]} for null entries."""
+    value = payload.get(name, _MISSING)
+    if value is _MISSING or (value is None and nullable):
+        return []
+    if value is None:
+        errors[name] = [NULL]
+    elif type(value) is not _LIST:
+        errors[name] = [NOT_A_LIST]
+    elif any(item is None for item in value):
+        errors[name] = {index: [NULL] for index, item in enumerate(value) if item is None}
+    else:
+        return value
+    return []
 
 
 # SessionM media items: content_type 1 image, 2 video, 4 audio, 5 web link.
@@ -139,66 +172,6 @@ def media_items(media) -> list:
     return items
 
 
-def _opt(field_cls, **kw):
-    return field_cls(load_default=None, allow_none=True, **kw)
-
-
-class OfferSchema(Schema):
-    """One entry of `user_offers`, normalised to the fields the view needs."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    user_offer_id = _opt(Text)
-    offer_id = _opt(Text)
-    root_offer_id = _opt(Text)
-    offer_group_id = _opt(Text)
-    offer_type = _opt(Text)
-    name = _opt(Text)
-    description = _opt(Text)
-    terms = _opt(Text)
-    logo_uri = _opt(Text)
-    media = fields.List(fields.Raw(allow_none=True), load_default=list, allow_none=True)
-    pos_discount_id = _opt(Text)
-    start_date = _opt(Timestamp)
-    end_date = _opt(Timestamp)
-    expiration_date = _opt(Timestamp)
-    acquire_date = _opt(Timestamp)
-    redeem_date = fields.Raw(load_default=None, allow_none=True)
-    is_redeemable = _opt(Flag)
-    categories = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
-    category_ids = fields.List(fields.Raw(allow_none=True), load_default=None, allow_none=True)
-
-    @pre_load
-    def _soft_dates(self, data, **kwargs):
-        # A garbled start/acquire date only loses that date; a garbled expiration drops the offer
-        # (an offer we cannot prove unexpired is never shown), so it is left to fail validation.
-        if isinstance(data, dict):
-            data = dict(data)
-            for name in SOFT_DATES:
-                try:
-                    moment(data.get(name))
-                except ValidationError:
-                    data[name] = None
-        return data
-
-    @post_load
-    def _normalise(self, data, **kwargs):
-        return offer_out(data)
-
-
-SOFT_DATES = ("start_date", "end_date", "acquire_date")
-
-
-def offer_out(data: dict) -> dict:
-    """The normalised offer from its loaded fields (texts as text, dates as `moment()` pairs)."""
-    return _normalised_offer(
-        data["user_offer_id"], data["offer_id"], data["root_offer_id"], data["offer_group_id"], data["offer_type"],
-        data["name"], data["description"], data["terms"], data["logo_uri"], data["pos_discount_id"], data["media"],
-        data["categories"] if data["categories"] is not None else data["category_ids"], data["is_redeemable"],
-        data["redeem_date"], data["start_date"], data["end_date"], data["acquire_date"], data["expiration_date"])
-
-
 def _normalised_offer(user_offer_id, offer_id, root_offer_id, group_id, offer_type, name, description, terms,
                       logo_uri, pos_discount_id, media, raw_categories, flag, redeem_date, start, end, issued,
                       expires) -> dict:
@@ -235,215 +208,134 @@ def _normalised_offer(user_offer_id, offer_id, root_offer_id, group_id, offer_ty
     }
 
 
-class NamedSchema(Schema):
-    """An entry of `offer_groups` or `offer_categories`."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    id = Text(required=True)
-    name = _opt(Text)
-    sort_order = _opt(Number)
-
-
-class UserSchema(Schema):
-    """Only what a template may see: no personal data."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    opted_in = _opt(Flag)
-    activated = _opt(Flag)
-
-
-class PayloadSchema(Schema):
-    """The `payload` object of an ok answer."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    user = fields.Raw(load_default=None, allow_none=True)
-    user_id = _opt(Text)
-    user_offers = fields.List(fields.Raw(), load_default=list, allow_none=False)
-    offer_groups = fields.List(fields.Raw(), load_default=list, allow_none=True)
-    offer_categories = fields.List(fields.Raw(), load_default=list, allow_none=True)
-    total_points = _opt(Number)
-    available_points = _opt(Number)
-
-
-# -- the fast path ---------------------------------------------------------------------------------
-# A miss normalises every offer of a wallet. Loading each through marshmallow costs ~0.1 ms an offer,
-# most of a miss's CPU, although SessionM's offers nearly always arrive in one plain form. So each
-# item is first read by the functions below, which accept only that plain form (text as text, dates
-# as ISO text or epoch numbers, flags as booleans, lists as lists) and give exactly what the schemas
-# above give for it; anything else (a numeric string, "true", an unreadable expiry, a missing id...)
-# returns None and the schema decides, with its error messages. The schemas stay the contract;
-# tests/test_payload_fast.py holds the two paths equal on generated payloads.
-
-_MISSING = object()
 _TEXTS = ("user_offer_id", "offer_id", "root_offer_id", "offer_group_id", "offer_type", "name",
           "description", "terms", "logo_uri", "pos_discount_id")
-_STR, _INT, _FLOAT, _BOOL, _LIST = str, int, float, bool, list
+# A garbled start/end/acquire date only loses that date; a garbled expiration drops the offer (an
+# offer we cannot prove unexpired is never shown).
+SOFT_DATES = ("start_date", "end_date", "acquire_date")
 
 
-def _text(value):
-    """What `Text` loads for a str/number/None, else _MISSING."""
-    kind = type(value)
-    if kind is _STR or value is None:
-        return value
-    if kind is _INT or kind is _FLOAT:
-        return str(value)
-    return _MISSING
-
-
-def _number(value):
-    """What `Number` loads for an int/float/None that needs no conversion doubt, else _MISSING."""
-    kind = type(value)
-    if value is None:
-        return None
-    if kind is _INT and -2**53 < value < 2**53:
-        return value
-    if kind is _FLOAT and value == value and value not in (float("inf"), float("-inf")):
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
-    return _MISSING
-
-
-def fast_offer(item: dict) -> dict | None:
-    """`OfferSchema().load(item)` for an offer in the plain form, else None (let the schema decide).
-
-    Reads the fields in one pass, without the intermediate dict the schema path fills."""
+def read_offer(item) -> dict:
+    """One entry of `user_offers`, normalised; ValidationError({field: [reason]}) when it must be
+    dropped. Unknown fields are ignored; every problem found is named, not just the first."""
+    if type(item) is not _DICT:
+        raise ValidationError("not an object")
     get = item.get
+    errors = None
     texts = []
-    for key in _TEXTS:
-        value = get(key)
-        kind = type(value)
-        if kind is not _STR and value is not None:
-            if kind is _INT or kind is _FLOAT:
-                value = str(value)
-            else:
-                return None
-        texts.append(value)
+    for name in _TEXTS:
+        try:
+            texts.append(text(get(name)))
+        except ValidationError as exc:
+            errors = _note(errors, name, exc)
     media = get("media", _MISSING)
     if media is _MISSING:
         media = []
     elif media is not None and type(media) is not _LIST:
-        return None
-    categories, category_list = get("categories"), get("category_ids")
-    if (categories is not None and type(categories) is not _LIST) or (
-            category_list is not None and type(category_list) is not _LIST):
-        return None
-    flag = get("is_redeemable")
-    if flag is not None and type(flag) is not _BOOL:
-        return None
+        errors = _note(errors, "media", NOT_A_LIST)
+    lists = []
+    for name in ("categories", "category_ids"):
+        value = get(name)
+        if value is not None and type(value) is not _LIST:
+            errors = _note(errors, name, NOT_A_LIST)
+        lists.append(value)
+    try:
+        redeemable = flag(get("is_redeemable"))
+    except ValidationError as exc:
+        errors = _note(errors, "is_redeemable", exc)
     try:
         expires = moment(get("expiration_date"))
-    except ValidationError:
-        return None
+    except ValidationError as exc:
+        errors = _note(errors, "expiration_date", exc)
+    if errors:
+        raise ValidationError(errors)
     soft = []
-    for key in SOFT_DATES:
+    for name in SOFT_DATES:
         try:
-            soft.append(moment(get(key)))
+            soft.append(moment(get(name)))
         except ValidationError:
             soft.append(None)
     start, end, issued = soft
-    return _normalised_offer(*texts, media, categories if categories is not None else category_list, flag,
+    return _normalised_offer(*texts, media, lists[0] if lists[0] is not None else lists[1], redeemable,
                              get("redeem_date"), start, end, issued, expires)
 
 
-def fast_named(item: dict) -> dict | None:
-    """`NamedSchema().load(item)` for a plain catalogue entry, else None."""
-    ident = item.get("id")
-    if ident is None:
-        return None
-    ident, name, order = _text(ident), _text(item.get("name")), _number(item.get("sort_order"))
-    if ident is _MISSING or name is _MISSING or order is _MISSING:
-        return None
-    return {"id": ident, "name": name, "sort_order": order}
-
-
-def _has_none(items: list) -> bool:
-    return any(item is None for item in items)
-
-
-def fast_envelope(payload: dict) -> dict | None:
-    """`PayloadSchema().load(payload)` for a plain payload, else None."""
-    data = {"user": payload.get("user")}
-    offers = payload.get("user_offers", _MISSING)
-    if offers is _MISSING:
-        offers = []
-    elif type(offers) is not _LIST or _has_none(offers):  # a null entry refuses the envelope
-        return None
-    data["user_offers"] = offers
-    for key in ("offer_groups", "offer_categories"):
-        value = payload.get(key, _MISSING)
-        if value is _MISSING:
-            value = []
-        elif value is not None and (type(value) is not _LIST or _has_none(value)):
-            return None
-        data[key] = value
-    user_id = _text(payload.get("user_id"))
-    total, available = _number(payload.get("total_points")), _number(payload.get("available_points"))
-    if user_id is _MISSING or total is _MISSING or available is _MISSING:
-        return None
-    data.update(user_id=user_id, total_points=total, available_points=available)
-    return data
-
-
-_payload = PayloadSchema()
-_offer = OfferSchema()
-_named = NamedSchema()
-_user = UserSchema()
-
-
-def _load_many(schema: Schema, items, dropped: list, fast=None) -> list:
-    out = []
-    for index, item in enumerate(items or []):
+def read_named(item) -> dict:
+    """An entry of `offer_groups` or `offer_categories`: {id, name, sort_order}; the id is required."""
+    if type(item) is not _DICT:
+        raise ValidationError("not an object")
+    ident = item.get("id", _MISSING)
+    if ident is _MISSING or ident is None:
+        raise ValidationError({"id": [REQUIRED if ident is _MISSING else NULL]})
+    errors = None
+    out = {}
+    for name, convert, value in (("id", text, ident), ("name", text, item.get("name")),
+                                 ("sort_order", number, item.get("sort_order"))):
         try:
-            if not isinstance(item, dict):
-                raise ValidationError("not an object")
-            loaded = fast(item) if fast is not None else None
-            out.append(schema.load(item) if loaded is None else loaded)
+            out[name] = convert(value)
+        except ValidationError as exc:
+            errors = _note(errors, name, exc)
+    if errors:
+        raise ValidationError(errors)
+    return out
+
+
+def read_user(raw) -> dict:
+    """Only what a template may see of the user, no personal data: {opted_in, activated}, both None
+    unless `raw` is an object whose two flags both read."""
+    if isinstance(raw, dict):
+        try:
+            return {"opted_in": flag(raw.get("opted_in")), "activated": flag(raw.get("activated"))}
+        except ValidationError:
+            pass
+    return {"opted_in": None, "activated": None}
+
+
+def normalise_payload(payload) -> tuple[dict, list]:
+    """Read a get_user_offers `payload`; return (normalised wallet, dropped offers as (index, reasons)).
+
+    Raises ValidationError({field: [reason]}) when the envelope itself is unusable (not an object,
+    offers not a list or holding a null, points not numbers...): the caller answers 502.
+    """
+    if not isinstance(payload, dict):
+        raise ValidationError({"payload": ["must be an object"]})
+    errors: dict = {}
+    offers = _entries(payload, "user_offers", False, errors)
+    groups = _entries(payload, "offer_groups", True, errors)
+    categories = _entries(payload, "offer_categories", True, errors)
+    fields = {}
+    for name, convert in (("user_id", text), ("total_points", number), ("available_points", number)):
+        try:
+            fields[name] = convert(payload.get(name))
+        except ValidationError as exc:
+            _note(errors, name, exc)
+    if errors:
+        raise ValidationError(errors)
+    dropped: list = []
+    wallet = {
+        **fields,
+        "user": read_user(payload.get("user")),
+        "offers": _read_all(read_offer, offers, dropped),
+        "groups": _catalogue(_sorted(_read_all(read_named, groups, []))),
+        "categories": _catalogue(_sorted(_read_all(read_named, categories, []))),
+        "truncated": False,  # set when SessionM held more offers than were fetched
+    }
+    return wallet, dropped
+
+
+def _read_all(read, items: list, dropped: list) -> list:
+    """`read` of each item; an item that fails is left out and noted in `dropped` as (index, reasons)."""
+    out = []
+    for index, item in enumerate(items):
+        try:
+            out.append(read(item))
         except ValidationError as exc:
             dropped.append((index, exc.messages))
     return out
 
 
-def normalise_payload(payload, fast: bool = True) -> tuple[dict, list]:
-    """Validate a get_user_offers `payload`; return (normalised wallet, dropped items).
-
-    Raises ValidationError when the envelope itself is unusable (not an object, offers not a list).
-    `fast=False` loads everything through the schemas (the reference the fast path is tested against).
-    """
-    if not isinstance(payload, dict):
-        raise ValidationError({"payload": ["must be an object"]})
-    data = (fast_envelope(payload) if fast else None) or _payload.load(payload)
-    dropped: list = []
-    offers = _load_many(_offer, data["user_offers"], dropped, fast_offer if fast else None)
-    named = fast_named if fast else None
-    groups = sorted(_load_many(_named, data["offer_groups"], [], named), key=_order)
-    categories = sorted(_load_many(_named, data["offer_categories"], [], named), key=_order)
-    user = {"opted_in": None, "activated": None}
-    raw_user = data["user"]
-    if isinstance(raw_user, dict):
-        flags = (raw_user.get("opted_in"), raw_user.get("activated"))
-        if fast and all(flag is None or type(flag) is _BOOL for flag in flags):
-            user = {"opted_in": flags[0], "activated": flags[1]}
-        else:
-            try:
-                user.update(_user.load(raw_user))
-            except ValidationError:
-                pass
-    wallet = {
-        "user_id": data["user_id"],
-        "total_points": data["total_points"],
-        "available_points": data["available_points"],
-        "user": user,
-        "offers": offers,
-        "groups": _catalogue(tuple((g["id"], g["name"], g["sort_order"]) for g in groups)),
-        "categories": _catalogue(tuple((c["id"], c["name"], c["sort_order"]) for c in categories)),
-        "truncated": False,  # set when SessionM held more offers than were fetched
-    }
-    return wallet, dropped
+def _sorted(named: list) -> tuple:
+    return tuple((n["id"], n["name"], n["sort_order"]) for n in sorted(named, key=_order))
 
 
 @functools.lru_cache(maxsize=256)
