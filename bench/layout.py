@@ -3,10 +3,14 @@ the tree before the step and of this tree, served side by side and visited in tu
 
     .venv/bin/python bench/layout.py BEFORE_TREE      # e.g. a worktree of the commit before the step
 
+BENCH_AB_ROUNDS (3) rounds of BENCH_AB_SECONDS (4) per tree and scenario, the order alternated.
+Also issue #20's check (hits and misses no slower than before the step: BEFORE_TREE = a2d9903).
+
 Prints a Markdown table (req/s and server CPU per answer, summed over the rounds, and after/before).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +18,8 @@ import requests
 
 from run import AUTH, Server, configure, stand_in, wrk
 
-ROUNDS, SECONDS = 3, 4
+ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_AB_SECONDS", "4"))
 
 
 def serve(tree: Path, upstream_url: str) -> Server:
@@ -38,7 +43,8 @@ def main() -> int:
                 for n in range(100):
                     requests.get(f"{server.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
             for r in range(ROUNDS):
-                for name, server in servers.items():
+                order = list(servers.items())
+                for name, server in (order if r % 2 == 0 else order[::-1]):  # neither always goes first
                     before = server.cpu_seconds()
                     run = wrk(server.url, f"{kind}.lua", connections, SECONDS,
                               env={"BENCH_WARM": "100", "BENCH_PREFIX": f"{name}-{r}"})  # misses: new users

@@ -27,7 +27,8 @@ import time
 
 from cachetools import TTLCache
 
-from ..errors import AuthThrottled, Unauthorized
+from ..errors import AuthThrottled, InvalidRequest, NotConfigured, Unauthorized
+from ..ids import EXTERNAL
 from ..upstream.pacing import TokenBucket
 from .auth import Authenticator, check_signature, credentials
 
@@ -146,17 +147,12 @@ def check_wallet_signature(settings, user_id: str, sig: str | None, id_type: str
     whether signing is on or not: one rule for every door that takes one.
     """
     if sig is not None and len(sig) > MAX_SIG:
-        from ..errors import InvalidRequest
-
         raise InvalidRequest(details={"sig": [f"Longer than maximum length {MAX_SIG}."]})
     check_signature(settings.signing_key, user_id, sig, id_type)
 
 
 def resolve_seed_id(services, user_id: str, id_type: str, deadline: float) -> str:
     """The SessionM user id of a request's id: itself, or Core's answer for an external id."""
-    from ..errors import NotConfigured
-    from ..ids import EXTERNAL
-
     if id_type != EXTERNAL:
         return user_id
     if services.external_ids is None:

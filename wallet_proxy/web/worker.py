@@ -37,7 +37,6 @@ import ssl
 import struct
 import time
 import traceback
-from contextlib import contextmanager
 
 import gevent
 from gevent.socket import wait_read
@@ -233,19 +232,7 @@ class WalletProxyWorker(GeventWorker):
         self.body_timeout = settings.body_timeout
         self.body_gap = settings.body_timeout / 2
         self.write_timeout = settings.write_timeout
-
-    @contextmanager
-    def waiting(self, since: float, idle: bool = False):
-        """Mark the current greenlet as blocked on its client since `since` (it may give way)."""
-        me = gevent.getcurrent()
-        self._waiting[me] = since
-        if idle:
-            self._idle.add(me)
-        try:
-            yield
-        finally:
-            self._waiting.pop(me, None)
-            self._idle.discard(me)
+        self.keepalive = self.cfg.keepalive  # read once: gunicorn's Config.__getattr__ is per-call work
 
     # -- connections ------------------------------------------------------------------------------
 
@@ -294,7 +281,7 @@ class WalletProxyWorker(GeventWorker):
                         deadline=conn.body_deadline):
                     break
                 conn.body_deadline = None
-                if not self.cfg.keepalive:
+                if not self.keepalive:
                     break
         except BodyTimeout:
             self.log.debug("closed a connection whose request body did not arrive within %.1f s", self.body_timeout)
@@ -328,10 +315,16 @@ class WalletProxyWorker(GeventWorker):
         buffered = parser.unreader.buf
         if buffered.seek(0, 2):  # a pipelined request is already here
             return True
-        with self.waiting(time.monotonic(), idle=True):
+        me = gevent.getcurrent()  # waiting on the client, idle (closed at once on SIGTERM)
+        self._waiting[me] = time.monotonic()
+        self._idle.add(me)
+        try:
             if self.connections > self.room:
                 self._make_room()
-            wait_read(client.fileno(), timeout=self.cfg.keepalive, timeout_exc=IdleTimeout)
+            wait_read(client.fileno(), timeout=self.keepalive, timeout_exc=IdleTimeout)
+        finally:
+            self._waiting.pop(me, None)
+            self._idle.discard(me)
         return True
 
     def _wait_until_read(self, client) -> None:
