@@ -480,7 +480,8 @@ class TestOneReader:
 
     @pytest.mark.parametrize("value, expected", [
         (-2**53, float(-2**53)), (-2**53 + 1, -2**53 + 1), (2**53 - 1, 2**53 - 1), (2.0**53, 2.0**53),
-        (1000.0, 1000), (12.5, 12.5), (-0.5, -0.5), (2**60, float(2**60)),
+        (1000.0, 1000), (12.5, 12.5), (-0.5, -0.5), (2**60, float(2**60)), (2**53, float(2**53)),
+        (-2**53 - 1, float(-2**53 - 1)),
     ])
     def test_points_are_int_when_integral_below_2_to_the_53_on_both_paths(self, value, expected):
         # a Liquid template shows 1000, not 1000.0; past 2**53 an int would claim a precision it has not

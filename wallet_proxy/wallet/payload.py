@@ -261,23 +261,15 @@ def read_offer(item) -> dict:
 
 
 def read_named(item) -> dict:
-    """An entry of `offer_groups` or `offer_categories`: {id, name, sort_order}; the id is required."""
+    """An entry of `offer_groups` or `offer_categories`: {id, name, sort_order}; the id is required.
+    ValidationError when the entry is unusable: it is left out (a catalogue entry's reasons are not
+    reported: no template depends on one entry of it)."""
     if type(item) is not _DICT:
         raise ValidationError("not an object")
-    ident = item.get("id", _MISSING)
-    if ident is _MISSING or ident is None:
-        raise ValidationError({"id": [REQUIRED if ident is _MISSING else NULL]})
-    errors = None
-    out = {}
-    for name, convert, value in (("id", text, ident), ("name", text, item.get("name")),
-                                 ("sort_order", number, item.get("sort_order"))):
-        try:
-            out[name] = convert(value)
-        except ValidationError as exc:
-            errors = _note(errors, name, exc)
-    if errors:
-        raise ValidationError(errors)
-    return out
+    ident = item.get("id")
+    if ident is None:
+        raise ValidationError({"id": [REQUIRED]})
+    return {"id": text(ident), "name": text(item.get("name")), "sort_order": number(item.get("sort_order"))}
 
 
 def read_user(raw) -> dict:
