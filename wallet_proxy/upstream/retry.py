@@ -117,7 +117,10 @@ class RetryPolicy:
     def delay(self, attempt: int, status: int | None = None, headers=None, hint: float | None = None) -> float:
         """Seconds before retry `attempt` (1-based): what the server told (plus a little jitter, so many
         waiting callers do not come back in the same instant), else backoff with jitter."""
-        told = self.told_or_hint(status, headers, hint)
+        return self._after(attempt, self.told_or_hint(status, headers, hint))
+
+    def _after(self, attempt: int, told: float | None) -> float:
+        """`delay` from the server's own wait (`told_or_hint`), already read."""
         if told is not None:
             return told + self.rng() * min(self.base, 1.0)
         return backoff(attempt, base=self.base, cap=self.cap, rng=self.rng)
@@ -173,16 +176,14 @@ class RetryPolicy:
                 reply = getattr(exc, "reply", None)
                 status = reply.status if reply is not None else (exc.status if exc.status == 429 else None)
                 headers = reply.headers if reply is not None else None
-                hint = getattr(exc, "upstream_retry_after", None)
-                wait = self.delay(number_, status, headers, hint)
+                told = self.told_or_hint(status, headers, getattr(exc, "upstream_retry_after", None))
+                wait = self._after(number_, told)
                 left = self.left(deadline)
-                if left is not None and wait > left:
+                if left is not None and told is not None and told <= left < wait:
                     # The jitter never costs the try: when the server's own wait fits before the
                     # deadline, the jitter is cut to what is left (a 0.3 s reset plus up to 0.5 s of
                     # jitter, twice, would otherwise give up a send the budget has room for).
-                    told = self.told_or_hint(status, headers, hint)
-                    if told is not None and told <= left:
-                        wait = left
+                    wait = left
                 if hold is not None and (status == 429 or window_spent(status, headers)):
                     hold(wait)  # the window is spent for every caller sharing the bucket, not just this one
                 if number_ >= self.attempts or (left is not None and wait > left):

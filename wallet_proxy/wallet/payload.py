@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from marshmallow import ValidationError
 
+
 def parse_time(value) -> datetime | None:
     """Parse SessionM's date forms (ISO 8601 with Z/offset/none, or epoch seconds) into aware UTC."""
     if value is None or value == "":
