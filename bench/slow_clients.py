@@ -112,15 +112,7 @@ def main(tricklers: int = 4100, idle_count: int = 500) -> None:
         still_open = len(opened)
         gave_way = 0
         for sock in idle:
-            sock.settimeout(0.05)
-            try:
-                while sock.recv(65536):
-                    pass
-                gave_way += 1
-            except socket.timeout:
-                pass
-            except OSError:
-                gave_way += 1
+            gave_way += closed_by_server(sock)
             sock.close()
         seconds = sorted(t for t, _ in timings)
         statuses = {str(s) for _, s in timings}
@@ -136,6 +128,19 @@ def main(tricklers: int = 4100, idle_count: int = 500) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True when the server has closed `sock` (what it sent before is read and dropped)."""
+    sock.settimeout(0.05)
+    try:
+        while sock.recv(1 << 20):
+            pass
+        return True
+    except socket.timeout:
+        return False
+    except OSError:
+        return True
 
 
 def start(env_extra: dict) -> tuple[subprocess.Popen, str, int]:
@@ -236,15 +241,7 @@ def issue22(tricklers: int = 55, non_readers: int = 55, connections: int = 50, t
         readers_closed = 0
         for sock, kind in kinds.items():
             if kind == "reader":
-                sock.settimeout(0.05)
-                try:
-                    while sock.recv(1 << 20):
-                        pass
-                    readers_closed += 1
-                except socket.timeout:
-                    pass
-                except OSError:
-                    readers_closed += 1
+                readers_closed += closed_by_server(sock)
             sock.close()
         seconds = sorted(t for t, _ in reads)
         print(f"#22 attack: {tricklers} trickled bodies + {non_readers} non-readers vs {connections} connections, "
