@@ -86,3 +86,32 @@ def test_no_process_wide_switch():
     assert not hasattr(jsoncodec, "FAST")
     assert jsoncodec.dumps({"a": [1, "é"]}) == b'{"a":[1,"\xc3\xa9"]}'
     assert jsoncodec.loads(b'{"a": 1}') == {"a": 1}
+
+
+def stdlib_line(value) -> str:
+    """What a log line's JSON is: compact, non-ASCII kept, anything else as its str()."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+exact_values = st.recursive(scalars | st.datetimes() | st.uuids() | st.decimals(allow_nan=False),
+                            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+                            max_leaves=20)
+
+
+@given(st.dictionaries(texts, exact_values, max_size=8))
+def test_a_log_line_is_the_standard_librarys_line(fields):
+    assert jsoncodec.log_line(fields) == stdlib_line(fields)
+
+
+@given(st.dictionaries(texts, st.floats(allow_nan=False, allow_infinity=False), max_size=4))
+def test_a_log_lines_numbers_read_back_the_same(fields):
+    # orjson spells 1e16 where Python writes 1e+16: the same number for any JSON reader
+    assert json.loads(jsoncodec.log_line(fields)) == json.loads(stdlib_line(fields)) == fields
+
+
+@pytest.mark.parametrize("fields", [
+    {"points": 2 ** 70}, {1: "non-string key"}, {"title": "\ud800"},  # orjson refuses: stdlib writes
+    {"when": __import__("datetime").datetime(2026, 12, 7, 6, 0)},     # str(), as before, not RFC 3339
+])
+def test_what_orjson_refuses_in_a_log_line_is_written_as_before(fields):
+    assert jsoncodec.log_line(fields) == stdlib_line(fields)

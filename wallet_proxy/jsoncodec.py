@@ -31,3 +31,19 @@ def dumps(value) -> bytes:
     except TypeError:  # orjson.JSONEncodeError: big ints, non-str keys, lone surrogates
         pass
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+_LINE_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def log_line(value: dict) -> str:
+    """One log line's JSON text: compact, non-ASCII kept, anything not JSON written as its `str()`.
+
+    The same text as `json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)`, from one
+    C call: the standard library's encoder is set up anew for each call with these options, and a log line
+    is written for every request."""
+    try:
+        return orjson.dumps(value, default=str, option=_LINE_OPTIONS).decode()
+    except TypeError:  # big ints, non-str keys, lone surrogates: the standard library writes them
+        pass
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
+from ..jsoncodec import log_line
 from ..upstream.transport import basic_token
 
 ACCESS = logging.getLogger("wallet_proxy.access")
@@ -111,7 +112,7 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             line["exc"] = record.exc_text
-        return json.dumps(line, default=str, ensure_ascii=False)
+        return log_line(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -230,7 +231,7 @@ def log_request(level: int, fields: dict) -> None:
     line = {"ts": _timestamp(time.time()), "level": _LEVEL_NAMES[level], "logger": ACCESS.name,
             "msg": message}
     line.update(fields)
-    text = json.dumps(line, default=str, ensure_ascii=False)
+    text = log_line(line)
     redactor = handler.filters[0]
     if redactor._pattern is not None:  # secrets in their JSON-escaped forms too (secret_values)
         text = redactor._redact(text)
