@@ -116,13 +116,14 @@ def many_offers(count: int, **fields) -> list:
     return [dict(template, user_offer_id=f"uo-{n}", offer_id=f"o-{n}", **fields) for n in range(count)]
 
 
-def paged(offers: list, delays: dict | None = None):
-    """A SessionM stand-in that pages `offers` by the request's skip/take, as get_user_offers does."""
+def paged(offers: list, delays: dict | None = None, total=len):
+    """A SessionM stand-in that pages `offers` by the request's skip/take, as get_user_offers does;
+    `total(offers)` is the `total_records` it says."""
     def answer(request):
         body = request.json
         skip, take = body["skip"], body["take"]
         payload = dict(fixture_json("get_user_offers.ok.json")["payload"])
-        payload.update(user_offers=offers[skip:skip + take], total_records=len(offers))
+        payload.update(user_offers=offers[skip:skip + take], total_records=total(offers))
         return Reply(200, {"status": "OK", "payload": payload}, delay=(delays or {}).get(skip, 0.0))
     return answer
 
@@ -143,6 +144,24 @@ class TestPaging:
         body = app.test_client().get("/v1/wallets/u", headers=AUTH).get_json()
         assert [o["user_offer_id"] for o in body["offers"]] == [f"uo-{n}" for n in range(5)]
         assert [c.json["skip"] for c in sessionm.calls(OFFERS_PATH)] == [0, 2, 4]
+
+    def test_a_count_given_as_a_string_is_read_like_every_number(self, app, sessionm):
+        # The one payload reader reads "5" as 5 wherever SessionM sends a number (points, sort
+        # orders); the page count was read apart and took "5" for "no more pages": a silently
+        # partial wallet, not even marked truncated.
+        app.extensions["wallet_proxy"].connect.take = 2
+        sessionm.on("POST", OFFERS_PATH, paged(many_offers(5), total=lambda offers: str(len(offers))))
+        body = app.test_client().get("/v1/wallets/u", headers=AUTH).get_json()
+        assert [o["user_offer_id"] for o in body["offers"]] == [f"uo-{n}" for n in range(5)]
+        assert body["truncated"] is False and [c.json["skip"] for c in sessionm.calls(OFFERS_PATH)] == [0, 2, 4]
+
+    @pytest.mark.parametrize("total", [None, "many", True, -3, 2.5, "NaN"])
+    def test_a_count_that_is_no_count_fetches_no_more_pages(self, app, sessionm, total):
+        app.extensions["wallet_proxy"].connect.take = 2
+        sessionm.on("POST", OFFERS_PATH, paged(many_offers(5), total=lambda offers: total))
+        body = app.test_client().get("/v1/wallets/u", headers=AUTH).get_json()
+        assert [o["user_offer_id"] for o in body["offers"]] == ["uo-0", "uo-1"] and body["truncated"] is False
+        assert len(sessionm.calls(OFFERS_PATH)) == 1
 
     def test_a_page_too_slow_for_the_deadline_fails_the_wallet(self, sessionm, app_for):
         import time

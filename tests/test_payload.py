@@ -520,3 +520,14 @@ class TestOneReader:
         fast, reference = both_paths(dict(payload(), **change))
         assert fast == reference
         assert fast == "refused" if outcome == "refused" else [g["id"] for g in fast[0]["groups"]] == outcome
+
+
+@pytest.mark.parametrize("value, count", [
+    (5, 5), (1, 1), ("5", 5), ("5.0", 5), (5.0, 5), (1200, 1200),  # a count, however it is spelled
+    (0, 0), (-1, 0), (2.5, 0), ("2.5", 0), (True, 0), (None, 0), ("many", 0), ("NaN", 0), ([], 0),
+    (2 ** 53, 0),  # past 2**53 the reader keeps a float: no count of offers comes near it
+])
+def test_record_count_reads_total_records_as_every_number_is_read(value, count):
+    from wallet_proxy.wallet.payload import record_count
+
+    assert record_count(value) == count and type(record_count(value)) is int

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from .. import jsoncodec
 from ..errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable, UserNotFound, field_problems
-from ..wallet.payload import normalise_payload
+from ..wallet.payload import normalise_payload, record_count
 from . import transport as upstream
 from .fast import Request
 
@@ -66,9 +66,9 @@ class ConnectClient:
         until = time.monotonic() + timeout
         payload = checked_payload(self.fetch_raw(user_id, culture, timeout))
         offers = payload.get("user_offers")
-        total = payload.get("total_records")
+        total = record_count(payload.get("total_records"))  # the one reader's: "12" is 12
         pages = 1
-        while (isinstance(offers, list) and _count(total) > len(offers) and offers and pages < MAX_PAGES):
+        while (isinstance(offers, list) and total > len(offers) and offers and pages < MAX_PAGES):
             left = until - time.monotonic()
             if left < MIN_PAGE_TIME:
                 raise UpstreamTimeout(f"page {pages + 1} of SessionM offers did not fit in {timeout:.2f}s")
@@ -82,14 +82,10 @@ class ConnectClient:
         if pages > 1:
             payload = dict(payload, user_offers=offers)
         wallet = normalised(payload)
-        if isinstance(offers, list) and _count(total) > len(offers):
+        if isinstance(offers, list) and total > len(offers):
             log.warning("SessionM holds %s offers for one user; serving the first %d", total, len(offers))
             wallet["truncated"] = True
         return wallet
-
-
-def _count(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def interpret(reply: upstream.Reply) -> dict:

@@ -102,6 +102,16 @@ def number(value) -> int | float | None:
         raise ValidationError("must be a finite number") from exc
 
 
+def record_count(value) -> int:
+    """`total_records`, how many offers SessionM holds for the user: read as any number is (a numeric
+    string too); 0 -- nothing more to fetch -- when it is missing or not a whole count."""
+    try:
+        count = number(value)
+    except ValidationError:
+        return 0
+    return count if type(count) is _INT and count > 0 else 0
+
+
 def flag(value) -> bool | None:
     """A boolean; SessionM sometimes sends "true"/"false" or 0/1."""
     if value is None or type(value) is _BOOL:
