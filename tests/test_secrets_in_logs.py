@@ -135,7 +135,7 @@ def test_no_secret_is_ever_logged(settings, app_for, sessionm, braze, caplog, ca
     caplog.set_level(logging.DEBUG)  # pass 2: everything, through the service's own handler
     exercise(app, sessionm, braze)
     printed = capsys.readouterr().err
-    assert printed.count('"logger": "wallet_proxy.access"') >= 20
+    assert printed.count('"logger":"wallet_proxy.access"') >= 20
     leaked = sorted(s for s in secrets if s in printed)
     assert leaked == [], f"secrets printed at DEBUG: {leaked}"
     # urllib3's debug line for the Core call carried the API key in its URL: the filter caught it
