@@ -13,8 +13,8 @@ Every server runs on the same gunicorn line (`gunicorn -c gunicorn.conf.py ...`,
 The SessionM stand-in (bench/sessionm_sizes.py, gunicorn gevent, its own process) answers at once.
 wrk sends distinct users only (every request a miss) over CONNECTIONS connections; the figure is the
 worker's own CPU time (user + system, from /proc) divided by its answers. Servers are visited in
-turn, ROUNDS times per size, so load from other processes lands on all of them; the best round of
-each is kept (CPU per answer rises, never falls, with interference).
+turn (the order rotated one place a sweep: run.in_turn), ROUNDS times per size, so load from other
+processes lands on all of them; the best round of each is kept (CPU per answer rises, never falls, with interference).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import BENCH, Server, machine, wrk  # noqa: E402
+from run import BENCH, Server, in_turn, machine, wrk  # noqa: E402
 
 SIZES = (5, 50, 500)
 CONNECTIONS = 16
@@ -70,10 +70,12 @@ def run() -> dict:
         for server in servers.values():  # warm-up: imports, pools, code paths run once
             measure(server, 5, 1)
         rounds: dict = {name: {size: [] for size in SIZES} for name in servers}
+        sweep = 0
         for _ in range(ROUNDS):
             for size in SIZES:
-                for name, server in servers.items():
+                for name, server in in_turn(list(servers.items()), sweep):
                     rounds[name][size].append(measure(server, size, SECONDS))
+                sweep += 1
     finally:
         for server in servers.values():
             server.close()

@@ -153,6 +153,18 @@ def wrk(url: str, script: str, connections: int, duration: int, threads: int = 2
     return result
 
 
+def in_turn(items: list, sweep: int) -> list:
+    """`items` (servers) in the order of sweep number `sweep`: rotated one place a sweep.
+
+    Over as many sweeps as items each takes every place once, and none is measured twice in a row.
+    The place matters on this machine: four servers of the same tree, visited in an order reversed
+    every round (the two at the ends then run twice in a row), read 216-235 µs of CPU per cache hit,
+    the two in the middle the cheapest (bench/RESULTS.md, "The order servers are measured in").
+    """
+    shift = sweep % len(items)
+    return items[shift:] + items[:shift]
+
+
 def machine() -> dict:
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
@@ -169,8 +181,9 @@ def bench_hits(upstream: Server, rounds: int = 3, seconds: int = 4, connections:
     """(#14 target 1) Cache hits vs the raw-WSGI ceiling (and Flask hello-world) on the same gunicorn
     line, with the service's JSON access log and metrics on as in production.
 
-    The three servers run side by side and wrk visits them in turn, `rounds` times: a load spike
-    from another process then lands on all three rather than on one, and the ratio is of sums.
+    The three servers run side by side and wrk visits them in turn, `rounds` times, the order
+    rotated one place a round (in_turn): a load spike from another process then lands on all three
+    rather than on one, no server holds a better place, and the ratio is of sums.
     """
     configure(upstream, 0.0)
     svc = service(upstream.url)
@@ -191,8 +204,8 @@ def bench_hits(upstream: Server, rounds: int = 3, seconds: int = 4, connections:
         cpu = {"raw": 0.0, "hello": 0.0, "hits": 0.0}
         targets = {"raw": (servers["raw"], "hello.lua"), "hits": (svc, "hits.lua"),
                    "hello": (servers["hello"], "hello.lua")}
-        for _ in range(rounds):
-            for name, (server, script) in targets.items():
+        for sweep in range(rounds):  # with 3 rounds, each server once in each place
+            for name, (server, script) in in_turn(list(targets.items()), sweep):
                 before = server.cpu_seconds()
                 runs[name].append(wrk(server.url, script, connections, seconds, env={"BENCH_WARM": "100"}))
                 cpu[name] += server.cpu_seconds() - before
@@ -553,8 +566,8 @@ def report(m: dict, r: dict, total_seconds: float, notes: str) -> str:
     hits = r["hits"]
     lines += ["", "## Cache hits: per server", "",
               f"wrk -c{hits['connections']}, {len(hits['runs']['raw'])} rounds visiting the three servers in "
-              "turn "
-              f"(a spike from elsewhere lands on all three); the raw app answers the bytes of a real hit "
+              "turn, the order rotated one place a round "
+              f"(a spike from elsewhere lands on all three, and each takes every place); the raw app answers the bytes of a real hit "
               f"({hits['body_bytes']:,} B).", "",
               "| server | req/s | CPU µs per answer | rounds (req/s) |", "| --- | --- | --- | --- |"]
     for name in ("raw", "hits", "hello"):
@@ -691,6 +704,7 @@ def main() -> int:
     redis = Redis()
     results = {}
     import cpu_per_miss  # #24 T1: the service's miss against the floor (its own RESULTS section)
+    import hit_budget  # #24 T3: where a cache hit's CPU goes (its own RESULTS section)
     import memory  # #24 T2: worker memory per cached wallet (its own RESULTS section)
     import redis_hits  # Redis-mode hits vs memory-mode hits (its own module and RESULTS section)
 
@@ -700,6 +714,7 @@ def main() -> int:
     try:
         steps = [
             ("hits", lambda: bench_hits(upstream)),
+            ("hit_budget", hit_budget.run),
             ("overload", lambda: {str(c): bench_overload(upstream, c, OVERLOAD_SECONDS) for c in KNEE}),
             ("send", lambda: bench_send(upstream, users=users, instances=2, redis_url=redis.url,
                                         limit=max(120, int(users * 0.003)))),  # 2.5x the Little bound
@@ -728,6 +743,9 @@ def main() -> int:
     if "cpu_per_miss" in results:
         cpu_per_miss.write_section(cpu_per_miss.section(results["cpu_per_miss"], spent["cpu_per_miss"],
                                                         m["load"]))
+    if "hit_budget" in results:
+        cpu_per_miss.write_section(hit_budget.section(results["hit_budget"], spent["hit_budget"], m["load"]),
+                                   hit_budget.MARK_BEGIN, hit_budget.MARK_END)
     if "memory_worker" in results:
         memory.write_section(memory.section(results["memory_worker"], spent["memory_worker"], m["load"]))
     if only:
