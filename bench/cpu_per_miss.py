@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import BENCH, Server, in_turn, machine, wrk  # noqa: E402
+from run import BENCH, SETTINGS, Server, in_turn, machine, wrk_cpu  # noqa: E402
 
 SIZES = (5, 50, 500)
 CONNECTIONS = 16
@@ -37,8 +37,7 @@ TARGET = 1.5  # CPU per 5-offer miss, at most this many times the floor's
 MARK_BEGIN, MARK_END = "<!-- section:cpu-per-miss -->", "<!-- /section:cpu-per-miss -->"
 SERVERS = {"service": "wsgi:app", "service (requests)": "service_requests:app",
            "floor": "floor:gevent_app", "floor (urllib3)": "floor:urllib3_app"}
-ENV = {"SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=", "SESSIONM_RETAILER_ID": "bench",
-       "WALLET_PROXY_CLIENTS": "bench:bench-secret", "PYTHONPATH": str(BENCH)}
+ENV = {**SETTINGS, "PYTHONPATH": str(BENCH)}
 
 
 def stand_in() -> Server:
@@ -51,10 +50,8 @@ def start(target: str, upstream: Server) -> Server:
 
 
 def measure(server: Server, size: int, seconds: int) -> dict:
-    before = server.cpu_seconds()
-    result = wrk(server.url, "sized.lua", CONNECTIONS, seconds,
-                 env={"BENCH_SIZE": str(size), "BENCH_PREFIX": f"c{time.time_ns()}"})
-    cpu = server.cpu_seconds() - before
+    result, cpu = wrk_cpu(server, "sized.lua", CONNECTIONS, seconds,
+                          env={"BENCH_SIZE": str(size), "BENCH_PREFIX": f"c{time.time_ns()}"})
     # per wallet served: a refusal (503 under admission control on a busy machine) costs CPU too,
     # which is counted, but is no miss served
     answers = result["requests"] - result["non2xx"]

@@ -22,13 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu_per_miss import write_section  # noqa: E402
-from run import AUTH, BENCH, Server, configure, in_turn, machine, stand_in, wrk  # noqa: E402
+from run import BENCH, SETTINGS, Server, configure, machine, stand_in, summed, sweep_cpu, warm  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_HIT_ROUNDS", "5"))  # a multiple of the 5 servers: every place
 SECONDS = int(os.environ.get("BENCH_HIT_SECONDS", "4"))
@@ -37,8 +35,7 @@ TARGET = 0.75
 MARK_BEGIN, MARK_END = "<!-- section:hit-budget -->", "<!-- /section:hit-budget -->"
 VARIANTS = {"full": "hit_variants:full", "no access line": "hit_variants:no_access_line",
             "bare": "hit_variants:bare", "constant": "hit_variants:constant"}
-ENV = {"SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=", "SESSIONM_RETAILER_ID": "bench",
-       "WALLET_PROXY_CLIENTS": "bench:bench-secret", "PYTHONPATH": str(BENCH)}
+ENV = {**SETTINGS, "PYTHONPATH": str(BENCH)}
 
 
 def run() -> dict:
@@ -50,32 +47,25 @@ def run() -> dict:
         for name, target in VARIANTS.items():
             servers[name] = Server(["-c", "gunicorn.conf.py", target],
                                    {**ENV, "SESSIONM_CONNECT_URL": upstream.url}, probe="/healthz")
-            for n in range(100):
-                requests.get(f"{servers[name].url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
-        hit = requests.get(f"{servers['full'].url}/v1/wallets/warm-0", auth=AUTH, timeout=5)
+            warmed = warm(servers[name].url)
+            if name == "full":
+                hit = warmed
         assert "hit" in hit.headers["Cache-Status"], hit.headers
         Path(body_path).write_bytes(hit.content)
         servers = {"raw": Server(["-c", "gunicorn.conf.py", "bench.raw:app"],
                                  {"BENCH_RAW_BODY": body_path, "WALLET_PROXY_SANDBOX": "1"}), **servers}
-        totals = {name: [0, 0.0, 0.0] for name in servers}  # answers, wrk seconds, worker CPU seconds
-        for sweep in range(ROUNDS):
-            for name, server in in_turn(list(servers.items()), sweep):
-                before = server.cpu_seconds()
-                result = wrk(server.url, "hits.lua", CONNECTIONS, SECONDS, env={"BENCH_WARM": "100"})
-                if result["non2xx"]:
-                    raise RuntimeError(f"{name}: {result['non2xx']} answers were not 2xx")
-                total = totals[name]
-                total[0] += result["requests"]
-                total[1] += result["duration_us"] / 1e6
-                total[2] += server.cpu_seconds() - before
+        sums = {name: summed(runs) for name, runs in
+                sweep_cpu(servers, ROUNDS, "hits.lua", CONNECTIONS, SECONDS, env={"BENCH_WARM": "100"}).items()}
     finally:
         for server in servers.values():
             server.close()
         upstream.close()
         if os.path.exists(body_path):
             os.unlink(body_path)
-    return {name: {"cpu_us": cpu / answers * 1e6, "rps": answers / seconds}
-            for name, (answers, seconds, cpu) in totals.items()}
+    for name, sums_of in sums.items():
+        if sums_of["non2xx"]:
+            raise RuntimeError(f"{name}: {sums_of['non2xx']} answers were not 2xx")
+    return {name: {"cpu_us": s["cpu_us"], "rps": s["rps"]} for name, s in sums.items()}
 
 
 def section(result: dict, seconds: float, load: tuple) -> str:

@@ -14,9 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-import requests
-
-from run import AUTH, Server, configure, stand_in, wrk
+from run import SETTINGS, Server, configure, stand_in, summed, sweep_cpu, warm
 
 ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_AB_SECONDS", "4"))
@@ -24,9 +22,7 @@ SECONDS = int(os.environ.get("BENCH_AB_SECONDS", "4"))
 
 def serve(tree: Path, upstream_url: str) -> Server:
     """The Procfile's gunicorn line, run from `tree` (its own wallet_proxy package)."""
-    env = {"SESSIONM_CONNECT_URL": upstream_url, "SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=",
-           "SESSIONM_RETAILER_ID": "bench", "WALLET_PROXY_CLIENTS": "bench:bench-secret",
-           "PYTHONPATH": str(tree)}
+    env = {**SETTINGS, "SESSIONM_CONNECT_URL": upstream_url, "PYTHONPATH": str(tree)}
     return Server(["-c", "gunicorn.conf.py", "wsgi:app"], env, probe="/healthz", cwd=tree)
 
 
@@ -34,24 +30,16 @@ def main() -> int:
     trees = {"before": Path(sys.argv[1]).resolve(), "after": Path(__file__).resolve().parent.parent}
     upstream = stand_in()
     servers = {}
-    totals = {(name, kind): [0, 0.0, 0.0] for name in trees for kind in ("hits", "misses")}
+    sums = {}
     try:
         servers = {name: serve(tree, upstream.url) for name, tree in trees.items()}
         for kind, latency, connections in (("hits", 0.0, 50), ("misses", 0.0, 64)):
             configure(upstream, latency)
             for server in servers.values():
-                for n in range(100):
-                    requests.get(f"{server.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
-            for r in range(ROUNDS):
-                order = list(servers.items())
-                for name, server in (order if r % 2 == 0 else order[::-1]):  # neither always goes first
-                    before = server.cpu_seconds()
-                    run = wrk(server.url, f"{kind}.lua", connections, SECONDS,
-                              env={"BENCH_WARM": "100", "BENCH_PREFIX": f"{name}-{r}"})  # misses: new users
-                    total = totals[(name, kind)]
-                    total[0] += run["requests"]
-                    total[1] += run["duration_us"] / 1e6
-                    total[2] += server.cpu_seconds() - before
+                warm(server.url)
+            measured = sweep_cpu(servers, ROUNDS, f"{kind}.lua", connections, SECONDS,  # neither always first
+                                 env=lambda name, r: {"BENCH_WARM": "100", "BENCH_PREFIX": f"{name}-{r}"})
+            sums.update({(name, kind): summed(runs) for name, runs in measured.items()})  # misses: new users
     finally:
         for server in servers.values():
             server.close()
@@ -60,9 +48,9 @@ def main() -> int:
           "after: CPU µs/answer | after / before |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind in ("hits", "misses"):
-        b, a = totals[("before", kind)], totals[("after", kind)]
-        rps_b, rps_a = b[0] / b[1], a[0] / a[1]
-        cpu_b, cpu_a = b[2] / b[0] * 1e6, a[2] / a[0] * 1e6
+        b, a = sums[("before", kind)], sums[("after", kind)]
+        rps_b, rps_a = b["rps"], a["rps"]
+        cpu_b, cpu_a = b["cpu_us"], a["cpu_us"]
         print(f"| {kind} | {rps_b:,.0f} | {rps_a:,.0f} | **{rps_a / rps_b:.2f}** | {cpu_b:,.0f} | {cpu_a:,.0f} | "
               f"**{cpu_a / cpu_b:.2f}** |")
     return 0

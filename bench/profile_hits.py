@@ -50,15 +50,14 @@ def sample_worker(seconds: int = 8) -> str:
     if not os.path.exists(spy):
         return "(py-spy is not installed: pip install py-spy)"
     sys.path.insert(0, str(ROOT))
-    from bench.run import AUTH, configure, requests, service, stand_in, wrk
+    from bench.run import configure, service, stand_in, warm, wrk
 
     upstream = stand_in()
     try:
         configure(upstream, 0.0)
         svc = service(upstream.url)
         try:
-            for n in range(100):
-                requests.get(f"{svc.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
+            warm(svc.url)
             worker = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True,
                                     text=True).stdout.split()[0]
             raw = Path(f"/tmp/wp-profile-{os.getpid()}.txt")

@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import requests
-
 BENCH = Path(__file__).resolve().parent
 TITLE = "## Redis mode: cache hits vs memory mode"
 TARGET = 0.9
@@ -51,8 +49,9 @@ def _redis_server() -> tuple[subprocess.Popen, str, str]:
 
 def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: int = 50,
                      users: int = 100) -> dict:
-    """Hits of `users` prewarmed wallets: memory mode, then Redis mode, `rounds` times in turn."""
-    from run import AUTH, configure, service, wrk
+    """Hits of `users` prewarmed wallets in memory mode and in Redis mode, `rounds` times in turn, the
+    order swapped each round (run.in_turn)."""
+    from run import configure, service, summed, sweep_cpu, warm
 
     configure(upstream, 0.0)
     redis_proc, redis_url, redis_version = _redis_server()
@@ -60,19 +59,11 @@ def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: i
     try:
         services = {"memory": service(upstream.url),
                     "redis": service(upstream.url, WALLET_PROXY_REDIS_URL=redis_url)}
-        for svc in services.values():
-            for n in range(users):
-                requests.get(f"{svc.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
-        hit = requests.get(f"{services['redis'].url}/v1/wallets/warm-0", auth=AUTH, timeout=5)
-        assert "hit" in hit.headers["Cache-Status"], hit.headers
-        runs = {name: [] for name in services}
-        cpu = {name: 0.0 for name in services}
-        for _ in range(rounds):
-            for name, svc in services.items():
-                before = svc.cpu_seconds()
-                runs[name].append(wrk(svc.url, "hits.lua", connections, seconds,
-                                      env={"BENCH_WARM": str(users)}))
-                cpu[name] += svc.cpu_seconds() - before
+        for name, svc in services.items():
+            hit = warm(svc.url, users)
+            assert "hit" in hit.headers["Cache-Status"], (name, hit.headers)
+        # neither mode always goes first
+        measured = sweep_cpu(services, rounds, "hits.lua", connections, seconds, env={"BENCH_WARM": str(users)})
         redis_info = subprocess.run(["redis-cli", "-u", redis_url, "info", "commandstats"],
                                     capture_output=True, text=True).stdout
     finally:
@@ -80,16 +71,17 @@ def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: i
             svc.close()
         os.killpg(redis_proc.pid, signal.SIGTERM)
         redis_proc.wait(10)
-    answers = {name: sum(r["requests"] for r in rs) for name, rs in runs.items()}
-    rps = {name: answers[name] / sum(r["duration_us"] for r in rs) * 1e6 for name, rs in runs.items()}
+    runs = {name: [result for result, _ in rs] for name, rs in measured.items()}
+    sums = {name: summed(rs) for name, rs in measured.items()}
+    answers = {name: s["answers"] for name, s in sums.items()}
+    rps = {name: s["rps"] for name, s in sums.items()}
     hget = re.search(r"cmdstat_hget:calls=(\d+)", redis_info)
     return {
         "rounds": rounds, "seconds": seconds, "connections": connections, "users": users,
         "redis_version": redis_version, "rps": rps, "answers": answers,
         "non2xx": {name: sum(r["non2xx"] for r in rs) for name, rs in runs.items()},
         "p99_us": {name: max(r["p99_us"] for r in rs) for name, rs in runs.items()},
-        "cpu_us_per_answer": {name: cpu[name] / answers[name] * 1e6 if answers[name] else None
-                              for name in cpu},
+        "cpu_us_per_answer": {name: s["cpu_us"] if s["answers"] else None for name, s in sums.items()},
         "redis_hget_calls": int(hget.group(1)) if hget else 0,
         "ratio": rps["redis"] / rps["memory"],
         "command": runs["redis"][0]["command"],

@@ -96,11 +96,15 @@ def stand_in() -> Server:
                   probe="/_bench/calls")
 
 
+# What every service of the benchmarks is configured with, besides SESSIONM_CONNECT_URL: the stand-in's
+# credentials and the one client wrk authenticates as (AUTH).
+SETTINGS = {"SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=", "SESSIONM_RETAILER_ID": "bench",
+            "WALLET_PROXY_CLIENTS": "bench:bench-secret"}
+
+
 def service(upstream_url: str, extra_argv=(), log_path: str | None = None, **env) -> Server:
     """The service on the Procfile's line (`gunicorn -c gunicorn.conf.py wsgi:app`)."""
-    settings = {"SESSIONM_CONNECT_URL": upstream_url, "SESSIONM_CONNECT_AUTH": "YmVuY2g6YmVuY2g=",
-                "SESSIONM_RETAILER_ID": "bench", "WALLET_PROXY_CLIENTS": "bench:bench-secret"}
-    settings.update(env)
+    settings = {**SETTINGS, "SESSIONM_CONNECT_URL": upstream_url, **env}
     return Server(["-c", "gunicorn.conf.py", *extra_argv, "wsgi:app"], settings, probe="/healthz",
                   log_path=log_path)
 
@@ -159,10 +163,49 @@ def in_turn(items: list, sweep: int) -> list:
     Over as many sweeps as items each takes every place once, and none is measured twice in a row.
     The place matters on this machine: four servers of the same tree, visited in an order reversed
     every round (the two at the ends then run twice in a row), read 216-235 µs of CPU per cache hit,
-    the two in the middle the cheapest (bench/RESULTS.md, "The order servers are measured in").
+    the two in the middle the cheapest (bench/RESULTS.md, "Issue #24, second pass").
     """
     shift = sweep % len(items)
     return items[shift:] + items[:shift]
+
+
+def warm(url: str, users: int = 100) -> requests.Response:
+    """Read wallets warm-0 .. warm-(users - 1) once, so that hits.lua's reads are all cache hits;
+    answers warm-0 read once more (from the service, a hit: the body bench/raw.py answers)."""
+    for n in range(users):
+        requests.get(f"{url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
+    return requests.get(f"{url}/v1/wallets/warm-0", auth=AUTH, timeout=5)
+
+
+def wrk_cpu(server: "Server", script: str, connections: int, seconds: int, env: dict | None = None
+            ) -> tuple[dict, float]:
+    """One wrk run against `server` and the CPU seconds its workers spent during it."""
+    before = server.cpu_seconds()
+    result = wrk(server.url, script, connections, seconds, env=env)
+    return result, server.cpu_seconds() - before
+
+
+def sweep_cpu(servers: dict, rounds: int, script, connections: int, seconds: int, env=None) -> dict:
+    """wrk against each of `servers` (name -> Server) in turn, `rounds` times, the order rotated one
+    place a round (in_turn). `script` and `env` are a value, or a function of (name, round).
+
+    Answers {name: [(wrk's result, the worker CPU seconds of that run), one a round]}."""
+    runs: dict = {name: [] for name in servers}
+    for sweep in range(rounds):
+        for name, server in in_turn(list(servers.items()), sweep):
+            runs[name].append(wrk_cpu(server, script(name, sweep) if callable(script) else script,
+                                      connections, seconds, env=env(name, sweep) if callable(env) else env))
+    return runs
+
+
+def summed(runs: list) -> dict:
+    """One server's runs of sweep_cpu summed: answers, req/s and worker CPU µs per answer over all
+    of them (ratios of sums, so a short or disturbed round weighs what it measured), and non-2xx."""
+    answers = sum(result["requests"] for result, _ in runs)
+    seconds = sum(result["duration_us"] for result, _ in runs) / 1e6
+    return {"answers": answers, "rps": answers / seconds if seconds else 0.0,
+            "cpu_us": sum(cpu for _, cpu in runs) / max(1, answers) * 1e6,
+            "non2xx": sum(result["non2xx"] for result, _ in runs)}
 
 
 def machine() -> dict:
@@ -190,36 +233,30 @@ def bench_hits(upstream: Server, rounds: int = 3, seconds: int = 4, connections:
     servers = {}
     body_path = tempfile.mktemp(prefix="wp-bench-body-")
     try:
-        for n in range(100):
-            requests.get(f"{svc.url}/v1/wallets/warm-{n}", auth=AUTH, timeout=5).raise_for_status()
-        hit = requests.get(f"{svc.url}/v1/wallets/warm-0", auth=AUTH, timeout=5)
-        assert "hit" in hit.headers["Cache-Status"]
+        hit = warm(svc.url)
+        assert "hit" in hit.headers["Cache-Status"], hit.headers
         Path(body_path).write_bytes(hit.content)
         # gunicorn.conf.py refuses to start without upstream settings unless the sandbox is asked for
         sandbox = {"WALLET_PROXY_SANDBOX": "1"}
         servers = {"raw": Server(["-c", "gunicorn.conf.py", "bench.raw:app"],
                                  {"BENCH_RAW_BODY": body_path, **sandbox}),
                    "hello": Server(["-c", "gunicorn.conf.py", "bench.hello:app"], sandbox)}
-        runs = {"raw": [], "hello": [], "hits": []}
-        cpu = {"raw": 0.0, "hello": 0.0, "hits": 0.0}
-        targets = {"raw": (servers["raw"], "hello.lua"), "hits": (svc, "hits.lua"),
-                   "hello": (servers["hello"], "hello.lua")}
-        for sweep in range(rounds):  # with 3 rounds, each server once in each place
-            for name, (server, script) in in_turn(list(targets.items()), sweep):
-                before = server.cpu_seconds()
-                runs[name].append(wrk(server.url, script, connections, seconds, env={"BENCH_WARM": "100"}))
-                cpu[name] += server.cpu_seconds() - before
+        scripts = {"raw": "hello.lua", "hits": "hits.lua", "hello": "hello.lua"}
+        # with 3 rounds, each server once in each place
+        measured = sweep_cpu({"raw": servers["raw"], "hits": svc, "hello": servers["hello"]}, rounds,
+                             lambda name, _: scripts[name], connections, seconds, env={"BENCH_WARM": "100"})
     finally:
         svc.close()
         for server in servers.values():
             server.close()
         if os.path.exists(body_path):
             os.unlink(body_path)
-    rps = {name: sum(r["requests"] for r in rs) / sum(r["duration_us"] for r in rs) * 1e6
-           for name, rs in runs.items()}
+    runs = {name: [result for result, _ in rs] for name, rs in measured.items()}
+    sums = {name: summed(rs) for name, rs in measured.items()}
+    rps = {name: s["rps"] for name, s in sums.items()}
     # The server's own CPU per answer: what the throughput ratio is made of, and steady when other
     # processes take CPU from the run (then req/s measure how much CPU each server happened to get).
-    cpu_us = {name: cpu[name] / max(1, sum(r["requests"] for r in runs[name])) * 1e6 for name in runs}
+    cpu_us = {name: s["cpu_us"] for name, s in sums.items()}
     return {"hits": {"rps": rps["hits"]},  # where bench/capacity.py reads the hit rate
             "rps": rps, "ratio": rps["hits"] / rps["raw"], "hello_ratio": rps["hello"] / rps["raw"],
             "cpu_us": cpu_us, "cpu_ratio": cpu_us["raw"] / cpu_us["hits"],
