@@ -5,6 +5,28 @@ import json
 import math
 
 
+def release(exc: BaseException | None) -> None:
+    """Drop the tracebacks of an error once it is answered, and of the errors it was raised from.
+
+    A traceback holds every frame it passed through, and their locals hold the error again (the
+    request's log line, the single flight that handed it to each waiter): a reference cycle, which
+    only Python's cyclic garbage collector frees. Every error answer left 20-35 such objects; under
+    overload (hundreds of refusals a second, each kept alive by its pacing) they survived into the
+    oldest generation and made its collections take 100-200 ms every ~2 s, a stall of the whole
+    event loop in which SessionM's answers waited unread (bench/RESULTS.md, "Overload (T4)").
+    Answered, an error needs its code and message only; the log has had its traceback.
+    """
+    pending = [exc]
+    seen = set()
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        error.__traceback__ = None
+        pending += (error.__cause__, error.__context__)
+
+
 class ApiError(Exception):
     """An error with an HTTP status and a stable code; `message` is safe to show a caller."""
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 from marshmallow import ValidationError
 from werkzeug.http import parse_etags
 
-from ..errors import ApiError, Internal, invalid_fields
+from ..errors import ApiError, Internal, invalid_fields, release
 from ..ids import DEFAULT_CULTURE, check_user_id
 from ..web.admission import check_wallet_signature, resolve_seed_id as resolve_user
 from ..web.http import HSTS, JSON_CSP, SECURITY_HEADERS, address_of, check_client, refuse_repeated, request_id
@@ -128,9 +128,11 @@ class WalletGet:
             status, body, headers = self._wallet(environ, started, line)
         except ApiError as exc:
             status, body, headers = self._error(exc, line)
-        except Exception:  # the traceback goes to the log (secrets redacted there), never the answer
+            release(exc)  # no frames kept alive by it: no garbage for the cyclic collector
+        except Exception as exc:  # the traceback goes to the log (secrets redacted there), never the answer
             log.exception("unhandled error on GET %s", ROUTE)
             status, body, headers = self._error(Internal(), line)
+            release(exc)
         finally:
             upstream_time.reset(token)
         upstream = spent[0]

@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable
+from ..errors import BREAKER_FAILURES, ApiError, Internal, UpstreamTimeout, UpstreamUnavailable, release
 from ..upstream.breaker import Breaker
 from .flight import Flight, SingleFlight
 from .slots import Pacer, Slots
@@ -344,6 +344,9 @@ class WalletService:
                     self.breaker.cancel()
             self.slots.release(held=self.monotonic() - started if called else None)
             self.flights.finish(key, flight, entry, error, fetched.get("wallet"))
+            # A waiter raises it anew; kept with this call's traceback it would hold this frame,
+            # whose `error` holds it: a cycle, e.g. for every background refresh that failed.
+            release(error)
 
     def _call(self, user_id: str, culture: str, timeout: float) -> tuple[Entry, dict]:
         """One SessionM call: store the result, feed the breaker with SessionM's own failures."""

@@ -26,6 +26,7 @@ from ..errors import (
     RateLimited,
     UnsupportedMediaType,
     invalid_fields,
+    release,
 )
 from .admission import braze_door
 
@@ -373,7 +374,9 @@ def init_app(app: Flask) -> None:
             # Why, on the request's own line (at WARNING): during an outage a second line per
             # answer would double the log volume exactly when it is read.
             g.error_detail = exc.message
-        return error_response(exc)
+        response = error_response(exc)
+        release(exc)  # errors.release: no frames kept alive by an answered error
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -392,6 +395,7 @@ def init_app(app: Flask) -> None:
         allowed = getattr(exc, "valid_methods", None)
         if code == 405 and allowed:  # RFC 9110 §15.5.6: a 405 lists the methods the route takes
             response.headers["Allow"] = ", ".join(sorted(allowed))
+        release(exc)
         return response
 
     @app.errorhandler(Exception)
@@ -400,4 +404,5 @@ def init_app(app: Flask) -> None:
         rule = request.url_rule
         log.exception("unhandled error on %s %s", request.method, rule.rule if rule else "<unmatched>")
         g.error_code = Internal.code
+        release(exc)
         return error_response(Internal())
