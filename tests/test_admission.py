@@ -8,6 +8,7 @@ nothing here waits for time to pass. Reads that queue for a slot run in threads,
 from __future__ import annotations
 
 import threading
+import traceback
 
 import pytest
 
@@ -423,3 +424,16 @@ class TestARefusalIsNotRemembered:
         wallets.slots.release()
         assert wallets.get("u", "en-US", mono() + 1.8).status == "miss"
         assert client.calls == [("u", 1.5)]
+
+
+class TestErrorsHoldNoFrames:
+    def test_a_failed_call_hands_its_error_on_without_the_calls_frames(self, mono):
+        # errors.release in _run: kept with its traceback, the flight's error held _run's frame, whose
+        # `error` held it (a cycle for the collector; tests/test_garbage.py counts them)
+        wallets, client, _ = service(mono)
+        client.error = UpstreamUnavailable("SessionM refused the connection", retry_after=1)
+        with pytest.raises(UpstreamUnavailable) as raised:
+            wallets.get("u1", "en-US", mono() + 1.8)
+        frames = [frame.f_code.co_name for frame, _ in traceback.walk_tb(raised.value.__traceback__)]
+        assert "_fetch" in frames  # raised anew where the waiter met it ...
+        assert "_run" not in frames and "_call" not in frames  # ... not with the call's own frames
