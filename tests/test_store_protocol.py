@@ -34,6 +34,8 @@ def test_the_memory_store_round_trip():
     store: Store = MemoryStore(1 << 20, 60)
     entry = Entry({"offers": []}, 1.0)
     store.put("u", "en-US", entry)
-    assert store.get("u", "en-US") is entry and store.get("u", "fr") is None and store.healthy()
+    got = store.get("u", "en-US")
+    assert got == entry and got.stamp == entry.stamp  # the same fetch (rendered bodies are keyed by it)
+    assert store.get("u", "fr") is None and store.healthy()
     store.forget("u")
     assert store.get("u", "en-US") is None

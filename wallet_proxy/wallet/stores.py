@@ -87,6 +87,19 @@ class Entry:
         # Names this fetch (rendered bodies are keyed by it): two fetches in the same instant differ.
         self.stamp = stamp or _new_stamp()
 
+    @classmethod
+    def restore(cls, blob: bytes, fetched_at: float, ttl: float | None, stamp: int | str) -> "Entry":
+        """The entry of `parts` as a store kept them (the wallet already packed)."""
+        entry = object.__new__(cls)
+        entry.blob, entry.fetched_at, entry.ttl, entry.stamp = blob, fetched_at, ttl, stamp
+        return entry
+
+    @property
+    def parts(self) -> tuple:
+        """(blob, fetched_at, ttl, stamp): plain values only, which Python's garbage collector stops
+        tracking in a tuple, where it must trace every Entry object on each of its full passes."""
+        return self.blob, self.fetched_at, self.ttl, self.stamp
+
     @property
     def wallet(self) -> dict:
         """The normalised wallet (a new dict each time)."""
@@ -154,10 +167,15 @@ class MemoryStore:
     without bound (the oldest culture goes).
 
     Kept lean, since a process holds a hundred thousand: one OrderedDict (least recently used
-    first), a user's slot `(entry, written at, culture)` for the usual single culture or
-    `(cultures, written at)` for several, and an entry's age checked when it is read (an expired one is a miss and goes; the
-    byte budget bounds the ones never read again). Every access goes through one lock, held only for
-    the dictionary operation, never during I/O.
+    first), a user's slot `(culture, written at, *entry.parts)` for the usual single culture or
+    `(cultures, written at)` for several (culture -> entry.parts), and an entry's age checked when it
+    is read (an expired one is a miss and goes; the byte budget bounds the ones never read again).
+    Every access goes through one lock, held only for the dictionary operation, never during I/O.
+
+    Slots hold plain values, not Entry objects: a tuple (or dict) of bytes, numbers and strings is
+    one Python's cyclic garbage collector stops tracking, so a full cache adds nothing to its full
+    passes, each of which stops the event loop (with 100,000 wallets held as objects: 75 ms a pass
+    against 24 ms for the app alone; bench/RESULTS.md). `get` builds the Entry it answers.
     """
 
     name = "memory"
@@ -166,7 +184,8 @@ class MemoryStore:
         self.max_bytes = max_bytes
         self.ttl = max(ttl, 0.001)
         self.timer = timer
-        # user -> (entry, written at, culture) for one culture, (cultures, written at) for several
+        # user -> (culture, written at, blob, fetched_at, ttl, stamp) for one culture,
+        # (cultures, written at) for several, each culture -> (blob, fetched_at, ttl, stamp)
         self._users: collections.OrderedDict = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -182,9 +201,10 @@ class MemoryStore:
                 self._bytes -= _size(slot)
                 return None
             self._users.move_to_end(user_id)
-        if len(slot) == 3:
-            return slot[0] if slot[2] == culture else None
-        return slot[0].get(culture)
+        if len(slot) == 6:
+            return Entry.restore(*slot[2:]) if slot[0] == culture else None
+        parts = slot[0].get(culture)
+        return Entry.restore(*parts) if parts is not None else None
 
     def put(self, user_id: str, culture: str, entry: Entry) -> None:
         """Store an entry; the user's other cultures stay (the oldest goes past MAX_CULTURES)."""
@@ -195,12 +215,12 @@ class MemoryStore:
             if slot is not None:
                 self._bytes -= _size(slot)
                 if now - slot[1] < self.ttl:
-                    cultures = {slot[2]: slot[0]} if len(slot) == 3 else dict(slot[0])
+                    cultures = {slot[0]: slot[2:]} if len(slot) == 6 else dict(slot[0])
             cultures.pop(culture, None)  # re-inserted last: the newest
-            cultures[culture] = entry
+            cultures[culture] = entry.parts
             while len(cultures) > MAX_CULTURES:
                 del cultures[next(iter(cultures))]
-            slot = (entry, now, culture) if len(cultures) == 1 else (cultures, now)
+            slot = (culture, now, *entry.parts) if len(cultures) == 1 else (cultures, now)
             size = _size(slot)
             if size > self.max_bytes:  # one wallet larger than the whole cache: not kept
                 return
@@ -233,10 +253,10 @@ class MemoryStore:
 
 
 def _size(slot: tuple) -> int:
-    """Bytes a user's slot is counted for: its entries, and a dict of them when several."""
-    if len(slot) == 3:
-        return USER_OVERHEAD + slot[0].size
-    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(entry.size for entry in slot[0].values())
+    """Bytes a user's slot is counted for: its entries (as Entry.size), and a dict of them when several."""
+    if len(slot) == 6:
+        return USER_OVERHEAD + len(slot[2]) + ENTRY_OVERHEAD
+    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(len(parts[0]) + ENTRY_OVERHEAD for parts in slot[0].values())
 
 
 RENDER_OVERHEAD = 300  # bytes a rendered body costs besides itself (its key, ETag, tuple, links)
