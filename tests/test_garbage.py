@@ -113,6 +113,13 @@ class TestWalletDoor:
         wallet_app.extensions["wallet_proxy"].wallets.breaker.failure = lambda: False  # stays closed
         assert garbage_per_answer(wallet_app, lambda n: environ(f"/v1/wallets/down-{n}"), "503") == 0
 
+    def test_an_error_answered_as_an_empty_wallet_leaves_none(self, stand_in, wallet_app):
+        # on_error=empty: SessionM's failure becomes a 200 the template can test (wallet.ok false)
+        bench_run.configure(stand_in, 0.0, "fault-500")
+        wallet_app.extensions["wallet_proxy"].wallets.breaker.failure = lambda: False  # stays closed
+        assert garbage_per_answer(
+            wallet_app, lambda n: environ(f"/v1/wallets/soft-{n}", "on_error=empty"), "200") == 0
+
     def test_a_failed_background_refresh_leaves_none(self, stand_in, wallet_app, clock):
         # a stale wallet is answered at once (stale-while-revalidate) and refreshed in the background;
         # the refresh fails and has no waiter to answer: its error was kept with its traceback

@@ -184,6 +184,7 @@ class WalletGet:
             if values["on_error"] != "empty" or exc.code not in SOFT:
                 raise
             line.outcome, line.error = Outcome.ERROR, exc
+            release(exc)  # answered here, as a 200: kept on `line` with its traceback it would be a cycle
             body = encode(empty_wallet(user_id=user_id, culture=culture, view=values["view"],
                                        error={"code": exc.code, "message": exc.message}))
             return 200, body, [("Cache-Control", "no-store")]
