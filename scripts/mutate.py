@@ -164,6 +164,8 @@ EQUIVALENT: dict[str, list[tuple[str, str, str]]] = {
          "the value appended is never read"),
         ("xǁWalletServiceǁ_call", '"SESSIONM"', "Metrics.upstream lowercases the upstream's name: the "
          "same label either way"),
+        ("xǁWalletServiceǁ__init__", '"bounds_total_time", None)', "the value is read through bool(): "
+         "a transport without the attribute is not inline with False or None alike"),
     ],
     "sends-plan": [
         *[entry for cls in ("Properties", "UserAlias") for entry in _each(

@@ -439,3 +439,51 @@ class TestErrorsHoldNoFrames:
                   for frame, _ in traceback.walk_tb(raised.value.__traceback__)]
         assert "_fetch" in frames  # raised anew where the waiter met it ...
         assert "_run" not in frames and "_call" not in frames  # ... not with the call's own frames
+
+
+class BoundedTransport:
+    """A transport that bounds a call's whole time itself (as upstream/fast.py's does)."""
+
+    bounds_total_time = True
+
+
+class TestTheLeadersOwnCall:
+    def test_with_a_transport_that_bounds_the_call_the_leader_makes_it_itself_by_its_deadline(self, mono):
+        # no thread to start and switch to (under gevent a whole turn of the loop): the leading
+        # request's greenlet calls SessionM, with the call's time cut to the request's deadline
+        settings = make_settings("http://sessionm.invalid")
+        client, spawned = FakeConnect(mono), []
+        client.transport = BoundedTransport()
+
+        def spawn(target, *args):
+            spawned.append(target)
+            target(*args)
+
+        wallets = WalletService(client, MemoryStore(1 << 20, settings.cache_ttl), settings, clock=FakeClock(),
+                                monotonic=mono, spawn=spawn, sleep=lambda seconds: None)
+        wallets.breaker.clock = mono
+        served = wallets.get("u1", "en-US", mono() + 1.0)  # a deadline shorter than the upstream timeout
+        assert spawned == []
+        assert client.calls == [("u1", pytest.approx(1.0 - ANSWER_MARGIN))]
+        assert served.outcome.name == "MISS" and served.wallet()["user_id"] == "u1"
+        assert wallets.store.get("u1", "en-US") == served.entry  # cached under the culture asked for
+        assert settings.upstream_timeout > 1.0  # what makes the deadline, not the timeout, the bound
+
+    def test_without_one_the_call_runs_on_its_own_thread_with_the_upstream_timeout(self, mono):
+        wallets, client, _ = service(mono)
+        spawned = []
+        wallets.spawn = lambda target, *args: (spawned.append(target), target(*args))
+        wallets.get("u1", "en-US", mono() + 1.8)
+        assert len(spawned) == 1 and client.calls == [("u1", pytest.approx(wallets.settings.upstream_timeout))]
+
+
+class TestAMissRendersWhatItFetched:
+    def test_the_wallet_the_call_returned_is_served_without_a_decode_of_its_entry(self, mono):
+        # the entry holds it deflated; decoding it again would only cost CPU (~17 µs a 5-offer wallet)
+        wallets, client, _ = service(mono)
+        returned = []
+        answer = client.get_user_offers
+        client.get_user_offers = lambda *args: returned.append(answer(*args)) or returned[-1]
+        served = wallets.get("u1", "en-US", mono() + 1.8)
+        assert served.fetched is returned[0] and served.wallet() is returned[0]
+        assert served.entry.wallet == returned[0] and served.entry.wallet is not returned[0]

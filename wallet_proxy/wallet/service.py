@@ -187,7 +187,7 @@ class WalletService:
         return UpstreamUnavailable("SessionM is failing; calls are paused (circuit breaker open)",
                                    retry_after=self.breaker.retry_after())
 
-    def overloaded_error(self, paced: bool = True) -> UpstreamUnavailable:
+    def overloaded_error(self, *, paced: bool) -> UpstreamUnavailable:
         """The answer when this process has more SessionM calls queued than it can start in time.
 
         Paced (see Pacer): it leaves after its turn, not at once.
