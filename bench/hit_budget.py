@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 from cpu_per_miss import write_section  # noqa: E402
-from run import BENCH, SETTINGS, Server, configure, machine, stand_in, summed, sweep_cpu, warm  # noqa: E402
+from run import BENCH, SETTINGS, Server, configure, machine, stand_in, summed, sweep_cpu, warm_hits  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_HIT_ROUNDS", "5"))  # a multiple of the 5 servers: every place
 SECONDS = int(os.environ.get("BENCH_HIT_SECONDS", "4"))
@@ -47,7 +47,7 @@ def run() -> dict:
         for name, target in VARIANTS.items():
             servers[name] = Server(["-c", "gunicorn.conf.py", target],
                                    {**ENV, "SESSIONM_CONNECT_URL": upstream.url}, probe="/healthz")
-            warmed = warm(servers[name].url)
+            warmed = warm_hits(servers[name].url)
             if name == "full":
                 hit = warmed
         assert "hit" in hit.headers["Cache-Status"], hit.headers

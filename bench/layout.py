@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from run import SETTINGS, Server, configure, stand_in, summed, sweep_cpu, warm
+from run import SETTINGS, Server, configure, stand_in, summed, sweep_cpu, warm_hits
 
 ROUNDS = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_AB_SECONDS", "4"))
@@ -36,7 +36,7 @@ def main() -> int:
         for kind, latency, connections in (("hits", 0.0, 50), ("misses", 0.0, 64)):
             configure(upstream, latency)
             for server in servers.values():
-                warm(server.url)
+                warm_hits(server.url)
             measured = sweep_cpu(servers, ROUNDS, f"{kind}.lua", connections, SECONDS,  # neither always first
                                  env=lambda name, r: {"BENCH_WARM": "100", "BENCH_PREFIX": f"{name}-{r}"})
             sums.update({(name, kind): summed(runs) for name, runs in measured.items()})  # misses: new users

@@ -50,14 +50,14 @@ def sample_worker(seconds: int = 8) -> str:
     if not os.path.exists(spy):
         return "(py-spy is not installed: pip install py-spy)"
     sys.path.insert(0, str(ROOT))
-    from bench.run import configure, service, stand_in, warm, wrk
+    from bench.run import configure, service, stand_in, warm_hits, wrk
 
     upstream = stand_in()
     try:
         configure(upstream, 0.0)
         svc = service(upstream.url)
         try:
-            warm(svc.url)
+            warm_hits(svc.url)
             worker = subprocess.run(["pgrep", "-P", str(svc.proc.pid)], capture_output=True,
                                     text=True).stdout.split()[0]
             raw = Path(f"/tmp/wp-profile-{os.getpid()}.txt")

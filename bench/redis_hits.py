@@ -51,7 +51,7 @@ def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: i
                      users: int = 100) -> dict:
     """Hits of `users` prewarmed wallets in memory mode and in Redis mode, `rounds` times in turn, the
     order swapped each round (run.in_turn)."""
-    from run import configure, service, summed, sweep_cpu, warm
+    from run import configure, service, summed, sweep_cpu, warm_hits
 
     configure(upstream, 0.0)
     redis_proc, redis_url, redis_version = _redis_server()
@@ -60,7 +60,7 @@ def bench_redis_hits(upstream, rounds: int = 3, seconds: int = 4, connections: i
         services = {"memory": service(upstream.url),
                     "redis": service(upstream.url, WALLET_PROXY_REDIS_URL=redis_url)}
         for name, svc in services.items():
-            hit = warm(svc.url, users)
+            hit = warm_hits(svc.url, users)
             assert "hit" in hit.headers["Cache-Status"], (name, hit.headers)
         # neither mode always goes first
         measured = sweep_cpu(services, rounds, "hits.lua", connections, seconds, env={"BENCH_WARM": str(users)})

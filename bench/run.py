@@ -169,7 +169,7 @@ def in_turn(items: list, sweep: int) -> list:
     return items[shift:] + items[:shift]
 
 
-def warm(url: str, users: int = 100) -> requests.Response:
+def warm_hits(url: str, users: int = 100) -> requests.Response:
     """Read wallets warm-0 .. warm-(users - 1) once, so that hits.lua's reads are all cache hits;
     answers warm-0 read once more (from the service, a hit: the body bench/raw.py answers)."""
     for n in range(users):
@@ -233,7 +233,7 @@ def bench_hits(upstream: Server, rounds: int = 3, seconds: int = 4, connections:
     servers = {}
     body_path = tempfile.mktemp(prefix="wp-bench-body-")
     try:
-        hit = warm(svc.url)
+        hit = warm_hits(svc.url)
         assert "hit" in hit.headers["Cache-Status"], hit.headers
         Path(body_path).write_bytes(hit.content)
         # gunicorn.conf.py refuses to start without upstream settings unless the sandbox is asked for

@@ -15,21 +15,15 @@ loopback in a process of its own, so what is counted is this process's: the serv
 from __future__ import annotations
 
 import gc
-import importlib.util
 import io
-import sys
 
 import pytest
 
-from tests.conftest import ROOT, make_settings
+from tests.conftest import make_settings
 from tests.fakes import FixedLag
+from tests.test_bench_order import bench_run  # bench/run.py, loaded once
 from tests.test_slots import until
 from wallet_proxy.errors import UpstreamUnavailable, release
-
-sys.path.insert(0, str(ROOT / "bench"))
-spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
-bench_run = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_run)
 
 AUTH = "Basic dGVzdDpzZWNyZXQ="  # test:secret, of conftest.CLIENTS
 ROUNDS = 40

@@ -128,7 +128,6 @@ class WalletGet:
             status, body, headers = self._wallet(environ, started, line)
         except ApiError as exc:
             status, body, headers = self._error(exc, line)
-            release(exc)  # no frames kept alive by it: no garbage for the cyclic collector
         except Exception as exc:  # the traceback goes to the log (secrets redacted there), never the answer
             log.exception("unhandled error on GET %s", ROUTE)
             status, body, headers = self._error(Internal(), line)
@@ -158,6 +157,9 @@ class WalletGet:
             if started - metrics._gauges_at >= 1.0:  # states, not events: a refresh a second will do
                 metrics._gauges_at = started
                 refresh_gauges(metrics, self.services)
+        # Answered (as an error, or as on_error=empty's 200) and logged: kept on `line` with its
+        # traceback, the error would hold the frames that hold `line` (errors.release)
+        release(error)
         self.answered += 1
         return status, headers, body
 
@@ -184,7 +186,6 @@ class WalletGet:
             if values["on_error"] != "empty" or exc.code not in SOFT:
                 raise
             line.outcome, line.error = Outcome.ERROR, exc
-            release(exc)  # answered here, as a 200: kept on `line` with its traceback it would be a cycle
             body = encode(empty_wallet(user_id=user_id, culture=culture, view=values["view"],
                                        error={"code": exc.code, "message": exc.message}))
             return 200, body, [("Cache-Control", "no-store")]

@@ -108,7 +108,7 @@ class Entry:
     @property
     def size(self) -> int:
         """Bytes of memory this entry holds, as the caches count it."""
-        return len(self.blob) + ENTRY_OVERHEAD
+        return _entry_size(self.blob)
 
     def __eq__(self, other) -> bool:  # the stamp names a fetch, it is not part of the value
         if not isinstance(other, Entry):
@@ -174,8 +174,8 @@ class MemoryStore:
 
     Slots hold plain values, not Entry objects: a tuple (or dict) of bytes, numbers and strings is
     one Python's cyclic garbage collector stops tracking, so a full cache adds nothing to its full
-    passes, each of which stops the event loop (with 100,000 wallets held as objects: 75 ms a pass
-    against 24 ms for the app alone; bench/RESULTS.md). `get` builds the Entry it answers.
+    passes, each of which stops the event loop (100,000 wallets held as objects made a pass 65-75 ms,
+    against 23-24 ms for the app alone; bench/RESULTS.md, "Issue #24, second pass"). `get` builds the Entry it answers.
     """
 
     name = "memory"
@@ -252,11 +252,16 @@ class MemoryStore:
         return True
 
 
+def _entry_size(blob: bytes) -> int:
+    """Bytes an entry of this packed wallet is counted for (Entry.size; a slot's parts alike)."""
+    return len(blob) + ENTRY_OVERHEAD
+
+
 def _size(slot: tuple) -> int:
-    """Bytes a user's slot is counted for: its entries (as Entry.size), and a dict of them when several."""
+    """Bytes a user's slot is counted for: its entries, and a dict of them when several."""
     if len(slot) == 6:
-        return USER_OVERHEAD + len(slot[2]) + ENTRY_OVERHEAD
-    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(len(parts[0]) + ENTRY_OVERHEAD for parts in slot[0].values())
+        return USER_OVERHEAD + _entry_size(slot[2])
+    return USER_OVERHEAD + CULTURES_OVERHEAD + sum(_entry_size(parts[0]) for parts in slot[0].values())
 
 
 RENDER_OVERHEAD = 300  # bytes a rendered body costs besides itself (its key, ETag, tuple, links)
